@@ -1,0 +1,3 @@
+from homekube.cli.main import main
+
+main()

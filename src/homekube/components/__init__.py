@@ -1,0 +1,1 @@
+"""Components turn config + facts into ordered phases of Change / NoChange steps (pure)."""

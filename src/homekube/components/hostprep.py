@@ -1,0 +1,241 @@
+"""Host preparation: the seed's first steps, done right (facts.md §1).
+
+The seed persisted a misspelled sysctl (`net.bridge.bridge-navailableables`) that was never
+applied; here every key is set live and read back, and a key the host refuses is reported
+with its current value instead of failing the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homekube.components.base import Context
+from homekube.config.model import ClusterConfig, HostSpec
+from homekube.facts.host import HostFacts
+from homekube.facts.system import Probes
+from homekube.osfamily import OPTIONAL_COMMANDS, REQUIRED_COMMANDS, family_of, supported, supported_list
+from homekube.plan.model import Change, NoChange, Run, Step, WriteFile
+from homekube.plan.resources import file_step, packages_step, sysctl_steps
+
+MODULES_FILE = "/etc/modules-load.d/homekube.conf"
+SYSCTL_FILE = "/etc/sysctl.d/90-homekube.conf"
+NM_FILE = "/etc/NetworkManager/conf.d/calico.conf"
+FIREWALL_MARKER = "/etc/homekube/firewalld-ports"
+MODULES = ("overlay", "br_netfilter")
+HOST_PACKAGES = ["iptables", "iproute", "socat", "conntrack", "ethtool", "ca-certificates", "curl", "tar"]
+
+GIB = 1024**3
+MIN_RAM = int(1.7 * GIB)
+WARN_RAM = 4 * GIB
+MIN_DISK = 2 * GIB
+
+#: why each sysctl is set (facts.md §1.2)
+SYSCTL_WHY = {
+    "net.ipv4.ip_forward": "kubeadm preflight requires IPv4 forwarding",
+    "net.ipv4.conf.all.forwarding": "Calico's IPv4 requirement",
+    "net.ipv6.conf.all.forwarding": "dual-stack pods need IPv6 forwarding (Calico, Kubernetes)",
+    "net.ipv6.conf.default.forwarding": "kubeadm's IPv6 preflight checks default.forwarding",
+    "net.bridge.bridge-nf-call-iptables": "bridged pod traffic must pass iptables (br_netfilter)",
+    "net.bridge.bridge-nf-call-ip6tables": "bridged IPv6 pod traffic must pass ip6tables",
+}
+
+
+def wanted_sysctls(cfg: ClusterConfig) -> dict[str, str]:
+    out = {
+        "net.ipv4.ip_forward": "1",
+        "net.ipv4.conf.all.forwarding": "1",
+        "net.bridge.bridge-nf-call-iptables": "1",
+        "net.bridge.bridge-nf-call-ip6tables": "1",
+    }
+    if any(n.version == 6 for n in cfg.network.pods):
+        out["net.ipv6.conf.all.forwarding"] = "1"
+        out["net.ipv6.conf.default.forwarding"] = "1"
+    out.update(cfg.host_prep.sysctls)
+    return out
+
+
+def sysctl_file(cfg: ClusterConfig) -> bytes:
+    lines = ["# Managed by homekube: Kubernetes networking sysctls (facts.md §1.2).", ""]
+    for k, v in wanted_sysctls(cfg).items():
+        why = SYSCTL_WHY.get(k, "from hostPrep.sysctls in cluster.yaml")
+        lines.append(f"# {why}")
+        lines.append(f"{k} = {v}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def modules_file() -> bytes:
+    return (
+        "# Managed by homekube: container storage (overlay) and bridged traffic filtering.\n"
+        + "\n".join(MODULES) + "\n"
+    ).encode()
+
+
+NM_CONF = (
+    "# Managed by homekube: NetworkManager must leave Calico's interfaces alone (facts.md §1.5).\n"
+    "[keyfile]\n"
+    "unmanaged-devices=interface-name:cali*;interface-name:tunl*;interface-name:vxlan.calico;"
+    "interface-name:vxlan-v6.calico;interface-name:wireguard.cali;interface-name:wg-v6.cali\n"
+).encode()
+
+#: ports to open when firewalld stays on (facts.md §9)
+FIREWALL_PORTS = ("6443/tcp", "2379-2381/tcp", "10250/tcp", "10256/tcp", "10257/tcp",
+                  "10259/tcp", "30000-32767/tcp", "30000-32767/udp", "4789/udp", "5473/tcp", "179/tcp")
+
+
+@dataclass(frozen=True)
+class Finding:
+    host: str
+    message: str
+    fatal: bool
+
+
+def preflight(cfg: ClusterConfig, host: HostSpec, f: HostFacts) -> list[Finding]:
+    """Checks that must pass before any host is touched."""
+    out: list[Finding] = []
+    h = host.name
+
+    def bad(msg: str) -> None:
+        out.append(Finding(h, msg, True))
+
+    def warn(msg: str) -> None:
+        out.append(Finding(h, msg, False))
+
+    if not supported(f.os):
+        bad(f"unsupported OS {f.os.pretty} ({f.os.id} {f.os.version_id}); supported: {supported_list()}")
+    if f.arch not in ("x86_64", "aarch64"):
+        bad(f"unsupported architecture {f.arch}")
+    if f.cpus < 2:
+        bad(f"{f.cpus} CPU: kubeadm needs at least 2")
+    if f.memory.total < MIN_RAM:
+        bad(f"{f.memory.total / GIB:.1f} GiB RAM: at least 1.7 GiB is needed")
+    elif f.memory.total < WARN_RAM:
+        warn(f"{f.memory.total / GIB:.1f} GiB RAM: under 4 GiB leaves little room for workloads")
+    if cfg.kubernetes.enabled and f.cgroup != 2:
+        bad("cgroup v1: kubelet ≥ 1.35 refuses to start on cgroup v1 (boot with cgroup v2, "
+            "systemd.unified_cgroup_hierarchy=1)")
+    free = min(f.disk.values()) if f.disk else 0
+    if f.disk and free < MIN_DISK:
+        bad(f"{free / GIB:.1f} GiB free disk: at least {MIN_DISK // GIB} GiB is needed")
+    for want, field in ((host.ipv4, "address"), (host.address6, "address6")):
+        if want is not None and not f.has_address(str(want)):
+            have = ", ".join(a.address for a in f.addresses if a.dev != "lo") or "none"
+            bad(f"{field} {want} is not configured on the host (it has {have})")
+    if cfg.kubernetes.enabled:
+        missing = [c for c in REQUIRED_COMMANDS if c not in f.commands]
+        if missing and "iptables" not in missing:
+            bad(f"kubeadm needs {', '.join(missing)} on PATH")
+    return out
+
+
+class HostPrepPhase:
+    name = "host"
+    title = "Host preparation"
+
+    def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
+        fam_paths = {MODULES_FILE: False, SYSCTL_FILE: False, NM_FILE: False, FIREWALL_MARKER: False}
+        return Probes(
+            files=fam_paths,
+            sysctls=set(wanted_sysctls(config)),
+            units={"NetworkManager.service", "firewalld.service"},
+            packages={p for fam in ("debian", "rhel") for p in _pkg_names(fam)},
+            modules=set(MODULES),
+            commands=set(REQUIRED_COMMANDS) | set(OPTIONAL_COMMANDS),
+            disk={"/", config.etcd.data_dir, "/var/lib"},
+        )
+
+    def plan(self, ctx: Context) -> list[Step]:
+        steps: list[Step] = []
+        for host in ctx.hosts():
+            steps += self._plan_host(ctx, ctx.facts[host.name])
+        return steps
+
+    def _plan_host(self, ctx: Context, f: HostFacts) -> list[Step]:
+        cfg = ctx.config
+        fam = family_of(f.os)
+        h, ph = f.host, self.name
+        steps: list[Step] = []
+        if fam is None:
+            return [NoChange(h, ph, "host", f"unsupported OS {f.os.pretty}", warning=True)]
+        pkgs = fam.packages(HOST_PACKAGES)
+        steps.append(packages_step(
+            f, ph, pkgs, fam.install_command(["__PKGS__"]).replace("'__PKGS__'", "__PKGS__"),
+            "tools kubeadm and Calico expect (iptables, ip, socat, conntrack, ethtool)",
+        ))
+
+        # kernel modules: persist, and load those that are neither loaded nor built in
+        steps.append(file_step(
+            f, ph, WriteFile(MODULES_FILE, modules_file(), 0o644),
+            "load overlay and br_netfilter at every boot",
+        ))
+        for m in MODULES:
+            state = f.modules.get(m, "missing")
+            if state in ("loaded", "builtin"):
+                steps.append(NoChange(h, ph, f"module {m}", f"{m} is {'built in' if state == 'builtin' else 'loaded'}"))
+            elif state == "loadable":
+                steps.append(Change(h, ph, f"module {m}", f"load {m}", "container storage and bridge filtering need it",
+                                    (Run(f"modprobe {m}"),)))
+            else:
+                steps.append(NoChange(h, ph, f"module {m}", f"{m} is neither loaded, built in nor installed", warning=True))
+
+        # sysctls: persist, then set live and read back
+        steps.append(file_step(
+            f, ph, WriteFile(SYSCTL_FILE, sysctl_file(cfg), 0o644),
+            "persist Kubernetes networking sysctls across reboots",
+        ))
+        steps += sysctl_steps(f, ph, wanted_sysctls(cfg), SYSCTL_WHY)
+
+        # swap
+        if cfg.host_prep.swap == "off":
+            if f.swaps:
+                names = ", ".join(s.name for s in f.swaps)
+                steps.append(Change(h, ph, "swap", f"turn swap off ({names})",
+                                    "kubelet fails with swap on unless hostPrep.swap is `allowed`",
+                                    (Run("swapoff -a"),)))
+            else:
+                steps.append(NoChange(h, ph, "swap", "no active swap"))
+            swap_lines = [e for e in f.fstab if e.fstype == "swap"]
+            if swap_lines:
+                nums = " ".join(f"-e '{e.line_no}s/^/# disabled by homekube: /'" for e in swap_lines)
+                steps.append(Change(h, ph, "fstab swap", f"comment out {len(swap_lines)} swap line(s) in /etc/fstab",
+                                    "keep swap off after a reboot", (Run(f"sed -i {nums} /etc/fstab"),)))
+            else:
+                steps.append(NoChange(h, ph, "fstab swap", "no swap in /etc/fstab"))
+        else:
+            steps.append(NoChange(h, ph, "swap", "swap allowed (kubelet NodeSwap, LimitedSwap)"))
+
+        # NetworkManager: only where it runs
+        if f.unit("NetworkManager.service").exists:
+            steps.append(file_step(f, ph, WriteFile(NM_FILE, NM_CONF, 0o644),
+                                   "NetworkManager must not manage Calico interfaces"))
+        else:
+            steps.append(NoChange(h, ph, "NetworkManager", "NetworkManager is not installed"))
+
+        # firewalld
+        fw = f.unit("firewalld.service")
+        mode = cfg.host_prep.firewall
+        if not fw.exists:
+            steps.append(NoChange(h, ph, "firewalld", "firewalld is not installed"))
+        elif mode == "disable" and (fw.is_active or fw.is_enabled):
+            steps.append(Change(h, ph, "firewalld", "stop and disable firewalld",
+                                "Calico asks for no other iptables manager (facts.md §1.5)",
+                                (Run("systemctl disable --now firewalld"),)))
+        elif mode == "open" and fw.is_active:
+            marker = ("\n".join(FIREWALL_PORTS) + "\n").encode()
+            have = f.file(FIREWALL_MARKER)
+            if have is not None and have.content == marker:
+                steps.append(NoChange(h, ph, "firewalld", "Kubernetes, etcd and Calico ports are open"))
+            else:
+                ports = " ".join(f"--add-port={p}" for p in FIREWALL_PORTS)
+                steps.append(Change(h, ph, "firewalld", "open Kubernetes, etcd and Calico ports",
+                                    "hostPrep.firewall is `open` (facts.md §9)",
+                                    (Run(f"firewall-cmd -q --permanent {ports} && firewall-cmd -q --reload"),
+                                     WriteFile(FIREWALL_MARKER, marker, 0o644))))
+        else:
+            steps.append(NoChange(h, ph, "firewalld", f"firewalld left as it is (hostPrep.firewall: {mode})"))
+        return steps
+
+
+def _pkg_names(fam: str) -> list[str]:
+    from homekube.osfamily import OsFamily
+
+    return OsFamily(fam).packages(HOST_PACKAGES)  # type: ignore[arg-type]

@@ -1,0 +1,267 @@
+"""Load cluster.yaml into a ClusterConfig, reporting every problem with file:line:column.
+
+Pydantic tells us *what* is wrong by a path of keys and indexes; ruamel.yaml's round-trip
+loader remembers where each key and item stood in the file. Joining the two gives messages
+an editor can jump to. Semantic checks that span several fields (overlapping networks,
+duplicate hosts, dual-stack needs) run after the schema and are located the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from homekube.config.model import ClusterConfig
+from homekube.errors import ConfigError, ConfigProblem
+
+Loc = tuple[str | int, ...]
+
+
+def _to_plain(node: Any) -> Any:
+    """Turn ruamel's commented containers into plain dicts/lists for pydantic."""
+    if isinstance(node, CommentedMap | dict):
+        return {str(k) if not isinstance(k, str) else k: _to_plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq | list):
+        return [_to_plain(v) for v in node]
+    return node
+
+
+def locate(root: Any, loc: Sequence[str | int]) -> tuple[int, int]:
+    """Return the 1-based line and column of the deepest node on `loc` that exists."""
+    line, col = 1, 1
+    node = root
+    for key in loc:
+        if isinstance(node, CommentedMap) and key in node:
+            try:
+                ln, cl = node.lc.key(key)
+            except (KeyError, TypeError, AttributeError):
+                break
+            line, col = ln + 1, cl + 1
+            child = node[key]
+            # point at the value when it is a scalar on the same line as the key
+            if not isinstance(child, CommentedMap | CommentedSeq):
+                try:
+                    vl, vc = node.lc.value(key)
+                    line, col = vl + 1, vc + 1
+                except (KeyError, TypeError, AttributeError):
+                    pass
+            node = child
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            try:
+                ln, cl = node.lc.item(key)
+            except (KeyError, TypeError, AttributeError):
+                break
+            line, col = ln + 1, cl + 1
+            node = node[key]
+        else:
+            break
+    return line, col
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "string_pattern_mismatch":
+        return "must be a lowercase DNS label (a-z, 0-9 and '-', at most 63 characters)"
+    if kind in ("ip_v4_address", "ip_v6_address"):
+        return "not a valid IP address"
+    if kind in ("ip_v4_network", "ip_v6_network"):
+        return f"not a valid network (CIDR, host bits zero): {err.get('input')!r}"
+    if kind == "too_short" and err.get("ctx", {}).get("min_length") == 1:
+        return "must not be empty"
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def _clean_loc(loc: Sequence[Any]) -> Loc:
+    """Drop pydantic's union-branch labels (e.g. 'IPv4Address') from a location."""
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(part, int):
+            out.append(part)
+        elif isinstance(part, str) and (
+            part[:1].isupper() or "[" in part or part.startswith("function-")
+        ):
+            continue
+        else:
+            out.append(part)
+    return tuple(out)
+
+
+def load_text(text: str, filename: str = "cluster.yaml") -> ClusterConfig:
+    """Parse and validate a config document; raise ConfigError with every problem."""
+    yaml = YAML(typ="rt")
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        col = mark.column + 1 if mark else 1
+        msg = f"YAML syntax: {e.problem or e.context or 'cannot parse'}"
+        raise ConfigError([ConfigProblem(filename, line, col, "", msg)]) from None
+    except YAMLError as e:  # e.g. duplicate keys without a mark
+        raise ConfigError([ConfigProblem(filename, 1, 1, "", f"YAML: {e}")]) from None
+    if root is None:
+        raise ConfigError([ConfigProblem(filename, 1, 1, "", "the file is empty")])
+    if not isinstance(root, CommentedMap):
+        raise ConfigError(
+            [ConfigProblem(filename, 1, 1, "", "the top level must be a mapping of keys")]
+        )
+
+    problems: list[ConfigProblem] = []
+    seen: set[tuple[Loc, str]] = set()
+    try:
+        cfg = ClusterConfig.model_validate(_to_plain(root))
+    except ValidationError as e:
+        for err in e.errors():
+            loc = _clean_loc(err["loc"])
+            msg = _message(dict(err))
+            if (loc, msg) in seen:
+                continue
+            seen.add((loc, msg))
+            line, col = locate(root, loc)
+            problems.append(ConfigProblem(filename, line, col, _path(loc), msg))
+        # union types report one error per branch; keep the clearest per location
+        problems = _dedupe(problems)
+        # a container reported as too short because a member failed is noise
+        problems = [
+            p for p in problems
+            if not (p.message == "must not be empty"
+                    and any(q.path.startswith(p.path + "[") for q in problems))
+        ]
+        problems.sort(key=lambda p: (p.line, p.column))
+        raise ConfigError(problems) from None
+
+    warnings: list[ConfigProblem] = []
+    for loc, msg, is_warning in semantic_checks(cfg):
+        line, col = locate(root, loc)
+        p = ConfigProblem(filename, line, col, _path(loc), msg, warning=is_warning)
+        (warnings if is_warning else problems).append(p)
+    if problems:
+        problems.sort(key=lambda p: (p.line, p.column))
+        raise ConfigError(problems)
+    _WARNINGS[id(cfg)] = warnings
+    return cfg
+
+
+def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    by_path: dict[str, list[ConfigProblem]] = {}
+    for p in problems:
+        by_path.setdefault(p.path, []).append(p)
+    out: list[ConfigProblem] = []
+    for items in by_path.values():
+        if len(items) > 1 and all("Input should be" in p.message or "valid" in p.message for p in items):
+            first = items[0]
+            msgs = "; ".join(dict.fromkeys(p.message for p in items))
+            out.append(ConfigProblem(first.file, first.line, first.column, first.path, msgs))
+        else:
+            out.extend(items)
+    return out
+
+
+_WARNINGS: dict[int, list[ConfigProblem]] = {}
+
+
+def warnings_for(cfg: ClusterConfig) -> list[ConfigProblem]:
+    """Warnings found while loading `cfg` (e.g. an even etcd member count)."""
+    return _WARNINGS.get(id(cfg), [])
+
+
+def load(path: str | Path) -> ClusterConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [ConfigProblem(str(p), 1, 1, "", "file not found")],
+            hint="create one with `homekube init > cluster.yaml`, or pass --config PATH",
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([ConfigProblem(str(p), 1, 1, "", f"cannot read: {e}")]) from None
+    return load_text(text, str(p))
+
+
+def semantic_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:
+    """Cross-field checks; each result is (location, message, is_warning)."""
+    out: list[tuple[Loc, str, bool]] = []
+    names: dict[str, int] = {}
+    addrs: dict[str, int] = {}
+    for i, h in enumerate(cfg.hosts):
+        if h.name in names:
+            out.append((("hosts", i, "name"), f"duplicate host name {h.name!r} (also hosts[{names[h.name]}])", False))
+        names.setdefault(h.name, i)
+        for field, a in (("address", h.address), ("address6", h.address6)):
+            if a is None:
+                continue
+            key = str(a)
+            if key in addrs:
+                out.append(((("hosts", i, field)), f"duplicate address {key} (also hosts[{addrs[key]}])", False))
+            addrs.setdefault(key, i)
+            if a.is_loopback or a.is_unspecified or a.is_multicast:
+                out.append((("hosts", i, field), f"{a} cannot be a node address", False))
+        if h.address6 is not None and h.ipv4 is None:
+            out.append((("hosts", i, "address6"), "address6 is for an extra IPv6 address; address is IPv6 already", False))
+
+    if not cfg.control_planes and cfg.kubernetes.enabled:
+        out.append((("hosts",), "at least one host needs the control-plane role", False))
+    if not cfg.etcd_hosts:
+        out.append((("hosts",), "at least one host needs the etcd role", False))
+    n_etcd = len(cfg.etcd_hosts)
+    if n_etcd and n_etcd % 2 == 0:
+        out.append(
+            (("hosts",), f"{n_etcd} etcd members tolerate no more failures than {n_etcd - 1}; use an odd count", True)
+        )
+
+    nets: list[tuple[Loc, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+    nets += [(("network", "pods", i), n) for i, n in enumerate(cfg.network.pods)]
+    nets += [(("network", "services", i), n) for i, n in enumerate(cfg.network.services)]
+    for a_i in range(len(nets)):
+        for b_i in range(a_i + 1, len(nets)):
+            (la, a), (lb, b) = nets[a_i], nets[b_i]
+            if a.version == b.version and a.overlaps(b):
+                out.append((lb, f"{b} overlaps {a} ({_path(la)})", False))
+    for i, h in enumerate(cfg.hosts):
+        for field, addr in (("address", h.address), ("address6", h.address6)):
+            if addr is None:
+                continue
+            for loc, net in nets:
+                if addr.version == net.version and addr in net:
+                    out.append(((("hosts", i, field)), f"{addr} lies inside {_path(loc)} {net}", False))
+
+    families = {n.version for n in cfg.network.pods}
+    for i, h in enumerate(cfg.hosts):
+        if 6 in families and h.ipv6 is None:
+            out.append((("hosts", i), "the pod network has IPv6: this host needs address6", False))
+        if 4 in families and h.ipv4 is None:
+            out.append((("hosts", i, "address"), "the pod network has IPv4: this host needs an IPv4 address", False))
+
+    ep = cfg.kubernetes.control_plane_endpoint
+    if ep is not None:
+        host, sep, port = ep.rpartition(":")
+        if not sep or not port.isdigit() or not (0 < int(port) < 65536) or not host:
+            out.append((("kubernetes", "controlPlaneEndpoint"), f"{ep!r} must be host:port", False))
+    if cfg.etcd.install == "package" and cfg.kubernetes.enabled:
+        out.append(
+            (("etcd", "install"), "distro etcd packages are 3.4.x, older than kubeadm's minimum 3.5.24", True)
+        )
+    return out

@@ -1,0 +1,42 @@
+"""A commented starter cluster.yaml for `homekube init`."""
+
+from __future__ import annotations
+
+import ipaddress
+
+
+def starter(name: str, hosts: list[str]) -> str:
+    addrs = hosts or ["192.0.2.10"]
+    host_lines = []
+    for i, a in enumerate(addrs, start=1):
+        ip = ipaddress.ip_address(a)
+        roles = "[control-plane, etcd, worker]" if i == 1 else "[worker]"
+        host_lines.append(f'  - {{name: node{i}, address: "{ip}", roles: {roles}}}')
+    return f"""\
+# homekube cluster.yaml: the whole cluster in one file. `homekube schema` prints its JSON Schema.
+name: {name}
+kubernetes:
+  enabled: true
+  version: "1.36"                 # cri-o follows this minor; etcd 3.6.14 is matched to it
+  # A DNS name here lets you add control planes later (kubeadm cannot add one after init).
+  # controlPlaneEndpoint: k8s.home.arpa:6443
+  proxyMode: nftables
+network:
+  # One network per family; add an IPv6 network to each for dual-stack (then every host
+  # needs address6).
+  pods: [10.42.0.0/16]
+  services: [10.96.0.0/16]
+  encapsulation: VXLANCrossSubnet
+etcd:
+  install: tarball                # upstream release, checked by SHA-256
+  snapshotCount: 5000
+  heartbeatMs: 100                # LAN defaults; electionMs must be >= 5 x heartbeatMs
+  electionMs: 1000
+  backup: {{schedule: daily, keep: 7}}
+ui: {{kind: headlamp, access: read-only}}
+hostPrep: {{swap: "off", firewall: disable}}
+ssh: {{user: root, key: ~/.ssh/id_ed25519, knownHosts: ~/.ssh/known_hosts}}
+artifacts: {{mirror: null}}        # a local mirror for offline installs
+hosts:
+{chr(10).join(host_lines)}
+"""

@@ -1,0 +1,1 @@
+"""Operations: the effectful verbs (apply, status, backup, restore, certs, nodes, reset)."""

@@ -1,0 +1,57 @@
+"""`homekube apply`: plan, execute exactly that plan, report."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.markup import escape
+
+from homekube.config.model import ClusterConfig
+from homekube.errors import HostError
+from homekube.ops.session import open_session
+
+
+async def run_apply(
+    cfg: ClusterConfig,
+    console: Console,
+    *,
+    phases: set[str] | None = None,
+    quiet: bool = False,
+    t0: float | None = None,
+) -> int:
+    t0 = t0 if t0 is not None else time.monotonic()
+    s = await open_session(cfg, lock=True)
+    try:
+        plan = s.plan(phases)
+        changes = plan.changes
+        for w in plan.warnings:
+            console.print(f"[magenta]![/] {escape(w.host)}: {escape(w.reason)}")
+        if not changes:
+            console.print(f"nothing to change on {len(plan.hosts)} host(s) "
+                          f"({time.monotonic() - t0:.2f}s)")
+            return 0
+
+        def progress(event: str, host: str, text: str) -> None:
+            if quiet:
+                return
+            if event == "phase":
+                console.print(f"[cyan]{escape(text)}[/]")
+            elif event == "done":
+                console.print(f"  [green]✓[/] {escape(host)}: {escape(text)}")
+
+        result = await s.apply(plan, progress)
+    finally:
+        await s.close()
+    if not result.ok:
+        for e in result.failed:
+            console.print(f"[red]✗[/] {escape(str(e))}")
+        first = result.failed[0]
+        raise HostError(
+            f"{len(result.failed)} host(s) failed; {len(result.applied)} change(s) were applied "
+            "before that. Fix the cause and run apply again: it continues from where it stopped.",
+            host=first.host, phase=first.phase, step=first.step,
+        )
+    console.print(f"applied {len(result.applied)} change(s) on {len(plan.hosts)} host(s) "
+                  f"in {time.monotonic() - t0:.2f}s")
+    return 0

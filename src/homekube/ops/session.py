@@ -1,0 +1,159 @@
+"""A run against the cluster: connect to every host, lock, gather facts, plan, apply.
+
+Order matters for safety: every host is connected (and, for apply, locked) and every
+preflight check passes before the first change is made on any host, so an unreachable
+host, a wrong key or too little RAM stops the run with nothing touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from homekube.components.base import Context, LocalState, Phase
+from homekube.components.hostprep import Finding, preflight
+from homekube.components.registry import all_phases
+from homekube.config.model import ClusterConfig, HostSpec
+from homekube.errors import ConnectError, HomekubeError, PreflightError
+from homekube.executor import ApplyResult, Progress, execute
+from homekube.facts.base import compose, complete, parse_all
+from homekube.facts.host import HostFacts, build_host_facts
+from homekube.facts.system import Probes, facts_for
+from homekube.plan.model import Plan
+from homekube.plan.planner import build_plan
+from homekube.transport.base import Transport
+from homekube.transport.ssh import SshTarget, SshTransport
+
+
+def ssh_target(cfg: ClusterConfig, h: HostSpec) -> SshTarget:
+    per = h.ssh
+    alias = h.ssh_host is not None
+    return SshTarget(
+        name=h.name,
+        host=h.ssh_host or str(h.address),
+        user=(per.user if per and per.user else (None if alias else cfg.ssh.user)),
+        port=(per.port if per and per.port else (None if alias else cfg.ssh.port)),
+        key=(per.key if per and per.key else cfg.ssh.key),
+        known_hosts=cfg.ssh.known_hosts,
+        config=cfg.ssh.config,
+        connect_timeout=cfg.ssh.connect_timeout,
+    )
+
+
+async def connect_all(cfg: ClusterConfig, hosts: Sequence[HostSpec]) -> dict[str, Transport]:
+    """Connect to every host in parallel; if any fails, close the rest and report all."""
+    results = await asyncio.gather(
+        *(SshTransport.connect(ssh_target(cfg, h)) for h in hosts), return_exceptions=True
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    ok = {r.host: r for r in results if isinstance(r, Transport)}
+    if errors:
+        await close_all(ok)
+        for e in errors:
+            if not isinstance(e, HomekubeError):
+                raise e
+        if len(errors) == 1:
+            raise errors[0]
+        msgs = "\n".join(str(e) for e in errors)
+        raise ConnectError(f"{len(errors)} hosts cannot be reached:\n{msgs}")
+    return ok
+
+
+async def close_all(ts: dict[str, Transport]) -> None:
+    await asyncio.gather(*(t.close() for t in ts.values()), return_exceptions=True)
+
+
+def probes_for(cfg: ClusterConfig, host: HostSpec, phases: Sequence[Phase]) -> Probes:
+    p = Probes()
+    for ph in phases:
+        p.merge(ph.probes(cfg, host))
+    return p
+
+
+async def gather_facts(
+    cfg: ClusterConfig, hosts: Sequence[HostSpec], ts: dict[str, Transport], phases: Sequence[Phase]
+) -> dict[str, HostFacts]:
+    async def one(h: HostSpec) -> HostFacts:
+        facts = facts_for(probes_for(cfg, h, phases))
+        script, marker = compose(facts)
+        res = await ts[h.name].run(script, timeout=120)
+        if not complete(res.stdout, marker):
+            raise ConnectError(f"gathering facts did not finish (exit {res.exit_status}): "
+                               f"{res.stderr.strip()[-300:]}", host=h.name)
+        return build_host_facts(h.name, parse_all(facts, res.stdout, marker))
+
+    got = await asyncio.gather(*(one(h) for h in hosts))
+    return {f.host: f for f in got}
+
+
+def read_local_state(cfg: ClusterConfig) -> LocalState:
+    base = Path(os.path.expanduser(str(cfg.state_dir)))
+    ca_cert = base / "pki" / "etcd" / "ca.crt"
+    ca_key = base / "pki" / "etcd" / "ca.key"
+    return LocalState(
+        etcd_ca_cert=ca_cert.read_bytes() if ca_cert.is_file() else None,
+        etcd_ca_key=ca_key.read_bytes() if ca_key.is_file() else None,
+    )
+
+
+@dataclass
+class Session:
+    """Connections, facts and the plan of one run; `close()` releases locks and sockets."""
+
+    config: ClusterConfig
+    transports: dict[str, Transport]
+    facts: dict[str, HostFacts]
+    findings: list[Finding]
+    phases: list[Phase]
+    now: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def context(self) -> Context:
+        return Context(self.config, self.facts, read_local_state(self.config), self.now)
+
+    def plan(self, only: set[str] | None = None) -> Plan:
+        return build_plan(self.phases, self.context(), only)
+
+    async def apply(self, plan: Plan, progress: Progress | None = None) -> ApplyResult:
+        return await execute(plan, self.transports, progress=progress)
+
+    async def close(self) -> None:
+        await close_all(self.transports)
+
+
+def holder() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} since {datetime.now(UTC):%H:%M:%S}Z"
+
+
+async def open_session(
+    cfg: ClusterConfig,
+    *,
+    lock: bool,
+    transports: dict[str, Transport] | None = None,
+    phases: list[Phase] | None = None,
+    hosts: Sequence[HostSpec] | None = None,
+    enforce_preflight: bool = True,
+) -> Session:
+    """Connect, lock (for changes), gather facts and run preflight, touching nothing."""
+    phases = phases if phases is not None else all_phases()
+    hosts = list(hosts if hosts is not None else cfg.hosts)
+    ts = transports if transports is not None else await connect_all(cfg, hosts)
+    try:
+        if lock:
+            await asyncio.gather(*(ts[h.name].lock(holder()) for h in hosts))
+        facts = await gather_facts(cfg, hosts, ts, phases)
+        findings = [x for h in hosts for x in preflight(cfg, h, facts[h.name])]
+        fatal = [(x.host, x.message) for x in findings if x.fatal]
+        if fatal and enforce_preflight:
+            raise PreflightError(fatal, hint="fix the hosts or cluster.yaml; nothing was changed")
+    except BaseException:
+        await close_all(ts)
+        raise
+    return Session(cfg, ts, facts, findings, phases, datetime.now(UTC))

@@ -1,0 +1,163 @@
+"""What a run would do: Change / NoChange steps, grouped by phase, for every host.
+
+A plan is the contract between `plan` and `apply`: `apply` executes the actions of exactly
+the Changes shown, and nothing else. Actions are deliberately dumb (write a file, run a
+shell command) so that the executor stays small and the planner, which is pure, carries all
+the judgement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    """Put `content` at `path` atomically (temp file + rename) with mode and owner."""
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+    def describe(self) -> str:
+        what = f"<private key, {self.mode:04o}>" if self.secret else f"{len(self.content)} bytes"
+        return f"write {self.path} ({what}, {self.mode:04o} {self.owner}:{self.group})"
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run a shell command (bash, `set -euo pipefail`) on the host."""
+
+    command: str
+    description: str = ""
+    #: hide the command text in plans and logs (it carries a token or key)
+    secret: bool = False
+
+    def describe(self) -> str:
+        if self.secret:
+            return f"run: {self.description or '<command with secret material>'}"
+        return f"run: {self.command}"
+
+
+@dataclass(frozen=True)
+class LocalWrite:
+    """Write a file on the operator machine (state dir), e.g. a backup or the CA."""
+
+    path: str
+    content: bytes
+    mode: int = 0o600
+    secret: bool = True
+
+    def describe(self) -> str:
+        return f"write locally {self.path} ({self.mode:04o})"
+
+
+Action = WriteFile | Run | LocalWrite
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing that will be changed, where, and why."""
+
+    host: str
+    phase: str
+    resource: str
+    summary: str
+    why: str
+    actions: tuple[Action, ...]
+    diff: str | None = None
+    #: changes of one phase run wave by wave; hosts run in parallel within a wave
+    wave: int = 0
+
+    kind: Literal["change"] = "change"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "phase": self.phase,
+            "resource": self.resource,
+            "summary": self.summary,
+            "why": self.why,
+            "wave": self.wave,
+            "actions": [a.describe() for a in self.actions],
+            **({"diff": self.diff} if self.diff is not None else {}),
+        }
+
+
+@dataclass(frozen=True)
+class NoChange:
+    """Nothing to do for a resource, and why not (or a warning that it cannot be done)."""
+
+    host: str
+    phase: str
+    resource: str
+    reason: str
+    warning: bool = False
+
+    kind: Literal["nochange"] = "nochange"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "phase": self.phase,
+            "resource": self.resource,
+            "reason": self.reason,
+            "warning": self.warning,
+        }
+
+
+Step = Change | NoChange
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    name: str
+    title: str
+    steps: tuple[Step, ...]
+
+    @property
+    def changes(self) -> list[Change]:
+        return [s for s in self.steps if isinstance(s, Change)]
+
+
+@dataclass
+class Plan:
+    cluster: str
+    hosts: list[str]
+    phases: list[PhasePlan] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[Change]:
+        return [c for p in self.phases for c in p.changes]
+
+    @property
+    def warnings(self) -> list[NoChange]:
+        return [s for p in self.phases for s in p.steps if isinstance(s, NoChange) and s.warning]
+
+    def for_host(self, host: str) -> list[tuple[str, list[Step]]]:
+        return [(p.name, [s for s in p.steps if s.host == host]) for p in self.phases]
+
+    def to_json(self) -> dict[str, Any]:
+        per_host: dict[str, dict[str, Any]] = {}
+        for h in self.hosts:
+            steps = [s for p in self.phases for s in p.steps if s.host == h]
+            per_host[h] = {
+                "changes": [s.to_json() for s in steps if isinstance(s, Change)],
+                "unchanged": [s.to_json() for s in steps if isinstance(s, NoChange)],
+            }
+        return {
+            "cluster": self.cluster,
+            "changes": len(self.changes),
+            "warnings": [w.to_json() for w in self.warnings],
+            "phases": [p.name for p in self.phases],
+            "hosts": per_host,
+        }

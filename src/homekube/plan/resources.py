@@ -1,0 +1,179 @@
+"""Desired-state comparisons shared by every component: file, unit, packages, sysctl.
+
+Each helper compares what a host reported with what the config wants and returns a Change
+(with the actions that converge it) or a NoChange saying why nothing is needed. They are
+pure; the facts were gathered before.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Iterable
+
+from homekube.facts.base import shell_quote
+from homekube.facts.host import HostFacts
+from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
+
+
+def file_step(
+    facts: HostFacts, phase: str, want: WriteFile, why: str, *, resource: str | None = None
+) -> Step:
+    """Converge one file: content, mode and owner."""
+    host = facts.host
+    res = resource or f"file {want.path}"
+    have = facts.file(want.path)
+    sha = hashlib.sha256(want.content).hexdigest()
+    if have is None:
+        diff = None if want.secret else _diff(b"", want.content, want.path)
+        return Change(host, phase, res, f"create {want.path}", why, (want,), diff=diff)
+    problems = []
+    if have.kind != "file":
+        problems.append(f"is a {have.kind}")
+    if have.sha256 != sha:
+        problems.append("content differs")
+    if have.mode != want.mode:
+        problems.append(f"mode {have.mode:04o} → {want.mode:04o}")
+    if (have.owner, have.group) != (want.owner, want.group):
+        problems.append(f"owner {have.owner}:{have.group} → {want.owner}:{want.group}")
+    if not problems:
+        return NoChange(host, phase, res, f"{want.path} is up to date")
+    diff = None
+    if have.sha256 != sha and not want.secret and have.content is not None:
+        diff = _diff(have.content, want.content, want.path)
+    return Change(
+        host, phase, res, f"update {want.path} ({', '.join(problems)})", why, (want,), diff=diff
+    )
+
+
+def _diff(old: bytes, new: bytes, path: str) -> str | None:
+    try:
+        a = old.decode().splitlines(keepends=True)
+        b = new.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return None
+    return "".join(difflib.unified_diff(a, b, fromfile=f"{path} (host)", tofile=f"{path} (homekube)"))
+
+
+def unit_step(
+    facts: HostFacts,
+    phase: str,
+    unit: str,
+    *,
+    why: str,
+    enabled: bool = True,
+    active: bool = True,
+    restart_because: Iterable[str] = (),
+    daemon_reload: bool = False,
+    wait: str | None = None,
+) -> Step:
+    """Converge a systemd unit: enabled/started, or restarted when its inputs changed.
+
+    `restart_because` lists the resources whose change requires a restart (files changed in
+    this plan); `wait` is a shell condition polled after (re)start so a phase only ends when
+    the service really serves.
+    """
+    host = facts.host
+    st = facts.unit(unit)
+    reasons = list(restart_because)
+    actions: list[Action] = []
+    if daemon_reload:
+        actions.append(Run("systemctl daemon-reload", "reload systemd unit files"))
+    if active and not st.is_active:
+        what = f"start {unit}"
+        if enabled and not st.is_enabled:
+            actions.append(Run(f"systemctl enable --now {unit}"))
+            what = f"enable and start {unit}"
+        else:
+            actions.append(Run(f"systemctl start {unit}"))
+        if wait:
+            actions.append(_wait(wait, unit))
+        state = "failed" if st.active == "failed" else "not running"
+        return Change(host, phase, f"unit {unit}", what, f"{why} ({unit} is {state})", tuple(actions))
+    if active and reasons:
+        if enabled and not st.is_enabled:
+            actions.append(Run(f"systemctl enable {unit}"))
+        actions.append(Run(f"systemctl restart {unit}"))
+        if wait:
+            actions.append(_wait(wait, unit))
+        return Change(
+            host, phase, f"unit {unit}", f"restart {unit}",
+            f"{', '.join(reasons)} changed", tuple(actions),
+        )
+    if enabled and not st.is_enabled and st.enabled != "static":
+        actions.append(Run(f"systemctl enable {unit}"))
+        return Change(host, phase, f"unit {unit}", f"enable {unit}", why, tuple(actions))
+    if not active and st.is_active:
+        cmd = f"systemctl disable --now {unit}" if not enabled else f"systemctl stop {unit}"
+        return Change(host, phase, f"unit {unit}", f"stop {unit}", why, (Run(cmd),))
+    if not enabled and st.is_enabled and st.enabled != "static":
+        return Change(host, phase, f"unit {unit}", f"disable {unit}", why, (Run(f"systemctl disable {unit}"),))
+    state = "running" if st.is_active else "stopped"
+    en = "enabled" if st.is_enabled else "disabled"
+    return NoChange(host, phase, f"unit {unit}", f"{unit} is {en} and {state}")
+
+
+def _wait(condition: str, what: str, seconds: int = 60) -> Run:
+    """Poll `condition` (a shell test) every 0.2 s for up to `seconds`; never a fixed sleep."""
+    cmd = (
+        f"for _ in $(seq {seconds * 5}); do if {condition}; then exit_ok=1; break; fi; sleep 0.2; done; "
+        f'[ "${{exit_ok:-0}}" = 1 ] || {{ echo "{what} not ready after {seconds}s" >&2; '
+        f"journalctl -u {shell_quote(what)} -n 20 --no-pager >&2 || true; exit 1; }}"
+    )
+    return Run(cmd, f"wait until {what} is ready")
+
+
+def packages_step(
+    facts: HostFacts, phase: str, packages: list[str], install_command: str, why: str
+) -> Step:
+    host = facts.host
+    missing = sorted(p for p in packages if not facts.installed(p))
+    if not missing:
+        return NoChange(host, phase, "packages", f"installed: {', '.join(sorted(packages))}")
+    return Change(
+        host, phase, "packages", f"install {', '.join(missing)}", why,
+        (Run(install_command.replace("__PKGS__", " ".join(missing)), f"install {' '.join(missing)}"),),
+    )
+
+
+def sysctl_steps(
+    facts: HostFacts, phase: str, wanted: dict[str, str], why: dict[str, str]
+) -> list[Step]:
+    """Set live values now and read them back; a read-only key becomes a warning."""
+    host = facts.host
+    out: list[Step] = []
+    for key in sorted(wanted):
+        value = wanted[key]
+        st = facts.sysctls.get(key)
+        res = f"sysctl {key}"
+        if st is None or st.value is None:
+            out.append(NoChange(host, phase, res, f"{key} does not exist on this kernel; not set", warning=True))
+            continue
+        if _norm(st.value) == _norm(value):
+            out.append(NoChange(host, phase, res, f"{key} = {st.value}"))
+            continue
+        if not st.writable:
+            out.append(NoChange(
+                host, phase, res,
+                f"{key} cannot be set on this host (read-only, e.g. in a container); "
+                f"current value {st.value}, wanted {value}",
+                warning=True,
+            ))
+            continue
+        path = "/proc/sys/" + key.replace(".", "/")
+        cmd = (
+            f"sysctl -q -w {shell_quote(key + '=' + value)} && "
+            f'v=$(cat {shell_quote(path)} | tr "\\t" " "); '
+            f'[ "$v" = {shell_quote(_norm(value))} ] || '
+            f'{{ echo "{key} reads back as $v after setting {value}" >&2; exit 1; }}'
+        )
+        out.append(Change(
+            host, phase, res, f"set {key} = {value} (now {st.value})",
+            why.get(key, "required by Kubernetes networking"),
+            (Run(cmd, f"set and verify {key}"),),
+        ))
+    return out
+
+
+def _norm(v: str) -> str:
+    return " ".join(v.split())

@@ -1,0 +1,63 @@
+"""The host interface: run a script (fed on stdin, never in argv), and hold a host lock.
+
+Scripts travel on stdin so that secret material (keys, tokens) never shows up in a process
+list on the host. Every call counts as one exec; `execs` lets tests and benchmarks check the
+"facts cost one exec per host" promise.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+LOCK_PATH = "/run/homekube.lock"
+
+
+class Transport(ABC):
+    """One connection to one host."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.execs = 0
+
+    @abstractmethod
+    async def run(self, script: str, *, timeout: float | None = None) -> ExecResult:
+        """Run `script` with bash on the host (as root, via sudo when needed)."""
+
+    @abstractmethod
+    async def lock(self, holder: str) -> None:
+        """Take the host lock; raise LockedError when another run holds it.
+
+        The lock is a `flock` held by a process whose life is tied to this connection, so a
+        crashed or killed run can never leave a stale lock behind.
+        """
+
+    @abstractmethod
+    async def unlock(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+def lock_command(holder: str) -> str:
+    from homekube.facts.base import shell_quote
+
+    # fd 9 on the lock file; print who holds it for the loser's message; then wait for EOF
+    return (
+        f"exec 9>>{LOCK_PATH}; "
+        f"if flock -n 9; then printf '%s\\n' {shell_quote(holder)} > {LOCK_PATH}.holder; "
+        "echo LOCKED; exec cat >/dev/null; "
+        f"else echo BUSY; cat {LOCK_PATH}.holder 2>/dev/null; exit 75; fi"
+    )

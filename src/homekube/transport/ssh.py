@@ -1,0 +1,132 @@
+"""SSH transport (asyncssh): key auth, known_hosts always verified, ~/.ssh/config honoured."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from homekube.errors import ConnectError, LockedError
+from homekube.transport.base import ExecResult, Transport, lock_command
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    name: str
+    host: str  # address or ~/.ssh/config alias
+    user: str | None
+    port: int | None
+    key: str | None
+    known_hosts: str | None
+    config: str | None
+    connect_timeout: float = 10.0
+
+
+def _expand(p: str | None) -> str | None:
+    return os.path.expanduser(p) if p else None
+
+
+class SshTransport(Transport):
+    def __init__(self, target: SshTarget, conn: asyncssh.SSHClientConnection, user: str) -> None:
+        super().__init__(target.name)
+        self.target = target
+        self._conn = conn
+        self._sudo = user != "root"
+        self._lock: asyncssh.SSHClientProcess[str] | None = None
+
+    @classmethod
+    async def connect(cls, t: SshTarget) -> SshTransport:
+        key = _expand(t.key)
+        kh = _expand(t.known_hosts)
+        cfg = _expand(t.config)
+        if key is not None and not Path(key).is_file():
+            raise ConnectError(f"SSH key {key} does not exist", host=t.name,
+                               hint="set ssh.key in cluster.yaml")
+        if kh is not None and not Path(kh).is_file():
+            raise ConnectError(f"known_hosts file {kh} does not exist", host=t.name,
+                               hint="add the host key first (ssh-keyscan, or one ssh login)")
+        opts: dict[str, object] = {
+            "known_hosts": kh if kh is not None else (),
+            "connect_timeout": t.connect_timeout,
+            "config": [cfg] if cfg and Path(cfg).is_file() else [],
+            "agent_path": None,
+            "keepalive_interval": 15,
+        }
+        if key is not None:
+            opts["client_keys"] = [key]
+        if t.user is not None:
+            opts["username"] = t.user
+        if t.port is not None:
+            opts["port"] = t.port
+        try:
+            conn = await asyncssh.connect(t.host, **opts)  # type: ignore[arg-type]
+        except asyncssh.HostKeyNotVerifiable as e:
+            raise ConnectError(
+                f"host key of {t.host} is not trusted ({e.reason})", host=t.name,
+                hint=f"check the host, then add its key to {kh or 'known_hosts'}",
+            ) from None
+        except asyncssh.PermissionDenied:
+            raise ConnectError(
+                f"authentication failed as {t.user or 'the configured user'} with key {key}",
+                host=t.name, hint="check ssh.user and ssh.key",
+            ) from None
+        except (TimeoutError, asyncssh.ConnectionLost) as e:
+            raise ConnectError(f"cannot reach {t.host}:{t.port or 22} ({e or 'timed out'})",
+                               host=t.name) from None
+        except (OSError, asyncssh.Error) as e:
+            raise ConnectError(f"cannot connect to {t.host}:{t.port or 22}: {e}", host=t.name) from None
+        user = conn.get_extra_info("username") or t.user or "root"
+        return cls(t, conn, str(user))
+
+    def _wrap(self, cmd: str) -> str:
+        return f"sudo -n {cmd}" if self._sudo else cmd
+
+    async def run(self, script: str, *, timeout: float | None = None) -> ExecResult:
+        self.execs += 1
+        try:
+            res = await asyncio.wait_for(
+                self._conn.run(self._wrap("bash -s"), input=script, check=False), timeout
+            )
+        except TimeoutError:
+            return ExecResult(124, "", f"timed out after {timeout}s")
+        except (asyncssh.Error, OSError) as e:
+            raise ConnectError(f"connection lost: {e}", host=self.host) from None
+        out = res.stdout if isinstance(res.stdout, str) else (res.stdout or b"").decode()
+        err = res.stderr if isinstance(res.stderr, str) else (res.stderr or b"").decode()
+        status = res.exit_status if res.exit_status is not None else 255
+        return ExecResult(status, out, err)
+
+    async def lock(self, holder: str) -> None:
+        self.execs += 1
+        cmd = self._wrap("bash -c " + _q(lock_command(holder)))
+        proc = await self._conn.create_process(cmd)
+        line = (await proc.stdout.readline()).strip()
+        if line != "LOCKED":
+            rest = (await proc.stdout.read()).strip()
+            proc.close()
+            if line == "BUSY":
+                raise LockedError(f"another homekube run holds the host lock ({rest or 'unknown'})",
+                                  host=self.host, hint="wait for it to finish")
+            raise ConnectError(f"cannot take the host lock: {line or 'no answer'}", host=self.host)
+        self._lock = proc
+
+    async def unlock(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                self._lock.stdin.write_eof()
+                await asyncio.wait_for(self._lock.wait_closed(), 5)
+            self._lock = None
+
+    async def close(self) -> None:
+        await self.unlock()
+        self._conn.close()
+        with contextlib.suppress(Exception):
+            await self._conn.wait_closed()
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "'\"'\"'") + "'"

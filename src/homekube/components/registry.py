@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 from homekube.components.base import Phase
+from homekube.components.etcd import EtcdPhase, EtcdPkiPhase
 from homekube.components.hostprep import HostPrepPhase
+from homekube.config.model import ClusterConfig
 
 
 def all_phases() -> list[Phase]:
-    return [HostPrepPhase()]
+    return [HostPrepPhase(), EtcdPkiPhase(), EtcdPhase()]
 
 
 def phase_names() -> list[str]:
     return [p.name for p in all_phases()]
 
 
-def rendered_files(cfg: object) -> list[tuple[str, str, bytes, bool]]:
-    """(host, path, content, secret) for every file homekube writes; filled in per component."""
+def rendered_files(cfg: ClusterConfig) -> list[tuple[str, str, bytes, bool]]:
+    """(host, path, content, secret) for every file homekube writes, without any host."""
+    from homekube.components.etcd import ENV_FILE, ETCDCTL_ENV, bin_dir
     from homekube.components.hostprep import MODULES_FILE, SYSCTL_FILE, modules_file, sysctl_file
-    from homekube.config.model import ClusterConfig
+    from homekube.render import etcd as r
 
-    assert isinstance(cfg, ClusterConfig)
     out: list[tuple[str, str, bytes, bool]] = []
+    etcd_hosts = cfg.etcd_hosts
+    members = [(h.name, r.peer_url(h)) for h in etcd_hosts]
     for h in cfg.hosts:
         out.append((h.name, MODULES_FILE, modules_file(), False))
         out.append((h.name, SYSCTL_FILE, sysctl_file(cfg), False))
+        if h.has("etcd"):
+            conf = r.member_config(cfg, h, members=members, state="new")
+            out.append((h.name, r.CONFIG_PATH, r.config_file(conf), False))
+            out.append((h.name, r.UNIT_PATH, r.unit_file(f"{bin_dir(cfg)}/etcd"), False))
+            out.append((h.name, ENV_FILE, ETCDCTL_ENV.encode(), False))
     return out

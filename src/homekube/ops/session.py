@@ -27,6 +27,7 @@ from homekube.facts.base import compose, complete, parse_all
 from homekube.facts.host import HostFacts, build_host_facts
 from homekube.facts.system import Probes, facts_for
 from homekube.plan.model import Plan
+from homekube.pki.store import LocalCA
 from homekube.plan.planner import build_plan
 from homekube.transport.base import Transport
 from homekube.transport.ssh import SshTarget, SshTransport
@@ -66,6 +67,25 @@ async def connect_all(cfg: ClusterConfig, hosts: Sequence[HostSpec]) -> dict[str
     return ok
 
 
+async def connect_some(
+    cfg: ClusterConfig, hosts: Sequence[HostSpec]
+) -> tuple[dict[str, Transport], dict[str, str]]:
+    """Connect to whatever answers; return (transports, {host: why unreachable}). For status."""
+    results = await asyncio.gather(
+        *(SshTransport.connect(ssh_target(cfg, h)) for h in hosts), return_exceptions=True
+    )
+    ok: dict[str, Transport] = {}
+    bad: dict[str, str] = {}
+    for h, r in zip(hosts, results, strict=True):
+        if isinstance(r, Transport):
+            ok[h.name] = r
+        elif isinstance(r, HomekubeError):
+            bad[h.name] = r.message
+        elif isinstance(r, BaseException):
+            raise r
+    return ok, bad
+
+
 async def close_all(ts: dict[str, Transport]) -> None:
     await asyncio.gather(*(t.close() for t in ts.values()), return_exceptions=True)
 
@@ -93,14 +113,20 @@ async def gather_facts(
     return {f.host: f for f in got}
 
 
-def read_local_state(cfg: ClusterConfig) -> LocalState:
-    base = Path(os.path.expanduser(str(cfg.state_dir)))
-    ca_cert = base / "pki" / "etcd" / "ca.crt"
-    ca_key = base / "pki" / "etcd" / "ca.key"
-    return LocalState(
-        etcd_ca_cert=ca_cert.read_bytes() if ca_cert.is_file() else None,
-        etcd_ca_key=ca_key.read_bytes() if ca_key.is_file() else None,
-    )
+def state_path(cfg: ClusterConfig) -> Path:
+    return Path(os.path.expanduser(str(cfg.state_dir)))
+
+
+def read_local_state(cfg: ClusterConfig, *, create: bool = False) -> LocalState:
+    """The etcd CA from the operator's state dir; `create` makes it (apply only)."""
+    base = state_path(cfg)
+    if create:
+        ca = LocalCA.load_or_create(base, key_type=cfg.etcd.key_type)
+        return LocalState(etcd_ca_cert=ca.cert_pem, etcd_ca_key=ca.key_pem)
+    if not (LocalCA.directory_for(base) / "ca.crt").is_file():
+        return LocalState()
+    ca = LocalCA.load(base)
+    return LocalState(etcd_ca_cert=ca.cert_pem, etcd_ca_key=ca.key_pem)
 
 
 @dataclass
@@ -115,8 +141,12 @@ class Session:
     now: datetime
     extra: dict[str, Any] = field(default_factory=dict)
 
+    local: LocalState | None = None
+
     def context(self) -> Context:
-        return Context(self.config, self.facts, read_local_state(self.config), self.now)
+        if self.local is None:
+            self.local = read_local_state(self.config, create=self.extra.get("create_state", False))
+        return Context(self.config, self.facts, self.local, self.now)
 
     def plan(self, only: set[str] | None = None) -> Plan:
         return build_plan(self.phases, self.context(), only)
@@ -156,4 +186,5 @@ async def open_session(
     except BaseException:
         await close_all(ts)
         raise
-    return Session(cfg, ts, facts, findings, phases, datetime.now(UTC))
+    return Session(cfg, ts, facts, findings, phases, datetime.now(UTC),
+                   extra={"create_state": lock})

@@ -1,51 +1,149 @@
-"""`homekube status`: hosts now; etcd and Kubernetes sections plug in as they land."""
+"""`homekube status`: hosts, etcd members and health, certificate lifetimes.
+
+It works with hosts down (that is when you need it most): unreachable hosts are listed as
+such, and etcd is asked over mTLS from this machine, falling back to `etcdctl` on a member
+when port 2379 is not reachable from here.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from homekube.components.etcd import etcd_facts
+from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
-from homekube.ops.session import open_session
+from homekube.etcdclient import EtcdHttp, operator_creds
+from homekube.ops.session import close_all, connect_some, gather_facts, state_path
+from homekube.pki.spec import cert_info
+from homekube.pki.store import LocalCA
+from homekube.render.etcd import url
+
+CERTS = (
+    "/etc/kubernetes/pki/etcd/ca.crt",
+    "/etc/kubernetes/pki/etcd/server.crt",
+    "/etc/kubernetes/pki/etcd/peer.crt",
+    "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+    "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+)
+
+
+async def collect(cfg: ClusterConfig) -> dict[str, Any]:
+    ts, unreachable = await connect_some(cfg, cfg.hosts)
+    try:
+        reachable = [h for h in cfg.hosts if h.name in ts]
+        facts = await gather_facts(cfg, reachable, ts, all_phases())
+    finally:
+        await close_all(ts)
+    now = datetime.now(UTC)
+    data: dict[str, Any] = {"cluster": cfg.name, "time": now.isoformat(), "hosts": [], "etcd": {}}
+    for h in cfg.hosts:
+        f = facts.get(h.name)
+        row: dict[str, Any] = {"name": h.name, "address": str(h.address), "roles": list(h.roles),
+                               "reachable": f is not None}
+        if f is None:
+            row["error"] = unreachable.get(h.name, "unreachable")
+        else:
+            row.update({
+                "os": f.os.pretty, "kernel": f.kernel, "cpus": f.cpus, "memoryBytes": f.memory.total,
+                "cgroup": f.cgroup, "swapOn": bool(f.swaps),
+                "etcdUnit": f.unit("etcd.service").active,
+                "certs": {},
+            })
+            for path in CERTS:
+                st = f.file(path)
+                if st is not None and st.content:
+                    info = cert_info(st.content)
+                    row["certs"][path] = {"cn": info.subject_cn, "notAfter": info.not_after.isoformat(),
+                                          "daysLeft": info.days_left(now)}
+        data["hosts"].append(row)
+    data["etcd"] = await asyncio.to_thread(_etcd_over_mtls, cfg)
+    if not data["etcd"].get("members"):
+        # fall back to what etcdctl on a member reported during fact gathering
+        for f in facts.values():
+            ms = etcd_facts(f).members
+            if ms:
+                data["etcd"]["members"] = [
+                    {"name": m.name, "id": m.hex_id, "peerURLs": list(m.peer_urls),
+                     "isLearner": m.learner} for m in ms]
+                data["etcd"]["source"] = f"etcdctl on {f.host}"
+                break
+    return data
+
+
+def _etcd_over_mtls(cfg: ClusterConfig) -> dict[str, Any]:
+    base = state_path(cfg)
+    if not (LocalCA.directory_for(base) / "ca.crt").is_file():
+        return {"error": "no etcd CA in the state directory yet (run apply)"}
+    client = EtcdHttp(operator_creds(base, LocalCA.load(base)), timeout=2.0)
+    out: dict[str, Any] = {"endpoints": [], "source": "mTLS from this machine"}
+    members: list[dict[str, Any]] | None = None
+    for h in cfg.etcd_hosts:
+        ep = url(h.address, 2379)
+        host = str(h.address)
+        healthy = client.health(host)
+        row: dict[str, Any] = {"name": h.name, "endpoint": ep, "healthy": healthy}
+        if healthy:
+            try:
+                st = client.status(host)
+                row.update({"version": st.get("version"), "dbSize": int(st.get("dbSize", 0)),
+                            "raftIndex": int(st.get("raftIndex", 0)),
+                            "leader": f"{int(st.get('leader', 0)):x}",
+                            "memberId": f"{int(st.get('header', {}).get('member_id', 0)):x}",
+                            "isLearner": bool(st.get("isLearner", False))})
+                if members is None:
+                    members = client.members(host)
+            except (OSError, ValueError) as e:
+                row["error"] = str(e)
+        out["endpoints"].append(row)
+    if members is not None:
+        out["members"] = [{"name": m.get("name", ""), "id": f"{int(m.get('ID', 0)):x}",
+                           "peerURLs": m.get("peerURLs", []), "clientURLs": m.get("clientURLs", []),
+                           "isLearner": bool(m.get("isLearner", False))} for m in members]
+    healthy = sum(1 for e in out["endpoints"] if e["healthy"])
+    out["healthy"] = healthy
+    out["total"] = len(out["endpoints"])
+    return out
 
 
 async def run_status(cfg: ClusterConfig, console: Console, *, as_json: bool = False) -> int:
-    s = await open_session(cfg, lock=False, enforce_preflight=False)
-    try:
-        data: dict[str, Any] = {"cluster": cfg.name, "hosts": []}
-        for h in cfg.hosts:
-            f = s.facts[h.name]
-            data["hosts"].append({
-                "name": h.name, "address": str(h.address), "roles": list(h.roles),
-                "os": f.os.pretty, "kernel": f.kernel, "cpus": f.cpus,
-                "memoryBytes": f.memory.total, "cgroup": f.cgroup,
-                "swapOn": bool(f.swaps),
-                "units": {u: st.active for u, st in f.units.items() if st.exists},
-            })
-        for section in status_sections():
-            data.update(await section(s))
-    finally:
-        await s.close()
+    data = await collect(cfg)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return 0
-    t = Table("host", "address", "roles", "os", "cpu", "ram", "cgroup", box=None)
+    t = Table("host", "address", "roles", "os", "ram", "cgroup", "etcd unit", box=None, title="hosts")
     for h in data["hosts"]:
-        t.add_row(h["name"], h["address"], ",".join(h["roles"]), h["os"], str(h["cpus"]),
-                  f"{h['memoryBytes'] / 1024**3:.1f} GiB", f"v{h['cgroup']}")
+        if not h["reachable"]:
+            t.add_row(h["name"], h["address"], ",".join(h["roles"]), f"UNREACHABLE: {h['error']}", "", "", "")
+            continue
+        t.add_row(h["name"], h["address"], ",".join(h["roles"]), h["os"],
+                  f"{h['memoryBytes'] / 1024**3:.1f} GiB", f"v{h['cgroup']}", h["etcdUnit"])
     console.print(t)
-    for printer in status_printers():
-        printer(console, data)
+    e = data["etcd"]
+    if "error" in e:
+        console.print(f"etcd: {e['error']}")
+    else:
+        console.print(f"etcd: {e.get('healthy', 0)} of {e.get('total', 0)} endpoints healthy ({e.get('source')})")
+        et = Table("member", "endpoint", "health", "version", "leader", "raft index", "db size", box=None)
+        for row in e.get("endpoints", []):
+            leader = "yes" if row.get("leader") and row.get("leader") == row.get("memberId") else ""
+            et.add_row(row["name"], row["endpoint"], "healthy" if row["healthy"] else "UNHEALTHY",
+                       str(row.get("version", "")), leader, str(row.get("raftIndex", "")),
+                       f"{row.get('dbSize', 0) / 1024:.0f} KiB" if row.get("dbSize") else "")
+        console.print(et)
+        mt = Table("id", "name", "peer URLs", "learner", box=None, title="members")
+        for m in e.get("members", []):
+            mt.add_row(m["id"], m["name"], ",".join(m["peerURLs"]), "yes" if m["isLearner"] else "")
+        console.print(mt)
+    ct = Table("host", "certificate", "CN", "days left", box=None, title="certificates")
+    for h in data["hosts"]:
+        for path, c in (h.get("certs") or {}).items():
+            ct.add_row(h["name"], path, c["cn"], str(c["daysLeft"]))
+    console.print(ct)
     return 0
-
-
-def status_sections() -> list[Any]:
-    return []
-
-
-def status_printers() -> list[Any]:
-    return []

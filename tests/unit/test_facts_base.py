@@ -1,0 +1,31 @@
+"""Fact composition: one script, sections split back by a nonce marker (run for real in sh)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from homekube.facts.base import Fact, compose, complete, parse_all, shell_quote, split
+
+
+def test_compose_runs_in_one_exec_and_splits() -> None:
+    facts = [
+        Fact("a", "echo one; echo two", lambda t: t.splitlines()),
+        Fact("b", "exit 3", lambda t: t),  # a failing fact does not stop the others
+        Fact("c", "printf 'x\\ty'", lambda t: t.split("\t")),
+    ]
+    script, marker = compose(facts, nonce="test")
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True).stdout
+    assert complete(out, marker)
+    parsed = parse_all(facts, out, marker)
+    assert parsed == {"a": ["one", "two"], "b": "", "c": ["x", "y"]}
+
+
+def test_split_ignores_foreign_markers() -> None:
+    out = "junk\n@@m@@ a\n1\n@@other@@ b\n@@m@@ __end__\n"
+    assert split(out, "@@m@@") == {"a": "1\n@@other@@ b"}
+
+
+def test_shell_quote_roundtrip() -> None:
+    for s in ["plain", "it's", "a b", "$(rm -rf /)", "`x`", "\"q\""]:
+        out = subprocess.run(["sh", "-c", f"printf %s {shell_quote(s)}"], capture_output=True, text=True).stdout
+        assert out == s

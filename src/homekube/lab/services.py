@@ -1,0 +1,154 @@
+"""Daemons the lab runs on the bridge address: the apt proxy and the artifact mirror.
+
+Both are started detached (own session) so they outlive a CLI `up`, recorded by PID + start
+time, and recognised by a command line that names this lab's directory, so `down` never
+touches a daemon someone else started (a packaged apt-cacher-ng on 3142, say).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+from homekube.lab import settings
+from homekube.lab.image import AptSources
+from homekube.lab.settings import LabPaths
+from homekube.lab.system import (
+    CmdlineMatch,
+    LabError,
+    find_processes,
+    live_pid,
+    log,
+    spawn_detached,
+    terminate,
+    write_pid_record,
+)
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_listening(pid_file: Path, match: CmdlineMatch, port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _listening(settings.GATEWAY4, port):
+            return
+        if live_pid(pid_file, match) is None:
+            break  # died: usually the port is taken
+        time.sleep(0.05)
+    tail = ""
+    if log_path.is_file():
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+    raise LabError(
+        f"nothing listens on {settings.GATEWAY4}:{port} (started by the lab; log {log_path})"
+        + (f":\n{tail}" if tail else ""),
+        hint=f"is port {port} on {settings.GATEWAY4} held by something else?",
+    )
+
+
+def _stop(pid_file: Path, match: CmdlineMatch, what: str) -> None:
+    pid = live_pid(pid_file, match)
+    pids = {pid} if pid else set()
+    # a crashed run may have lost its PID file; the command line names our directory
+    pids.update(find_processes(match))
+    for p in sorted(pids):
+        log.info("stopping %s (pid %d)", what, p)
+        terminate(p, match, grace=10, what=what)
+    pid_file.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------- apt proxy
+
+
+def _proxy_match(paths: LabPaths) -> CmdlineMatch:
+    conf = str(paths.acng_conf)
+    return lambda argv: Path(argv[0]).name == "apt-cacher-ng" and conf in argv
+
+
+def _proxy_pid_file(paths: LabPaths) -> Path:
+    return paths.run / "apt-cacher-ng.pid"
+
+
+def proxy_running(paths: LabPaths) -> bool:
+    return live_pid(_proxy_pid_file(paths), _proxy_match(paths)) is not None
+
+
+def proxy_up(paths: LabPaths, sources: AptSources) -> None:
+    """apt-cacher-ng on the bridge, allowed to reach only this machine's Debian mirrors."""
+    if proxy_running(paths):
+        return
+    _stop(_proxy_pid_file(paths), _proxy_match(paths), "apt-cacher-ng")
+    logdir = paths.apt_cache / "log"
+    logdir.mkdir(parents=True, exist_ok=True)
+    paths.acng_conf.mkdir(parents=True, exist_ok=True)
+
+    def remap(uri: str) -> str:
+        bare = uri.split("://", 1)[-1]
+        return f"{bare} ; {bare}"
+
+    lines = [
+        f"CacheDir: {paths.apt_cache}",
+        f"LogDir: {logdir}",
+        "SupportDir: /usr/lib/apt-cacher-ng",
+        f"Port: {settings.PROXY_PORT}",
+        f"BindAddress: {settings.GATEWAY4}",
+        f"Remap-debrep: {remap(sources.debian)}",
+    ]
+    if sources.security:
+        lines.append(f"Remap-secdeb: {remap(sources.security)}")
+    # ForceManaged: only the remapped repositories are reachable through the proxy.
+    lines += ["ForceManaged: 1", "ExThreshold: 4"]
+    (paths.acng_conf / "acng.conf").write_text("\n".join(lines) + "\n")
+    # Never run `apt-cacher-ng --help`: it starts a daemon.
+    out = logdir / "stdout"
+    pid = spawn_detached(
+        ["/usr/sbin/apt-cacher-ng", "-c", str(paths.acng_conf), "ForeGround=1"], out
+    )
+    write_pid_record(_proxy_pid_file(paths), pid)
+    _wait_listening(_proxy_pid_file(paths), _proxy_match(paths), settings.PROXY_PORT, out)
+
+
+def proxy_down(paths: LabPaths) -> None:
+    _stop(_proxy_pid_file(paths), _proxy_match(paths), "apt-cacher-ng")
+
+
+# ----------------------------------------------------------------------------- mirror server
+
+
+def _mirror_match(paths: LabPaths) -> CmdlineMatch:
+    mirror = str(paths.mirror)
+    return lambda argv: "http.server" in argv and mirror in argv
+
+
+def _mirror_pid_file(paths: LabPaths) -> Path:
+    return paths.run / "mirror.pid"
+
+
+def mirror_running(paths: LabPaths) -> bool:
+    return live_pid(_mirror_pid_file(paths), _mirror_match(paths)) is not None
+
+
+def mirror_up(paths: LabPaths) -> None:
+    """Serve paths.mirror over HTTP on the bridge (stdlib server: no dependency, no config)."""
+    if mirror_running(paths):
+        return
+    _stop(_mirror_pid_file(paths), _mirror_match(paths), "mirror server")
+    out = paths.run / "mirror.log"
+    argv = [
+        sys.executable, "-m", "http.server", str(settings.MIRROR_PORT),
+        "--bind", settings.GATEWAY4, "--directory", str(paths.mirror),
+    ]  # fmt: skip
+    pid = spawn_detached(argv, out)
+    write_pid_record(_mirror_pid_file(paths), pid)
+    _wait_listening(_mirror_pid_file(paths), _mirror_match(paths), settings.MIRROR_PORT, out)
+
+
+def mirror_down(paths: LabPaths) -> None:
+    _stop(_mirror_pid_file(paths), _mirror_match(paths), "mirror server")

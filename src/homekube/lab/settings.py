@@ -1,0 +1,125 @@
+"""Names, addresses and paths of the lab: one place, so nothing clashes with other rigs.
+
+Every name carries an `hk` prefix (bridge, namespaces, veths, nft table) so that the lab can
+live beside the reference rig and never delete or reuse anything it did not create.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+BRIDGE = "hkbr0"
+NFT_TABLE = "homekube_lab"  # family inet
+NET4_PREFIX = "10.77.0"
+NET6_PREFIX = "fd77:"
+GATEWAY4 = f"{NET4_PREFIX}.1"
+GATEWAY6 = f"{NET6_PREFIX}:1"
+# Not 3142 (a packaged apt-cacher-ng started by its postinst may hold it) and not 3149 (the
+# reference rig's), so both can coexist on one machine.
+PROXY_PORT = 3150
+MIRROR_PORT = 8077
+MIRROR_URL = f"http://{GATEWAY4}:{MIRROR_PORT}/"
+SUITE = "bookworm"
+# Keeps 10+N a valid last octet with room to spare; each idle host costs ~15 MiB.
+MAX_HOSTS = 60
+
+DEFAULT_LAB_DIR = Path("/var/tmp/homekube-lab")
+DEFAULT_CACHE_DIR = Path("/var/cache/homekube/lab-base")
+
+HOST_NAME_RE = re.compile(r"^h([1-9][0-9]*)$")
+NETNS_RE = re.compile(r"^hk-h[1-9][0-9]*$")
+VETH_RE = re.compile(r"^hk-v-h[1-9][0-9]*$")
+
+
+def host_name(index: int) -> str:
+    return f"h{index}"
+
+
+def host_index(name: str) -> int:
+    """Parse `hN`; anything else is not a lab host name."""
+    m = HOST_NAME_RE.match(name)
+    if not m:
+        raise ValueError(f"not a lab host name: {name!r} (expected h1, h2, ...)")
+    return int(m.group(1))
+
+
+def host_ipv4(index: int) -> str:
+    return f"{NET4_PREFIX}.{10 + index}"
+
+
+def host_ipv6(index: int) -> str:
+    # The decimal digits are used as the hex group on purpose: h1 is fd77::11, matching
+    # its IPv4 last octet 11, which is what people type when they debug.
+    return f"{NET6_PREFIX}:{10 + index}"
+
+
+def netns_name(index: int) -> str:
+    return f"hk-h{index}"
+
+
+def veth_name(index: int) -> str:
+    name = f"hk-v-h{index}"
+    assert len(name) <= 15, "Linux interface names are limited to 15 characters"
+    return name
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    """Where the lab keeps its state; derived from the environment once per call."""
+
+    root: Path
+    base: Path
+
+    @classmethod
+    def from_env(cls) -> LabPaths:
+        root = Path(os.environ.get("HOMEKUBE_LAB_DIR") or DEFAULT_LAB_DIR)
+        base = Path(os.environ.get("HOMEKUBE_LAB_CACHE") or DEFAULT_CACHE_DIR)
+        return cls(root=root.absolute(), base=base.absolute())
+
+    @property
+    def hosts(self) -> Path:
+        return self.root / "hosts"
+
+    @property
+    def run(self) -> Path:
+        """PID records of the daemons the lab started."""
+        return self.root / "run"
+
+    @property
+    def key(self) -> Path:
+        return self.root / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "lab.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def mirror(self) -> Path:
+        return self.root / "mirror"
+
+    @property
+    def acng_conf(self) -> Path:
+        return self.root / "acng-conf"
+
+    @property
+    def apt_cache(self) -> Path:
+        """Kept across `down` so a second run installs packages without the mirror."""
+        return self.root / "apt-cache"
+
+    @property
+    def cluster_state(self) -> Path:
+        return self.root / "state"
+
+    def host_dir(self, name: str) -> Path:
+        return self.hosts / name

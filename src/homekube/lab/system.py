@@ -1,0 +1,321 @@
+"""Small, careful wrappers around the machine: commands, processes the lab started, mounts.
+
+The lab shares the machine with other people's processes, so it only ever signals a PID whose
+start time and command line match what it recorded when it started that process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from homekube.errors import HomekubeError
+
+log = logging.getLogger("homekube.lab")
+
+CmdlineMatch = Callable[[list[str]], bool]
+
+# Popen objects of daemons this process started: kept so they can be reaped (no zombies in a
+# long pytest session) and so Python does not warn about them when they are collected.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+# command -> Debian package that provides it; installed on demand.
+HOST_TOOLS: dict[str, str] = {
+    "systemd-nspawn": "systemd-container",
+    "debootstrap": "debootstrap",
+    "nft": "nftables",
+    "ip": "iproute2",
+    "/usr/sbin/apt-cacher-ng": "apt-cacher-ng",
+    "ssh": "openssh-client",
+}
+
+
+class LabError(HomekubeError):
+    """The lab could not be built, started or stopped; the message says what to look at."""
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input: str | None = None,
+    timeout: float | None = 120,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a machine command; a failure becomes a LabError carrying its stderr."""
+    try:
+        cp = subprocess.run(
+            list(argv),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=None if env is None else dict(env),
+        )
+    except FileNotFoundError as e:
+        raise LabError(f"command not found: {argv[0]}") from e
+    except subprocess.TimeoutExpired as e:
+        raise LabError(f"{' '.join(argv)} did not finish within {timeout} s") from e
+    if check and cp.returncode != 0:
+        detail = (cp.stderr or cp.stdout).strip()
+        raise LabError(f"{' '.join(argv)} failed (exit {cp.returncode}): {detail}")
+    return cp
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError(
+            "the lab needs root (network namespaces, mounts, systemd-nspawn)",
+            hint="run it as root, e.g. with sudo",
+        )
+
+
+def ensure_host_tools() -> None:
+    """Install the Debian packages the lab needs when a tool is missing (first run, CI)."""
+    missing = sorted(
+        {
+            pkg
+            for tool, pkg in HOST_TOOLS.items()
+            if not (Path(tool).exists() if tool.startswith("/") else shutil.which(tool))
+        }
+    )
+    if not missing:
+        return
+    if not shutil.which("apt-get"):
+        raise LabError(f"missing host tools ({', '.join(missing)}) and no apt-get to install them")
+    log.info("installing host packages: %s", " ".join(missing))
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-qq"], timeout=600, env=env)
+    run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        timeout=900,
+        env=env,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def proc_starttime(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # field 22 of stat(5); fields[0] is field 3
+
+
+def proc_cmdline(pid: int) -> list[str] | None:
+    """The argv of a live process; None when it is gone or a zombie."""
+    reap_children()
+    if proc_starttime(pid) is None:
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    if not raw:
+        return None
+    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]
+
+
+def write_pid_record(path: Path, pid: int) -> None:
+    """Record pid and start time, so a recycled PID is never mistaken for ours."""
+    start = proc_starttime(pid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{pid} {start if start is not None else 0}\n")
+    tmp.replace(path)
+
+
+def read_pid_record(path: Path) -> tuple[int, int] | None:
+    try:
+        parts = path.read_text().split()
+        return int(parts[0]), int(parts[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def live_pid(path: Path, match: CmdlineMatch) -> int | None:
+    """The recorded PID if that very process still runs and looks like what we started."""
+    rec = read_pid_record(path)
+    if rec is None:
+        return None
+    pid, start = rec
+    if start and proc_starttime(pid) != start:
+        return None
+    argv = proc_cmdline(pid)
+    if argv is None or not match(argv):
+        return None
+    return pid
+
+
+def spawn_detached(
+    argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None
+) -> int:
+    """Start a daemon in its own session, output appended to log_path; returns its PID."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=None if env is None else dict(env),
+            close_fds=True,
+            cwd="/",  # never pin the caller's directory (or a mount) for the daemon's lifetime
+        )
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
+def reap_children() -> None:
+    for pid, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+
+
+def wait_gone(pid: int, match: CmdlineMatch, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        argv = proc_cmdline(pid)
+        if argv is None or not match(argv):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def signal_if_match(pid: int, match: CmdlineMatch, sig: int) -> bool:
+    argv = proc_cmdline(pid)
+    if argv is None or not match(argv):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    return True
+
+
+def terminate(pid: int, match: CmdlineMatch, *, grace: float, what: str) -> None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL: only while the cmdline matches."""
+    if not signal_if_match(pid, match, signal.SIGTERM):
+        return
+    if wait_gone(pid, match, grace):
+        return
+    log.warning("%s (pid %d) did not stop in %.0f s: SIGKILL", what, pid, grace)
+    signal_if_match(pid, match, signal.SIGKILL)
+    wait_gone(pid, match, 5)
+
+
+def find_processes(match: CmdlineMatch) -> list[int]:
+    """PIDs whose command line matches; used to find what a crashed run left behind."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == os.getpid():
+            continue
+        argv = proc_cmdline(pid)
+        if argv is not None and match(argv):
+            found.append(pid)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# mounts
+
+
+def _unescape_mount(path: str) -> str:
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(path):
+        octal = path[i + 1 : i + 4]
+        if path[i] == "\\" and len(octal) == 3 and octal.isdigit():
+            out.append(chr(int(octal, 8)))
+            i += 4
+        else:
+            out.append(path[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_points() -> list[Path]:
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            points.append(Path(_unescape_mount(fields[4])))
+    return points
+
+
+def is_mountpoint(path: Path) -> bool:
+    return path in mount_points()
+
+
+def mounts_under(path: Path) -> list[Path]:
+    """Mount points at or below path, deepest first (the order to unmount them in)."""
+    found = {p for p in mount_points() if p == path or path in p.parents}
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount(path: Path) -> bool:
+    """Unmount (lazily if busy); True when nothing is mounted there any more."""
+    for _ in range(5):
+        if not is_mountpoint(path):
+            return True
+        if run(["umount", str(path)], check=False).returncode != 0:
+            run(["umount", "-l", str(path)], check=False)
+    return not is_mountpoint(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# locking
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: Path, *, timeout: float = 900) -> Iterator[None]:
+    """Serialise lab commands: two `up`s at once would fight over one bridge."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a+") as fh:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LabError(
+                        f"another lab command holds {lock_file} since {timeout:.0f} s"
+                    ) from None
+                if not told:
+                    fh.seek(0)
+                    log.info("waiting for another lab command (%s)", fh.read().strip())
+                    told = True
+                time.sleep(0.2)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -363,6 +363,8 @@ def modules(names: Iterable[str]) -> Fact[dict[str, str]]:
         'if [ -d "/sys/module/$m" ]; then echo "$m loaded"; '
         'elif grep -qs "/$m.ko" "/lib/modules/$(uname -r)/modules.builtin"; then echo "$m builtin"; '
         'elif [ "$m" = overlay ] && grep -qw overlay /proc/filesystems; then echo "$m builtin"; '
+        'elif [ "$m" = br_netfilter ] && [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; '
+        'then echo "$m builtin"; '
         'elif modinfo "$m" >/dev/null 2>&1; then echo "$m loadable"; '
         'else echo "$m missing"; fi; done'
     )
@@ -407,7 +409,7 @@ def files(paths: dict[str, bool]) -> Fact[dict[str, FileState | None]]:
         'st() { p=$1; show=$2; '
         'if [ -L "$p" ]; then k=link; elif [ -d "$p" ]; then k=dir; elif [ -e "$p" ]; then k=file; '
         'else printf "%s\\tabsent\\n" "$p"; return; fi; '
-        'm=$(stat -c "%a\\t%U\\t%G\\t%s" "$p"); '
+        'm=$(stat -c "%a %U %G %s" "$p" | tr " " "\\t"); '
         'if [ $k = file ]; then h=$(sha256sum "$p" | cut -d" " -f1); else h=-; fi; '
         f'if [ $k = file ] && [ "$show" = 1 ] && [ "$(stat -c %s "$p")" -le {MAX_CONTENT} ]; '
         'then c=$(base64 -w0 "$p"); else c=-; fi; '

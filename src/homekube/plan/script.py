@@ -21,7 +21,7 @@ def _write(a: WriteFile) -> str:
     b64 = base64.encodebytes(a.content).decode()
     p = shell_quote(a.path)
     return (
-        f"install -d -m 0755 {shell_quote(d)}\n"
+        f"[ -d {shell_quote(d)} ] || install -d -m 0755 {shell_quote(d)}\n"
         f"t=$(mktemp {shell_quote(d + '/.homekube.XXXXXX')})\n"
         f"base64 -d > \"$t\" <<'HOMEKUBE_EOF'\n{b64}HOMEKUBE_EOF\n"
         f'if [ "$(sha256sum < "$t" | cut -d" " -f1)" != {a.sha256} ]; then '

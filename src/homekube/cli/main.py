@@ -222,15 +222,22 @@ def render(
     guarded(body)
 
 
-def _mount_optional() -> None:
-    try:
-        from homekube.cli.lab_cmd import app as lab_app
-    except ImportError:  # pragma: no cover - lab module missing in a stripped install
-        return
+def _mount() -> None:
+    from homekube.cli.lab_cmd import app as lab_app
+
     app.add_typer(lab_app, name="lab", help="Local test hosts (systemd-nspawn machines).")
+    # Verbs that live in their own modules register themselves here: each module has
+    # `register(app, guarded, load_config, console)`.
+    import importlib
+
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register(app, guarded, load_config, console)
 
 
-_mount_optional()
+#: modules adding verbs (kept as a list so each feature owns its CLI file)
+COMMAND_MODULES: list[str] = []
+
+_mount()
 
 
 def main() -> None:

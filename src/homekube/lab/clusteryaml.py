@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from homekube.lab import settings
 from homekube.lab.mirror import ETCD_VERSION
 
 
@@ -38,7 +39,7 @@ def render(
     first = hosts[0].name
     lines = [
         f"# homekube lab: {n} local test host{'s' if n != 1 else ''} (systemd-nspawn machines "
-        "on bridge hkbr0), written by `homekube lab up`.",
+        f"on bridge {settings.BRIDGE}), written by `homekube lab up`.",
         "name: lab",
         "kubernetes:",
         "  # The Kubernetes layer is off: kubeadm, kubelet, cri-o and Calico packages cannot be"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -57,7 +56,7 @@ READY_TIMEOUT = 60.0  # per host; boots take 1.5-3 s here, with a rare outlier n
 STOP_GRACE = 20.0  # seconds between SIGTERM (clean poweroff) and SIGKILL
 # Another lab directory may own the bridge; this file says which (it lives in /run so a
 # reboot, which removes the bridge too, forgets it).
-OWNER_FILE = Path("/run/homekube-lab.owner")
+OWNER_FILE = settings.OWNER_FILE
 
 
 # ------------------------------------------------------------------------------------ model
@@ -605,7 +604,7 @@ def _remove_cgroup_tree(top: Path) -> None:
 
 def _leftover_cgroups() -> None:
     """hk-hN cgroups of a crashed run, wherever the caller's cgroup was at the time."""
-    pattern = re.compile(r"^hk-h[1-9][0-9]*$")
+    pattern = settings.CGROUP_RE
     for mnt in Path("/sys/fs/cgroup").iterdir():
         if not mnt.is_dir():
             continue

@@ -11,27 +11,36 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-BRIDGE = "hkbr0"
-NFT_TABLE = "homekube_lab"  # family inet
-NET4_PREFIX = "10.77.0"
-NET6_PREFIX = "fd77:"
+#: Several labs can run side by side on one machine (parallel test sessions): slot N gets its
+#: own bridge, subnet, namespaces, ports and directory. Slot 0 is the default.
+SLOT = int(os.environ.get("HOMEKUBE_LAB_SLOT", "0") or 0)
+if not 0 <= SLOT <= 9:
+    raise ValueError("HOMEKUBE_LAB_SLOT must be 0..9")
+_P = "hk" if SLOT == 0 else f"hk{SLOT}"
+
+BRIDGE = f"{_P}br0"
+NFT_TABLE = "homekube_lab" if SLOT == 0 else f"homekube_lab{SLOT}"  # family inet
+NET4_PREFIX = f"10.77.{SLOT}"
+NET6_PREFIX = "fd77:" if SLOT == 0 else f"fd77:{SLOT}:"
 GATEWAY4 = f"{NET4_PREFIX}.1"
 GATEWAY6 = f"{NET6_PREFIX}:1"
 # Not 3142 (a packaged apt-cacher-ng started by its postinst may hold it) and not 3149 (the
 # reference rig's), so both can coexist on one machine.
-PROXY_PORT = 3150
-MIRROR_PORT = 8077
+PROXY_PORT = 3150 + SLOT
+MIRROR_PORT = 8077 + SLOT
 MIRROR_URL = f"http://{GATEWAY4}:{MIRROR_PORT}/"
 SUITE = "bookworm"
 # Keeps 10+N a valid last octet with room to spare; each idle host costs ~15 MiB.
 MAX_HOSTS = 60
 
-DEFAULT_LAB_DIR = Path("/var/tmp/homekube-lab")
+DEFAULT_LAB_DIR = Path("/var/tmp/homekube-lab" if SLOT == 0 else f"/var/tmp/homekube-lab{SLOT}")
 DEFAULT_CACHE_DIR = Path("/var/cache/homekube/lab-base")
 
 HOST_NAME_RE = re.compile(r"^h([1-9][0-9]*)$")
-NETNS_RE = re.compile(r"^hk-h[1-9][0-9]*$")
-VETH_RE = re.compile(r"^hk-v-h[1-9][0-9]*$")
+NETNS_RE = re.compile(rf"^{_P}-h[1-9][0-9]*$")
+CGROUP_RE = NETNS_RE
+VETH_RE = re.compile(rf"^{_P}-v-h[1-9][0-9]*$")
+OWNER_FILE = Path("/run/homekube-lab.owner" if SLOT == 0 else f"/run/homekube-lab{SLOT}.owner")
 
 
 def host_name(index: int) -> str:
@@ -57,11 +66,11 @@ def host_ipv6(index: int) -> str:
 
 
 def netns_name(index: int) -> str:
-    return f"hk-h{index}"
+    return f"{_P}-h{index}"
 
 
 def veth_name(index: int) -> str:
-    name = f"hk-v-h{index}"
+    name = f"{_P}-v-h{index}"
     assert len(name) <= 15, "Linux interface names are limited to 15 characters"
     return name
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from homekube.facts.base import Fact, compose, complete, parse_all, shell_quote, split
+from homekube.facts.base import Fact, complete, compose, parse_all, shell_quote, split
 
 
 def test_compose_runs_in_one_exec_and_splits() -> None:

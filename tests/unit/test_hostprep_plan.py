@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 from homekube.components.base import Context, LocalState
 from homekube.components.hostprep import (
-    MODULES_FILE, SYSCTL_FILE, HostPrepPhase, modules_file, preflight, sysctl_file, wanted_sysctls,
+    MODULES_FILE,
+    SYSCTL_FILE,
+    HostPrepPhase,
+    modules_file,
+    preflight,
+    sysctl_file,
+    wanted_sysctls,
 )
 from homekube.config.loader import load_text
 from homekube.facts.system import FstabEntry, Memory, OsInfo, SwapDevice, SysctlState, UnitState

@@ -95,7 +95,10 @@ def schema() -> None:
 
 @app.command()
 def init(
-    host: Annotated[list[str] | None, typer.Option("--host", help="Address of a host (repeatable); the first gets every role.")] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Address of a host (repeatable); the first gets every role."),
+    ] = None,
     name: Annotated[str, typer.Option(help="Cluster name.")] = "home",
 ) -> None:
     """Print a commented starter cluster.yaml."""
@@ -235,7 +238,7 @@ def _mount() -> None:
 
 
 #: modules adding verbs (kept as a list so each feature owns its CLI file)
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["homekube.cli.day2_cmd", "homekube.cli.k8s_cmd"]
 
 _mount()
 

@@ -53,8 +53,12 @@ ETCDCTL_ENV = (
     "ETCDCTL_KEY=/etc/kubernetes/pki/etcd/healthcheck-client.key\n"
     "ETCDCTL_DIAL_TIMEOUT=3s\n"
 )
-ETCDCTL = f"set -a; . {ENV_FILE}; set +a; etcdctl"
-HEALTHY = f"( {ETCDCTL} endpoint health >/dev/null 2>&1 )"
+#: one simple command (composes with ||, && and pipes): etcdctl pointed at the local member
+ETCDCTL = f"env $(grep -v '^#' {ENV_FILE} | xargs) etcdctl --command-timeout=3s"
+HEALTHY = f"{ETCDCTL} endpoint health >/dev/null 2>&1"
+#: a learner refuses the linearizable read behind `endpoint health`; `endpoint status` is
+#: answered by any member that serves
+SERVING = f"{ETCDCTL} endpoint status >/dev/null 2>&1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +140,8 @@ def etcd_fact(cfg: ClusterConfig) -> Fact[EtcdHostFacts]:
     cmd = (
         'printf "user=%s\\n" "$(getent passwd etcd | cut -d: -f1)"\n'
         f"for d in {TARBALL_BIN} {PACKAGE_BIN}; do "
-        '[ -x "$d/etcd" ] && printf "version%s=%s\\n" "$d" "$("$d/etcd" --version 2>/dev/null | tr "\\n" "|" | sed "s/|/\\\\\\\\n/g")"; done\n'
+        '[ -x "$d/etcd" ] && printf "version%s=%s\\n" "$d" '
+        '"$("$d/etcd" --version 2>/dev/null | tr "\\n" "|" | sed "s/|/\\\\\\\\n/g")"; done\n'
         f'[ -d {data}/member ] && echo initialized=yes\n'
         f"if systemctl is-active -q etcd && [ -r {ENV_FILE} ] && command -v etcdctl >/dev/null; then "
         f'printf "members=%s\\n" "$({ETCDCTL} member list -w json 2>/dev/null | tr -d "\\n")"; '
@@ -244,10 +249,10 @@ class EtcdPkiPhase:
         dir_actions: list[Action] = []
         if user is None:
             dir_actions.append(Run(USERADD, "create the etcd system user"))
-        for d in member_dirs():
-            st = f.file(d.path)
-            if st is None or st.kind != "dir" or st.mode != d.mode or (st.owner, st.group) != (d.owner, d.group):
-                dir_actions.append(Run(f"install -d -m {d.mode:04o} -o {d.owner} -g {d.group} {d.path}"))
+        for pd in member_dirs():
+            st = f.file(pd.path)
+            if st is None or st.kind != "dir" or st.mode != pd.mode or (st.owner, st.group) != (pd.owner, pd.group):
+                dir_actions.append(Run(f"install -d -m {pd.mode:04o} -o {pd.owner} -g {pd.group} {pd.path}"))
         if dir_actions:
             steps.append(Change(h.name, ph, "pki directories", "create PKI directories and the etcd user",
                                 "etcd runs as its own user and reads its own copies of the keys",
@@ -320,8 +325,8 @@ def _install(cfg: ClusterConfig, f: HostFacts) -> Step:
         pkgs = fam.packages(["etcd-server", "etcd-client"]) if fam else []
         missing = [p for p in pkgs if not f.installed(p)]
         if not missing:
-            have = ef.versions.get(PACKAGE_BIN, "?")
-            return NoChange(h, "etcd", "etcd install", f"distro etcd {have} installed")
+            pkg_version = ef.versions.get(PACKAGE_BIN, "?")
+            return NoChange(h, "etcd", "etcd install", f"distro etcd {pkg_version} installed")
         assert fam is not None
         # policy-rc.d keeps the package from starting etcd with its default (plain HTTP)
         # settings before homekube's TLS config is in place
@@ -332,7 +337,7 @@ def _install(cfg: ClusterConfig, f: HostFacts) -> Step:
         )
         return Change(h, "etcd", "etcd install", f"install {' '.join(missing)}",
                       "etcd.install is `package`", (Run(cmd, f"install {' '.join(missing)}"),))
-    have = ef.versions.get(TARBALL_BIN)
+    have: str | None = ef.versions.get(TARBALL_BIN)
     if have == want:
         return NoChange(h, "etcd", "etcd install", f"etcd {want} installed in {TARBALL_BIN}")
     art = etcd_tarball(cfg, f.arch)
@@ -369,10 +374,10 @@ def membership(ctx: Context) -> Membership:
     lists = [(h.name, etcd_facts(ctx.facts[h.name]).members) for h in hosts]
     best: tuple[str, list[EtcdMember]] | None = None
     for name, ms in lists:
-        if ms:
-            # prefer a desired etcd host as the one we talk to
-            if best is None or (ctx.config.host(name).has("etcd") and not ctx.config.host(best[0]).has("etcd")):
-                best = (name, ms)
+        # prefer a desired etcd host as the one we talk to
+        if ms and (best is None or (ctx.config.host(name).has("etcd")
+                                    and not ctx.config.host(best[0]).has("etcd"))):
+            best = (name, ms)
     initialized = any(etcd_facts(ctx.facts[h.name]).initialized for h in hosts)
     if best is None:
         return Membership(None, None, fresh=not initialized)
@@ -399,10 +404,7 @@ class EtcdPhase:
         m = membership(ctx)
         steps: list[Step] = []
         live_names = {x.name for x in m.live} if m.live is not None else set()
-        if m.live is not None:
-            joining = [h for h in want if h.name not in live_names]
-        else:
-            joining = []
+        joining = [h for h in want if h.name not in live_names] if m.live is not None else []
         bootstrap_members = [(h.name, r.peer_url(h)) for h in want]
         running = [x for x in (m.live or []) if x.name in {h.name for h in want}]
         current = [(x.name, x.peer_urls[0] if x.peer_urls else "") for x in (m.live or [])]
@@ -488,15 +490,22 @@ class EtcdPhase:
         for k, h in enumerate(joining):
             base = 100 + 3 * k
             peer = r.peer_url(h)
-            add = (f"{ETCDCTL} member list | grep -q ', {h.name}, ' || "
-                   f"{ETCDCTL} member add {h.name} --peer-urls={peer} --learner")
+            # etcd refuses reconfiguration ("unhealthy cluster") until every voter has been
+            # connected for a few seconds, e.g. right after the previous promote: retry.
+            add = (
+                f"{ETCDCTL} member list | grep -q ', {h.name}, ' && exit 0; "
+                "end=$((SECONDS + 90)); while :; do "
+                f"out=$({ETCDCTL} member add {h.name} --peer-urls={peer} --learner 2>&1) && exit 0; "
+                f"case $out in *'unhealthy cluster'*|*'too many learner'*) ;; *) echo \"$out\" >&2; exit 1;; esac; "
+                '[ $SECONDS -lt $end ] || { echo "$out" >&2; exit 1; }; sleep 0.5; done'
+            )
             out.append(Change(src, self.name, f"member {h.name}", f"add {h.name} as a learner",
                               "a learner does not count for quorum until it has caught up",
                               (Run(add, f"etcdctl member add {h.name} --learner"),), wave=base))
             f = ctx.facts[h.name]
             acts: list[Action] = [Run("systemctl daemon-reload"),
                                   Run("systemctl enable etcd >/dev/null 2>&1; systemctl start --no-block etcd"),
-                                  _wait_healthy("etcd")]
+                                  _wait_healthy("etcd", SERVING)]
             out.append(Change(h.name, self.name, "unit etcd.service", "start etcd (joining the cluster)",
                               "initial-cluster-state existing", tuple(acts), wave=base + 1))
             del f
@@ -518,20 +527,12 @@ class EtcdPhase:
         if not leaving:
             return []
         out: list[Step] = []
-        # healthy voters = members whose host answered with etcd running
-        healthy = {h.name for h in ctx.hosts()
-                   if etcd_facts(ctx.facts[h.name]).members is not None}
+        healthy = _healthy(ctx)
+        check_removal_quorum(ctx)
         voters = [x for x in m.live if not x.learner]
         for k, x in enumerate(leaving):
             remaining = [v for v in voters if v.name != x.name]
-            need = len(remaining) // 2 + 1
             ok = len([v for v in remaining if v.name in healthy])
-            if not x.learner and (ok < need or len(remaining) == 0):
-                raise RefusedError(
-                    f"removing etcd member {x.name} would leave {ok} healthy of {len(remaining)} "
-                    f"members; etcd needs {need} for quorum",
-                    hint="bring the stopped members back first, or remove one member at a time",
-                )
             voters = remaining
             src = m.source if m.source != x.name else next(iter(sorted(healthy - {x.name})), m.source)
             rm = (f"id=$({ETCDCTL} member list | awk -F', ' '$3==\"{x.name}\"{{print $1}}'); "
@@ -551,21 +552,21 @@ class EtcdPhase:
 
 def _promote(src: str, name: str, wave: int) -> Change:
     cmd = (
-        f"for _ in $(seq 300); do "
+        "end=$((SECONDS + 120)); while [ $SECONDS -lt $end ]; do "
         f"id=$({ETCDCTL} member list | awk -F', ' '$3==\"{name}\"{{print $1\" \"$NF}}'); "
         f'set -- $id; [ -n "${{1:-}}" ] || {{ echo "{name} is not a member" >&2; exit 1; }}; '
         f'[ "${{2:-}}" = true ] || exit 0; '
         f'{ETCDCTL} member promote "$1" >/dev/null 2>&1 && exit 0; sleep 0.2; done; '
-        f'echo "{name} did not catch up within 60s" >&2; exit 1'
+        f'echo "{name} did not catch up within 120s" >&2; exit 1'
     )
     return Change(src, "etcd", f"member {name}", f"promote {name} to a voting member",
                   "it has caught up with the leader", (Run(cmd, f"etcdctl member promote {name}"),),
                   wave=wave)
 
 
-def _wait_healthy(unit: str) -> Run:
+def _wait_healthy(unit: str, condition: str = HEALTHY, seconds: int = 120) -> Run:
     cmd = (
-        f"for _ in $(seq 600); do if {HEALTHY}; then exit 0; fi; "
+        f"end=$((SECONDS + {seconds})); while [ $SECONDS -lt $end ]; do if {condition}; then exit 0; fi; "
         f"if systemctl -q is-failed {unit}; then break; fi; sleep 0.2; done; "
         f'echo "{unit} did not become healthy" >&2; systemctl status --no-pager {unit} >&2 || true; '
         f"journalctl -u {unit} -n 25 --no-pager >&2 || true; exit 1"
@@ -575,3 +576,32 @@ def _wait_healthy(unit: str) -> Run:
 
 def _install_changes(steps: list[Step], host: str) -> bool:
     return any(isinstance(s, Change) and s.host == host and s.resource == "etcd install" for s in steps)
+
+
+def _healthy(ctx: Context) -> set[str]:
+    """Members whose host answered and whose etcd served a member list."""
+    return {h.name for h in ctx.hosts() if etcd_facts(ctx.facts[h.name]).members is not None}
+
+
+def check_removal_quorum(ctx: Context, unreachable: set[str] | None = None) -> None:
+    """Refuse (before anything is touched) a removal that would leave etcd without quorum."""
+    m = membership(ctx)
+    if m.live is None:
+        return
+    want = {h.name for h in ctx.config.hosts if h.has("etcd")}
+    leaving = [x for x in m.live if x.name not in want]
+    healthy = _healthy(ctx)
+    voters = [x for x in m.live if not x.learner]
+    for x in leaving:
+        remaining = [v for v in voters if v.name != x.name]
+        need = len(remaining) // 2 + 1
+        ok = len([v for v in remaining if v.name in healthy])
+        if not x.learner and (ok < need or not remaining):
+            down = sorted(v.name for v in remaining if v.name not in healthy)
+            why = f" ({', '.join(down)} {'is' if len(down) == 1 else 'are'} down or unreachable)" if down else ""
+            raise RefusedError(
+                f"refusing to remove etcd member {x.name}: it would leave {ok} healthy of "
+                f"{len(remaining)} members{why}; etcd needs {need} for quorum. Nothing was changed.",
+                hint="bring the stopped members back first, or remove one member at a time",
+            )
+        voters = remaining

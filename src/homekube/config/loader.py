@@ -220,7 +220,8 @@ def semantic_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:
             if a.is_loopback or a.is_unspecified or a.is_multicast:
                 out.append((("hosts", i, field), f"{a} cannot be a node address", False))
         if h.address6 is not None and h.ipv4 is None:
-            out.append((("hosts", i, "address6"), "address6 is for an extra IPv6 address; address is IPv6 already", False))
+            msg = "address6 is for an extra IPv6 address; address is IPv6 already"
+            out.append((("hosts", i, "address6"), msg, False))
 
     if not cfg.control_planes and cfg.kubernetes.enabled:
         out.append((("hosts",), "at least one host needs the control-plane role", False))
@@ -237,9 +238,9 @@ def semantic_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:
     nets += [(("network", "services", i), n) for i, n in enumerate(cfg.network.services)]
     for a_i in range(len(nets)):
         for b_i in range(a_i + 1, len(nets)):
-            (la, a), (lb, b) = nets[a_i], nets[b_i]
-            if a.version == b.version and a.overlaps(b):
-                out.append((lb, f"{b} overlaps {a} ({_path(la)})", False))
+            (la, na), (lb, nb) = nets[a_i], nets[b_i]
+            if na.version == nb.version and na.overlaps(nb):
+                out.append((lb, f"{nb} overlaps {na} ({_path(la)})", False))
     for i, h in enumerate(cfg.hosts):
         for field, addr in (("address", h.address), ("address6", h.address6)):
             if addr is None:

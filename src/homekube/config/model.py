@@ -154,7 +154,7 @@ class EtcdSpec(Model):
     renew_within_days: int = Field(
         30, ge=1, le=300, description="Re-issue certificates expiring within this many days."
     )
-    backup: BackupSpec = Field(default_factory=BackupSpec)  # type: ignore[arg-type]
+    backup: BackupSpec = Field(default_factory=BackupSpec)
 
     @field_validator("version")
     @classmethod
@@ -300,14 +300,14 @@ class ClusterConfig(Model):
     """Everything homekube needs to know; the file is the single source of truth."""
 
     name: Annotated[str, Field(pattern=NAME_RE, description="Cluster name.")]
-    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)  # type: ignore[arg-type]
-    network: NetworkSpec = Field(default_factory=NetworkSpec)  # type: ignore[arg-type]
-    etcd: EtcdSpec = Field(default_factory=EtcdSpec)  # type: ignore[arg-type]
-    ui: UiSpec = Field(default_factory=UiSpec)  # type: ignore[arg-type]
-    host_prep: HostPrepSpec = Field(default_factory=HostPrepSpec)  # type: ignore[arg-type]
-    ssh: SshSpec = Field(default_factory=SshSpec)  # type: ignore[arg-type]
-    artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)  # type: ignore[arg-type]
-    state: StateSpec = Field(default_factory=StateSpec)  # type: ignore[arg-type]
+    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    etcd: EtcdSpec = Field(default_factory=EtcdSpec)
+    ui: UiSpec = Field(default_factory=UiSpec)
+    host_prep: HostPrepSpec = Field(default_factory=HostPrepSpec)
+    ssh: SshSpec = Field(default_factory=SshSpec)
+    artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
+    state: StateSpec = Field(default_factory=StateSpec)
     hosts: tuple[HostSpec, ...] = Field(min_length=1)
 
     # --- derived views (pure) -------------------------------------------------------------

@@ -552,6 +552,12 @@ def _create_host(paths: LabPaths, host: LabHost, all_hosts: Sequence[LabHost]) -
     for h in all_hosts:
         etc_hosts += [f"{h.ipv4} {h.name}", f"{h.ipv6} {h.name}"]
     (root / "etc/hosts").write_text("\n".join(etc_hosts) + "\n")
+    # per slot: the shared base image may have been configured by another slot's lab
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").write_text(f"nameserver {settings.GATEWAY4}\n")
+    (root / "etc/apt/apt.conf.d/01homekube-lab-proxy").write_text(
+        f'Acquire::http::Proxy "http://{settings.GATEWAY4}:{settings.PROXY_PORT}";\n'
+    )
     auth = root / "root/.ssh/authorized_keys"
     auth.write_text(paths.key.with_suffix(".pub").read_text())
     auth.chmod(0o600)

@@ -36,11 +36,14 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _wait_listening(pid_file: Path, match: CmdlineMatch, port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + 10
+    start = time.monotonic()
+    deadline = start + 10
     while time.monotonic() < deadline:
         if _listening(settings.GATEWAY4, port):
             return
-        if live_pid(pid_file, match) is None:
+        # right after the spawn the child may not have exec'd yet, so its command line does
+        # not match for a moment: only a process that stays unrecognisable has died
+        if time.monotonic() - start > 2 and live_pid(pid_file, match) is None:
             break  # died: usually the port is taken
         time.sleep(0.05)
     tail = ""

@@ -7,9 +7,12 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
+from homekube.components.base import Context
+from homekube.components.etcd import check_removal_quorum
+from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
-from homekube.errors import HostError
-from homekube.ops.session import open_session
+from homekube.errors import ConnectError, HostError
+from homekube.ops.session import close_all, connect_some, gather_facts, open_session, read_local_state
 
 
 async def run_apply(
@@ -21,7 +24,13 @@ async def run_apply(
     t0: float | None = None,
 ) -> int:
     t0 = t0 if t0 is not None else time.monotonic()
-    s = await open_session(cfg, lock=True)
+    try:
+        s = await open_session(cfg, lock=True)
+    except ConnectError:
+        # An unreachable host stops the run; but if this apply would also remove an etcd
+        # member, the more important news is that it would lose quorum: say that.
+        await refuse_unsafe_removal(cfg)
+        raise
     try:
         plan = s.plan(phases)
         changes = plan.changes
@@ -50,8 +59,22 @@ async def run_apply(
         raise HostError(
             f"{len(result.failed)} host(s) failed; {len(result.applied)} change(s) were applied "
             "before that. Fix the cause and run apply again: it continues from where it stopped.",
-            host=first.host, phase=first.phase, step=first.step,
+            host=first.host or "?", phase=first.phase, step=first.step,
         )
     console.print(f"applied {len(result.applied)} change(s) on {len(plan.hosts)} host(s) "
                   f"in {time.monotonic() - t0:.2f}s")
     return 0
+
+
+async def refuse_unsafe_removal(cfg: ClusterConfig) -> None:
+    """Raise RefusedError when the config removes etcd members that quorum cannot spare."""
+    ts, unreachable = await connect_some(cfg, cfg.hosts)
+    try:
+        hosts = [h for h in cfg.hosts if h.name in ts]
+        facts = await gather_facts(cfg, hosts, ts, all_phases())
+    finally:
+        await close_all(ts)
+    from datetime import UTC, datetime
+
+    ctx = Context(cfg, facts, read_local_state(cfg), datetime.now(UTC))
+    check_removal_quorum(ctx, unreachable=set(unreachable))

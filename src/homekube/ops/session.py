@@ -23,11 +23,11 @@ from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, PreflightError
 from homekube.executor import ApplyResult, Progress, execute
-from homekube.facts.base import compose, complete, parse_all
+from homekube.facts.base import complete, compose, parse_all
 from homekube.facts.host import HostFacts, build_host_facts
 from homekube.facts.system import Probes, facts_for
-from homekube.plan.model import Plan
 from homekube.pki.store import LocalCA
+from homekube.plan.model import Plan
 from homekube.plan.planner import build_plan
 from homekube.transport.base import Transport
 from homekube.transport.ssh import SshTarget, SshTransport
@@ -54,7 +54,7 @@ async def connect_all(cfg: ClusterConfig, hosts: Sequence[HostSpec]) -> dict[str
         *(SshTransport.connect(ssh_target(cfg, h)) for h in hosts), return_exceptions=True
     )
     errors = [r for r in results if isinstance(r, BaseException)]
-    ok = {r.host: r for r in results if isinstance(r, Transport)}
+    ok: dict[str, Transport] = {r.host: r for r in results if isinstance(r, Transport)}
     if errors:
         await close_all(ok)
         for e in errors:

@@ -20,6 +20,7 @@ from homekube.components.etcd import etcd_facts
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
 from homekube.etcdclient import EtcdHttp, operator_creds
+from homekube.ops.kubernetes import kubernetes_status, print_kubernetes_status
 from homekube.ops.session import close_all, connect_some, gather_facts, state_path
 from homekube.pki.spec import cert_info
 from homekube.pki.store import LocalCA
@@ -63,6 +64,7 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
                     row["certs"][path] = {"cn": info.subject_cn, "notAfter": info.not_after.isoformat(),
                                           "daysLeft": info.days_left(now)}
         data["hosts"].append(row)
+    data["kubernetes"] = kubernetes_status(cfg, facts)
     data["etcd"] = await asyncio.to_thread(_etcd_over_mtls, cfg)
     if not data["etcd"].get("members"):
         # fall back to what etcdctl on a member reported during fact gathering
@@ -106,8 +108,7 @@ def _etcd_over_mtls(cfg: ClusterConfig) -> dict[str, Any]:
         out["members"] = [{"name": m.get("name", ""), "id": f"{int(m.get('ID', 0)):x}",
                            "peerURLs": m.get("peerURLs", []), "clientURLs": m.get("clientURLs", []),
                            "isLearner": bool(m.get("isLearner", False))} for m in members]
-    healthy = sum(1 for e in out["endpoints"] if e["healthy"])
-    out["healthy"] = healthy
+    out["healthy"] = sum(1 for e in out["endpoints"] if e["healthy"])
     out["total"] = len(out["endpoints"])
     return out
 
@@ -141,6 +142,7 @@ async def run_status(cfg: ClusterConfig, console: Console, *, as_json: bool = Fa
         for m in e.get("members", []):
             mt.add_row(m["id"], m["name"], ",".join(m["peerURLs"]), "yes" if m["isLearner"] else "")
         console.print(mt)
+    print_kubernetes_status(console, data.get("kubernetes"))
     ct = Table("host", "certificate", "CN", "days left", box=None, title="certificates")
     for h in data["hosts"]:
         for path, c in (h.get("certs") or {}).items():

@@ -7,8 +7,12 @@ list on the host. Every call counts as one exec; `execs` lets tests and benchmar
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,23 @@ class Transport(ABC):
     @abstractmethod
     async def unlock(self) -> None: ...
 
+    async def get_file(self, remote: str, local: Path) -> None:
+        """Copy `remote` from the host into `local` (created 0600 when absent, else overwritten).
+
+        This default sends the file base64-encoded over stdout: right for small files and
+        every transport; SshTransport overrides it with SFTP. Raises OSError on failure.
+        """
+        from homekube.facts.base import shell_quote
+
+        res = await self.run(f"base64 -w0 {shell_quote(remote)}", timeout=3600)
+        if not res.ok:
+            raise OSError(f"{self.host}: cannot read {remote}: {res.stderr.strip()[-300:]}")
+        try:
+            data = base64.b64decode(res.stdout.strip(), validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise OSError(f"{self.host}: {remote} arrived garbled: {e}") from None
+        _write_private(local, data)
+
     @abstractmethod
     async def close(self) -> None: ...
 
@@ -61,3 +82,18 @@ def lock_command(holder: str) -> str:
         "echo LOCKED; exec cat >/dev/null; "
         f"else echo BUSY; cat {LOCK_PATH}.holder 2>/dev/null; exit 75; fi"
     )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    create_private(path)
+    with path.open("wb") as fh:
+        fh.write(data)
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty with mode 0600 unless it exists, so no byte is ever world-readable."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)

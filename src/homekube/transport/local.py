@@ -34,7 +34,7 @@ class LocalTransport(Transport):
 
     async def lock(self, holder: str) -> None:
         self.execs += 1
-        argv = self._argv()[:-1] + ["-c", lock_command(holder)]
+        argv = [*self._argv()[:-1], "-c", lock_command(holder)]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncssh
 
 from homekube.errors import ConnectError, LockedError
-from homekube.transport.base import ExecResult, Transport, lock_command
+from homekube.transport.base import ExecResult, Transport, create_private, lock_command
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class SshTransport(Transport):
         if t.port is not None:
             opts["port"] = t.port
         try:
-            conn = await asyncssh.connect(t.host, **opts)  # type: ignore[arg-type]
+            conn = await asyncssh.connect(t.host, **opts)
         except asyncssh.HostKeyNotVerifiable as e:
             raise ConnectError(
                 f"host key of {t.host} is not trusted ({e.reason})", host=t.name,
@@ -99,6 +99,26 @@ class SshTransport(Transport):
         err = res.stderr if isinstance(res.stderr, str) else (res.stderr or b"").decode()
         status = res.exit_status if res.exit_status is not None else 255
         return ExecResult(status, out, err)
+
+    async def get_file(self, remote: str, local: Path) -> None:
+        """SFTP, falling back to base64 over stdout when the host has no SFTP subsystem.
+
+        SFTP runs as the login user: with sudo, the caller makes `remote` readable to it.
+        """
+        try:
+            sftp = await self._conn.start_sftp_client()
+        except (asyncssh.Error, OSError):
+            await super().get_file(remote, local)
+            return
+        try:
+            create_private(local)
+            await sftp.get(remote, str(local))
+        except (asyncssh.Error, OSError) as e:
+            raise OSError(f"{self.host}: cannot copy {remote} over SFTP: {e}") from None
+        finally:
+            sftp.exit()
+            with contextlib.suppress(asyncssh.Error, OSError):
+                await sftp.wait_closed()
 
     async def lock(self, holder: str) -> None:
         self.execs += 1

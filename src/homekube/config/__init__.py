@@ -1,0 +1,1 @@
+"""cluster.yaml: model, loader and starter."""

@@ -175,7 +175,8 @@ class HostPrepPhase:
                 steps.append(Change(h, ph, f"module {m}", f"load {m}", "container storage and bridge filtering need it",
                                     (Run(f"modprobe {m}"),)))
             else:
-                steps.append(NoChange(h, ph, f"module {m}", f"{m} is neither loaded, built in nor installed", warning=True))
+                steps.append(NoChange(h, ph, f"module {m}", f"{m} is neither loaded, built in nor installed",
+                                      warning=True))
 
         # sysctls: persist, then set live and read back
         steps.append(file_step(

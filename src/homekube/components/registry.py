@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from homekube.components.backup import EtcdBackupPhase
 from homekube.components.base import Phase
 from homekube.components.etcd import EtcdPhase, EtcdPkiPhase
 from homekube.components.hostprep import HostPrepPhase
+from homekube.components.kubernetes import kubernetes_phases, rendered_kubernetes_files
 from homekube.config.model import ClusterConfig
 
 
 def all_phases() -> list[Phase]:
-    return [HostPrepPhase(), EtcdPkiPhase(), EtcdPhase()]
+    return [HostPrepPhase(), EtcdPkiPhase(), EtcdPhase(), EtcdBackupPhase(), *kubernetes_phases()]
 
 
 def phase_names() -> list[str]:
@@ -33,4 +35,5 @@ def rendered_files(cfg: ClusterConfig) -> list[tuple[str, str, bytes, bool]]:
             out.append((h.name, r.CONFIG_PATH, r.config_file(conf), False))
             out.append((h.name, r.UNIT_PATH, r.unit_file(f"{bin_dir(cfg)}/etcd"), False))
             out.append((h.name, ENV_FILE, ETCDCTL_ENV.encode(), False))
+    out += rendered_kubernetes_files(cfg)
     return out

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from homekube.components.registry import rendered_files
 from homekube.config.model import ClusterConfig
+from homekube.ops.kubernetes import write_cluster_objects
 
 REDACTED = b"<redacted: secret material is generated at apply time>\n"
 
@@ -18,4 +19,5 @@ def render_all(cfg: ClusterConfig, out: Path) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(REDACTED if secret else content)
         n += 1
+    n += write_cluster_objects(cfg, out)
     return n

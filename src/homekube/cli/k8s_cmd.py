@@ -1,0 +1,61 @@
+"""`homekube kubeconfig` and `homekube ui`: reach the cluster from this machine over SSH."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from homekube.config.model import ClusterConfig
+
+_ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="cluster.yaml to use.")]
+_DEFAULT = Path("cluster.yaml")
+
+
+def register(
+    app: typer.Typer,
+    guarded: Callable[[Callable[[], int | None]], None],
+    load_config: Callable[[Path], ClusterConfig],
+    console: Console,
+) -> None:
+    @app.command()
+    def kubeconfig(
+        config: _ConfigOpt = _DEFAULT,
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="Where to write it (default: <state dir>/kubeconfig).")] = None,
+        server: Annotated[str | None, typer.Option(
+            help="API URL to put in it (default: https://<controlPlaneEndpoint>).")] = None,
+    ) -> None:
+        """Fetch the admin kubeconfig from the first control plane; write it here, mode 0600."""
+        from homekube.ops.kubernetes import run_kubeconfig
+
+        def body() -> int:
+            cfg = load_config(config)
+            return asyncio.run(run_kubeconfig(cfg, console, out=out, server=server))
+
+        guarded(body)
+
+    @app.command()
+    def ui(
+        config: _ConfigOpt = _DEFAULT,
+        port: Annotated[int, typer.Option(
+            help="Local port for Headlamp (0: any free one).")] = 4466,
+        token_only: Annotated[bool, typer.Option(
+            "--token-only", help="Print a fresh login token and exit (no forwarding).")] = False,
+    ) -> None:
+        """Open Headlamp through SSH and print a short-lived login token (Ctrl-C closes it)."""
+        from homekube.ops.kubernetes import run_ui
+
+        def body() -> int:
+            cfg = load_config(config)
+            try:
+                return asyncio.run(run_ui(cfg, console, port=port, token_only=token_only))
+            except KeyboardInterrupt:
+                console.print("closed")
+                return 0
+
+        guarded(body)

@@ -1,0 +1,1061 @@
+"""The Kubernetes layer: packages, kubeadm, Calico and the web UI as four pure phases.
+
+Validated, not executed here: nothing on the machine this was written on can run kubeadm, a
+kubelet, CRI-O or Calico, so the commands below are built from the upstream documentation
+(facts.md §2, §6–§10) and checked by unit tests, not by a cluster.
+
+Phases and waves (phases run in this order, after host preparation and etcd):
+
+    k8s-packages  0  check that every artifact this host will download can be fetched — on the
+                     first control plane first, so an offline machine stops with one message
+                  1  the same check on every other node
+                  2  repositories, signing keys, CRI-O drop-in, packages, holds, units
+    kubeadm       1  first control plane: cluster CA (if none yet), `kubeadm init` (its config
+                     carries the 15-minute join token, so kubeadm makes no 24-hour default)
+                  2  first control plane of a running cluster: a 15-minute bootstrap token,
+                     and `upload-certs` when a control plane joins
+                  3+i  extra control planes join one after another
+                  3+n  workers join, in parallel
+    calico        0  manifests (pinned by version; SHA-256 from the mirror's SHA256SUMS), CRDs,
+                     operator, Installation, wait for TigeraStatus `calico` Available
+    ui            0  Headlamp objects, wait for the rollout
+
+Secrets (bootstrap token, certificate key, the cluster CA key) are generated here at plan time,
+exactly like the etcd keys in :mod:`homekube.components.etcd`; they only travel inside files
+written 0600 (on the script's stdin, never in argv) and never appear in a command, a
+description or a diff: plans show the files with :data:`REDACTED_TOKEN` and friends.
+
+Why homekube makes the cluster CA itself when there is none yet: a joining node pins the CA
+(``caCertHashes``), so its hash must be known when the plan is made, and the executor cannot
+carry a value computed on one host (``openssl`` on the first control plane) to another host
+within one run. kubeadm uses an existing ``ca.crt``/``ca.key`` ("Using existing ca certificate
+authority") and makes everything else itself. For a cluster that already runs, the hash is
+computed from the ``ca.crt`` gathered as a fact — the same SHA-256 over the DER
+SubjectPublicKeyInfo that ``openssl x509 -pubkey | openssl pkey -pubin -outform der |
+sha256sum`` gives.
+
+API work (server-side apply with field manager ``homekube``, waits) runs as ``kubectl`` on the
+first control plane with ``/etc/kubernetes/admin.conf``: the engine's actions are host
+commands, so this is how one `apply` stays one plan. :mod:`homekube.kube` offers the same
+operations from the operator's machine (lightkube through an SSH-forwarded port); `homekube ui`
+uses it today.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from ruamel.yaml import YAML
+
+from homekube.components.base import Context, Phase
+from homekube.config.model import ClusterConfig, HostSpec
+from homekube.errors import RefusedError
+from homekube.facts.base import Fact, shell_quote, shell_words
+from homekube.facts.host import HostFacts
+from homekube.facts.system import Probes
+from homekube.osfamily import OsFamily, family_of
+from homekube.pki.issue import generate_key, issue_ca
+from homekube.pki.spec import CA_VALIDITY, CertSpec
+from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
+from homekube.plan.resources import file_step, unit_step
+from homekube.render import kubeadm_types as kt
+from homekube.render.kubernetes import (
+    CALICO_MANIFESTS,
+    CALICO_VERSION,
+    CERTIFICATES_DIR,
+    CRIO_DROPIN_PATH,
+    HEADLAMP_NAMESPACE,
+    REDACTED_CERTIFICATE_KEY,
+    REDACTED_TOKEN,
+    Artifact,
+    RepoFile,
+    calico_installation,
+    calico_manifest_urls,
+    crio_dropin,
+    headlamp_objects,
+    kubeadm_init_config,
+    kubeadm_join_config,
+    repo_files,
+)
+from homekube.render.yamlout import dump_all
+
+__all__ = [
+    "ADMIN_CONF",
+    "ALL_PHASE_NAMES",
+    "CALICO_DIR",
+    "CA_CRT",
+    "CA_KEY",
+    "CLUSTER_DIR",
+    "INIT_CONFIG",
+    "JOIN_CONFIG",
+    "KUBECTL",
+    "KUBELET_CONF",
+    "LAYER_OFF",
+    "TOKEN_CONFIG",
+    "UPLOAD_CERTS_CONFIG",
+    "CalicoPhase",
+    "KubeFacts",
+    "KubeadmPhase",
+    "KubernetesPackagesPhase",
+    "UiPhase",
+    "artifact_check_command",
+    "artifact_urls",
+    "ca_cert_hash",
+    "calico_artifacts",
+    "cluster_files",
+    "is_node",
+    "kube_fact",
+    "kube_facts",
+    "kubernetes_ca_spec",
+    "kubernetes_phases",
+    "parse_kube_fact",
+    "primary",
+    "rendered_kubernetes_files",
+    "token_config",
+    "with_bootstrap_token",
+]
+
+# ---------------------------------------------------------------------------------------------
+# paths and commands
+
+HK_DIR = "/etc/kubernetes/homekube"
+INIT_CONFIG = f"{HK_DIR}/kubeadm-init.yaml"
+CLUSTER_DIR = f"{HK_DIR}/cluster"
+CALICO_DIR = f"{HK_DIR}/calico/{CALICO_VERSION}"
+#: one-shot files holding secrets live on tmpfs and are removed once used
+RUN_DIR = "/run/homekube"
+JOIN_CONFIG = f"{RUN_DIR}/kubeadm-join.yaml"
+TOKEN_CONFIG = f"{RUN_DIR}/bootstrap-token.yaml"
+UPLOAD_CERTS_CONFIG = f"{RUN_DIR}/upload-certs.yaml"
+LOG_DIR = "/var/log/homekube"
+
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+CA_CRT = f"{CERTIFICATES_DIR}/ca.crt"
+CA_KEY = f"{CERTIFICATES_DIR}/ca.key"
+
+KUBECTL = f"kubectl --kubeconfig={ADMIN_CONF}"
+SSA = f"{KUBECTL} apply --server-side --field-manager=homekube"
+
+K8S_PACKAGES = ("cri-o", "kubelet", "kubeadm", "kubectl")
+#: the Kubernetes packages whose minor must equal kubernetes.version (CRI-O's minor follows it)
+VERSIONED = ("cri-o", "kubelet", "kubeadm", "kubectl")
+
+TOKEN_TTL = "15m0s"  # noqa: S105 - a duration
+TOKEN_GROUPS = ["system:bootstrappers:kubeadm:default-node-token"]
+
+LAYER_OFF = "Kubernetes layer is off in cluster.yaml"
+
+#: hide bootstrap tokens and 64-hex keys/hashes in kubeadm output shown after a failure
+REDACT = r"sed -E 's/[a-z0-9]{6}\.[a-z0-9]{16}/<token>/g; s/[0-9a-f]{64}/<redacted>/g'"
+
+#: The renderer insists on a SHA-256 for mirrored Calico manifests. Until cluster.yaml can
+#: carry pins (proposed: `artifacts.sha256`), the pin is the mirror's own SHA256SUMS, read on
+#: the host at apply time; this value only gets the mirror URLs out of the renderer.
+_FROM_SHA256SUMS = "0" * 64
+
+_TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"  # noqa: S105 - [a-z0-9]
+_HEADER = "# Written by homekube from cluster.yaml ({name}); local edits are overwritten.\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# facts
+
+
+@dataclass(frozen=True)
+class KubeFacts:
+    """What a host says about its Kubernetes side (one snippet in the one facts exec)."""
+
+    kubeadm: str | None = None  # `kubeadm version -o short`, e.g. v1.36.4
+    ipip: bool = True  # the kernel can do IP-in-IP (module loaded, built in or loadable)
+    held: frozenset[str] = frozenset()  # apt-mark showhold
+    readyz: str | None = None  # None: no admin.conf here; "ok" when the API answers
+    crd: bool = False  # installations.operator.tigera.io exists
+    operator: bool = False  # deployment tigera-operator exists
+    installation: bool = False  # Installation `default` exists
+    calico_available: bool | None = None  # TigeraStatus calico Available (None: unknown)
+    headlamp: bool = False  # deployment headlamp exists
+    bindings: frozenset[str] = frozenset()  # ClusterRoleBindings managed by homekube
+    nodes: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def api_ok(self) -> bool:
+        return self.readyz == "ok"
+
+
+def parse_kube_fact(text: str) -> KubeFacts:
+    kv: dict[str, str] = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            kv[k.strip()] = v.strip()
+
+    def words(key: str) -> frozenset[str]:
+        return frozenset(kv.get(key, "").split())
+
+    avail = kv.get("tigerastatus")
+    return KubeFacts(
+        kubeadm=kv.get("kubeadm") or None,
+        ipip=kv.get("ipip", "yes") != "no",
+        held=words("held"),
+        readyz=kv.get("readyz") if "readyz" in kv else None,
+        crd=bool(kv.get("crd")),
+        operator=bool(kv.get("operator")),
+        installation=bool(kv.get("installation")),
+        calico_available=None if avail is None else avail == "True",
+        headlamp=bool(kv.get("headlamp")),
+        bindings=words("bindings"),
+        nodes=words("nodes"),
+    )
+
+
+def kube_fact() -> Fact[KubeFacts]:
+    """kubeadm version, IPIP support, holds; on a control plane the API's view (when it answers)."""
+    k = f"{KUBECTL} --request-timeout=5s"
+    jp_avail = "{.status.conditions[?(@.type==\"Available\")].status}"
+    jp_names = '{range .items[*]}{.metadata.name}{" "}{end}'
+    cmd = (
+        'kv() { printf "%s=%s\\n" "$1" "$2"; }\n'
+        "command -v kubeadm >/dev/null && kv kubeadm \"$(kubeadm version -o short 2>/dev/null)\"\n"
+        "if [ -d /sys/module/ipip ] || modinfo ipip >/dev/null 2>&1; then kv ipip yes; "
+        "else kv ipip no; fi\n"
+        "command -v apt-mark >/dev/null && "
+        "kv held \"$(apt-mark showhold 2>/dev/null | tr '\\n' ' ')\"\n"
+        f"if [ -f {ADMIN_CONF} ]; then\n"
+        "  if command -v kubectl >/dev/null; then\n"
+        f"    r=$({k} get --raw=/readyz 2>&1 | head -c 200 | tr '\\n' ' ' | sed 's/ *$//')\n"
+        "  else\n"
+        "    r=$(curl -sk --max-time 5 https://127.0.0.1:6443/readyz 2>&1 | head -c 200 "
+        "| tr '\\n' ' ')\n"
+        "  fi\n"
+        '  kv readyz "${r:-no answer}"\n'
+        '  if [ "$r" = ok ] && command -v kubectl >/dev/null; then\n'
+        f"    kv nodes \"$({k} get nodes -o jsonpath='{jp_names}')\"\n"
+        f"    kv crd \"$({k} get crd installations.operator.tigera.io -o name "
+        "--ignore-not-found)\"\n"
+        f"    kv operator \"$({k} -n tigera-operator get deployment tigera-operator -o name "
+        "--ignore-not-found)\"\n"
+        f"    kv installation \"$({k} get installations.operator.tigera.io default -o name "
+        "--ignore-not-found 2>/dev/null)\"\n"
+        f"    s=$({k} get tigerastatuses.operator.tigera.io calico -o jsonpath='{jp_avail}' "
+        "2>/dev/null) && kv tigerastatus \"$s\"\n"
+        f"    kv headlamp \"$({k} -n {HEADLAMP_NAMESPACE} get deployment headlamp -o name "
+        "--ignore-not-found)\"\n"
+        f"    kv bindings \"$({k} get clusterrolebindings -l app.kubernetes.io/managed-by=homekube "
+        f"-o jsonpath='{jp_names}')\"\n"
+        "  fi\n"
+        "fi"
+    )
+    return Fact("kubernetes", cmd, parse_kube_fact)
+
+
+def kube_facts(f: HostFacts) -> KubeFacts:
+    v = f.extra.get("kubernetes")
+    return v if isinstance(v, KubeFacts) else KubeFacts()
+
+
+def is_node(h: HostSpec) -> bool:
+    return h.has("control-plane") or h.has("worker")
+
+
+def _probes(config: ClusterConfig, host: HostSpec) -> Probes:
+    """Everything the four phases read, gathered once (probes are merged across phases)."""
+    if not config.kubernetes.enabled or not is_node(host):
+        return Probes()
+    files: dict[str, bool] = {CRIO_DROPIN_PATH: False, ADMIN_CONF: True, KUBELET_CONF: True}
+    for fam in ("debian", "rhel"):
+        for rf in repo_files(config, fam):
+            files[rf.path] = False
+            if rf.keyring:
+                files[rf.keyring] = True  # binary; existence and hash are enough
+    if host.has("control-plane"):
+        files |= {CA_CRT: False, CA_KEY: True}
+        files |= {f"{CALICO_DIR}/{name}": True for name in CALICO_MANIFESTS}
+        files |= {path: False for path, _ in cluster_files(config)}
+    return Probes(
+        files=files,
+        units={"crio.service", "kubelet.service"},
+        packages={*K8S_PACKAGES, "container-selinux", "gpg", "gnupg2"},
+        extra=[kube_fact()],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# which control plane leads
+
+
+State = Literal["ready", "down", "fresh"]
+
+
+@dataclass(frozen=True)
+class Primary:
+    host: HostSpec
+    state: State  # ready: API answers; down: initialised, API silent; fresh: not initialised
+    why: str
+
+
+def primary(ctx: Context) -> Primary | None:
+    """The control plane that inits, creates tokens and runs kubectl; None without one."""
+    cps = [h for h in ctx.config.control_planes if h.name in ctx.facts]
+    if not cps:
+        return None
+    for h in cps:
+        f = ctx.facts[h.name]
+        if f.file(ADMIN_CONF) is not None and kube_facts(f).api_ok:
+            return Primary(h, "ready", f"{h.name}: {ADMIN_CONF} exists and the API answers /readyz")
+    for h in cps:
+        f = ctx.facts[h.name]
+        if f.file(ADMIN_CONF) is not None:
+            said = kube_facts(f).readyz or "no answer"
+            return Primary(h, "down", f"{h.name} has {ADMIN_CONF} but /readyz says: {said}")
+    return Primary(cps[0], "fresh", f"no control plane has {ADMIN_CONF}")
+
+
+# ---------------------------------------------------------------------------------------------
+# artifacts and the reachability check
+
+
+def calico_artifacts(cfg: ClusterConfig) -> tuple[list[Artifact], str | None]:
+    """The Calico manifests to download (CRDs first) and, with a mirror, its SHA256SUMS URL."""
+    if not cfg.artifacts.mirror:
+        return calico_manifest_urls(cfg), None
+    arts = calico_manifest_urls(cfg, sha256={n: _FROM_SHA256SUMS for n in CALICO_MANIFESTS})
+    sums = arts[0].url.rsplit("/", 1)[0] + "/SHA256SUMS"
+    return [Artifact(a.url, a.filename, None) for a in arts], sums
+
+
+def _repo_index_url(rf: RepoFile) -> str:
+    """The repository's signed index, next to its key (deb: flat repo; rpm: repodata)."""
+    if rf.keyring is not None:
+        return rf.key_url.rsplit("/", 1)[0] + "/InRelease"
+    return rf.key_url.removesuffix(".key")
+
+
+def _packages_missing(cfg: ClusterConfig, f: HostFacts, fam: OsFamily) -> list[str]:
+    selinux = fam.packages(["container-selinux"]) if fam.family == "rhel" else []
+    want = list(K8S_PACKAGES) + selinux
+    return [p for p in want if not f.installed(p)]
+
+
+def artifact_urls(ctx: Context, h: HostSpec) -> list[str]:
+    """Every URL `h` will fetch in this plan (keys, repository indexes, Calico manifests)."""
+    cfg = ctx.config
+    f = ctx.facts[h.name]
+    fam = family_of(f.os)
+    urls: list[str] = []
+    if fam is not None:
+        repos = repo_files(cfg, fam.family)
+        missing_keys = [rf for rf in repos if rf.keyring and f.file(rf.keyring) is None]
+        if _packages_missing(cfg, f, fam) or missing_keys:
+            for rf in repos:
+                urls += [rf.key_url, _repo_index_url(rf)]
+    p = primary(ctx)
+    if p is not None and p.host.name == h.name and p.state != "down":
+        arts, sums = calico_artifacts(cfg)
+        if any(f.file(f"{CALICO_DIR}/{a.filename}") is None for a in arts):
+            urls += [a.url for a in arts] + ([sums] if sums else [])
+    return list(dict.fromkeys(urls))
+
+
+def artifact_check_command(urls: Sequence[str], *, mirror: str | None) -> str:
+    """One `curl -fsI` per URL, all in parallel in this one exec, then one message.
+
+    Prints ``cannot fetch <first> (and N more): <reason>`` plus one line per other URL and
+    exits 1 when anything is missing, so `apply` stops before the first Kubernetes change.
+    """
+    not_found = "not on the mirror" if mirror else "not found"
+    lines = [
+        'd=$(mktemp -d); trap \'rm -rf "$d"\' EXIT',
+        # one probe: "<curl exit> <http code> <url>" into $d/<index>
+        "hk_probe() { code=$(curl -fsSIL -o /dev/null -w '%{http_code}' --connect-timeout 3 "
+        '--max-time 10 "$2" 2>/dev/null) && rc=0 || rc=$?; '
+        'echo "$rc ${code:-000} $2" > "$d/$1"; }',
+        'hk_why() { case "$1" in 6) echo "cannot resolve the host name";; '
+        '7) echo "no route / connection refused";; '
+        f'22) [ "$2" = 404 ] && echo "HTTP 404, {not_found}" || echo "HTTP $2";; '
+        '28) echo "timed out";; 35|51|58|60|77) echo "TLS error";; '
+        '*) echo "curl exit $1";; esac; }',
+    ]
+    lines += [f"hk_probe {i} {shell_quote(u)} &" for i, u in enumerate(urls)]
+    lines += [
+        "wait; bad=0; first=''; rest=''",
+        f"for i in $(seq 0 {len(urls) - 1}); do read -r rc code u < \"$d/$i\" || continue; "
+        '[ "$rc" = 0 ] && continue; bad=$((bad + 1)); why=$(hk_why "$rc" "$code"); '
+        'if [ -z "$first" ]; then first=$u; fwhy=$why; else rest="$rest  $u: $why\\n"; fi; done',
+        '[ "$bad" = 0 ] && exit 0; more=""; [ "$bad" -gt 1 ] && more=" (and $((bad - 1)) more)"',
+        'echo "cannot fetch $first$more: $fwhy" >&2; printf "%b" "$rest" >&2',
+        "echo 'Nothing of the Kubernetes layer was changed. Put these files on the mirror "
+        "(artifacts.mirror) or let the host reach them, then run apply again.' >&2; exit 1",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def ca_cert_hash(pem: bytes) -> str:
+    """kubeadm's discovery pin: ``sha256:`` + SHA-256 of the CA's DER SubjectPublicKeyInfo."""
+    cert = x509.load_pem_x509_certificate(pem)
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def new_token() -> str:
+    pick = secrets.choice
+    return "".join(pick(_TOKEN_ALPHABET) for _ in range(6)) + "." + "".join(
+        pick(_TOKEN_ALPHABET) for _ in range(16))
+
+
+def new_certificate_key() -> str:
+    return secrets.token_hex(32)
+
+
+def _bootstrap_token(token: str) -> kt.BootstrapToken:
+    return kt.BootstrapToken(
+        token=token,
+        description="homekube: joins nodes in this apply; expires after 15 minutes",
+        ttl=TOKEN_TTL,
+        usages=["signing", "authentication"],
+        groups=TOKEN_GROUPS,
+    )
+
+
+def token_config(cfg: ClusterConfig, token: str) -> str:
+    """`kubeadm token create --config` input: the token travels in a file, not in argv."""
+    init = kt.InitConfiguration(bootstrap_tokens=[_bootstrap_token(token)])
+    return _HEADER.format(name=cfg.name) + dump_all([init.to_dict()])
+
+
+def with_bootstrap_token(text: str, token: str) -> str:
+    """Add our short-lived join token to a rendered init config.
+
+    Without it `kubeadm init` creates a default token valid for 24 h; with it the only token
+    is the one this apply uses, and it dies after 15 minutes.
+    """
+    head = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+    docs: list[dict[str, Any]] = [d for d in YAML(typ="safe").load_all(body) if d is not None]
+    first = docs[0]
+    docs[0] = {"apiVersion": first["apiVersion"], "kind": first["kind"],
+               "bootstrapTokens": [_bootstrap_token(token).to_dict()],
+               **{k: v for k, v in first.items() if k not in ("apiVersion", "kind")}}
+    return head + dump_all(docs)
+
+
+def _secret_diff(path: str, redacted: str) -> str:
+    """A creation diff of a secret file, shown with placeholders instead of the secrets."""
+    return "".join(difflib.unified_diff(
+        [], redacted.splitlines(keepends=True),
+        fromfile=f"{path} (host)", tofile=f"{path} (homekube; secrets shown as placeholders)"))
+
+
+def _kubeadm(what: str, cmd: str, log: str) -> str:
+    """Run kubeadm with its output in a root-only log; on failure show its tail, redacted."""
+    return (
+        f"install -d -m 0700 {LOG_DIR}\n"
+        f"if ! {cmd} >{log} 2>&1; then\n"
+        f'  echo "{what} failed; last lines of {log} (secrets redacted):" >&2\n'
+        f"  tail -n 25 {log} | {REDACT} >&2\n"
+        "  exit 1\n"
+        "fi"
+    )
+
+
+def _minor(version: str | None) -> str | None:
+    if not version:
+        return None
+    m = re.match(r"(?:\d+:)?v?(\d+\.\d+)", version)
+    return m.group(1) if m else None
+
+
+def _off(ctx: Context, phase: str) -> list[Step]:
+    return [NoChange(h.name, phase, "kubernetes", LAYER_OFF) for h in ctx.hosts()]
+
+
+def _kubeadm_version(cfg: ClusterConfig, f: HostFacts) -> str | None:
+    """The installed kubeadm's version when it is the configured minor, else None."""
+    v = kube_facts(f).kubeadm
+    return v if v and _minor(v) == cfg.kubernetes.minor else None
+
+
+def _render(fn: str, call: Any) -> Any:
+    """Call a renderer; a ValueError there is a cluster.yaml problem, not a bug."""
+    try:
+        return call()
+    except ValueError as e:
+        raise RefusedError(f"cannot render {fn}: {e}", hint="fix cluster.yaml") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 1: packages
+
+
+class KubernetesPackagesPhase:
+    name = "k8s-packages"
+    title = "Kubernetes packages (repositories, cri-o, kubelet, kubeadm, kubectl)"
+
+    def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
+        return _probes(config, host)
+
+    def plan(self, ctx: Context) -> list[Step]:
+        if not ctx.config.kubernetes.enabled:
+            return _off(ctx, self.name)
+        steps: list[Step] = []
+        p = primary(ctx)
+        first = p.host.name if p is not None else None
+        for h in ctx.hosts():
+            if not is_node(h):
+                steps.append(NoChange(h.name, self.name, "kubernetes",
+                                      "etcd-only host: no Kubernetes packages"))
+                continue
+            urls = artifact_urls(ctx, h)
+            where = "the mirror" if ctx.config.artifacts.mirror else "upstream"
+            if urls:
+                steps.append(Change(
+                    h.name, self.name, "artifacts",
+                    f"check that {len(urls)} artifact(s) can be fetched",
+                    "stop before the first Kubernetes change if a key, repository or manifest "
+                    f"is out of reach ({where})",
+                    (Run(artifact_check_command(urls, mirror=ctx.config.artifacts.mirror),
+                         f"curl -fsI {len(urls)} URL(s): " + ", ".join(urls)),),
+                    wave=0 if h.name == first else 1,
+                ))
+            steps += self._host(ctx, ctx.facts[h.name])
+        return steps
+
+    def _host(self, ctx: Context, f: HostFacts) -> list[Step]:
+        cfg = ctx.config
+        h, ph = f.host, self.name
+        fam = family_of(f.os)
+        if fam is None:
+            return [NoChange(h, ph, "packages", f"unsupported OS {f.os.pretty}", warning=True)]
+        steps: list[Step] = []
+
+        def add(step: Step) -> Step:
+            if isinstance(step, Change):
+                step = replace(step, wave=2)
+            steps.append(step)
+            return step
+
+        missing = _packages_missing(cfg, f, fam)
+        repos = repo_files(cfg, fam.family)
+        if fam.family == "debian":
+            gpg = [p for p in fam.packages(["gpg"]) if not f.installed(p)]
+            if gpg and any(rf.keyring and f.file(rf.keyring) is None for rf in repos):
+                add(Change(h, ph, "packages gpg", "install gpg",
+                           "apt keyrings are stored dearmored (gpg --dearmor)",
+                           (Run(fam.install_command(gpg), "install gpg"),)))
+        for rf in repos:
+            if rf.keyring:
+                if f.file(rf.keyring) is None:
+                    tmp = rf.keyring + ".tmp"
+                    add(Change(
+                        h, ph, f"keyring {rf.keyring}", f"install the signing key {rf.keyring}",
+                        "apt verifies the repository with this key only (signed-by)",
+                        (Run(f"install -d -m 0755 /etc/apt/keyrings && "
+                             f"curl -fsSL --retry 3 {shell_quote(rf.key_url)} | "
+                             f"gpg --dearmor --yes -o {tmp} && chmod 0644 {tmp} && "
+                             f"mv -f {tmp} {rf.keyring}",
+                             f"fetch {rf.key_url} into {rf.keyring}"),),
+                    ))
+                else:
+                    steps.append(NoChange(h, ph, f"keyring {rf.keyring}", f"{rf.keyring} exists"))
+            add(file_step(f, ph, WriteFile(rf.path, rf.content.encode(), rf.mode),
+                          f"Kubernetes {cfg.kubernetes.minor} packages come from this repository "
+                          "(one per minor, facts.md §2.1)"))
+        dropin = add(file_step(f, ph, WriteFile(CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), 0o644),
+                               "systemd cgroups and the pause image kubeadm expects"))
+
+        if missing:
+            if fam.family == "debian":
+                cmd = (f"{fam.install_command(missing)} && "
+                       f"apt-mark hold {shell_words(list(K8S_PACKAGES))} >/dev/null")
+                how = "apt-mark hold keeps `apt upgrade` from changing the cluster's version"
+            else:
+                cmd = ("dnf install -y -q --disableexcludes=kubernetes "
+                       f"{shell_words(sorted(missing))}")
+                how = "the repository's exclude= keeps `dnf upgrade` away from them"
+            add(Change(h, ph, "packages", f"install {', '.join(missing)}",
+                       f"Kubernetes {cfg.kubernetes.minor} with the matching CRI-O; {how}",
+                       (Run(cmd, f"install {' '.join(missing)}"),)))
+        else:
+            wrong = [f"{p} {f.packages[p].version}" for p in VERSIONED
+                     if _minor(f.packages[p].version) != cfg.kubernetes.minor]
+            if wrong:
+                steps.append(NoChange(
+                    h, ph, "packages",
+                    f"installed {', '.join(wrong)} but cluster.yaml wants {cfg.kubernetes.minor}: "
+                    "homekube does not upgrade Kubernetes in place (yet)", warning=True))
+            else:
+                steps.append(NoChange(
+                    h, ph, "packages",
+                    f"installed: {', '.join(K8S_PACKAGES)} ({cfg.kubernetes.minor})"))
+            if fam.family == "debian":
+                unheld = [p for p in K8S_PACKAGES if p not in kube_facts(f).held]
+                if unheld:
+                    add(Change(h, ph, "holds", f"hold {', '.join(unheld)}",
+                               "keep `apt upgrade` from changing the cluster's version",
+                               (Run(f"apt-mark hold {shell_words(unheld)} >/dev/null"),)))
+                else:
+                    steps.append(NoChange(h, ph, "holds", "Kubernetes packages are held"))
+
+        restart = ["the CRI-O drop-in"] if isinstance(dropin, Change) and not missing else []
+        add(unit_step(f, ph, "crio.service", why="the kubelet talks to CRI-O",
+                      restart_because=restart,
+                      wait="[ -S /var/run/crio/crio.sock ]"))
+        kubelet = f.unit("kubelet.service")
+        if missing or not kubelet.is_enabled:
+            add(Change(h, ph, "unit kubelet.service", "enable kubelet",
+                       "kubeadm starts it; enabled, it comes back after a reboot",
+                       (Run("systemctl enable kubelet"),)))
+        else:
+            steps.append(NoChange(h, ph, "unit kubelet.service", "kubelet is enabled"))
+        return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 2: kubeadm
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    token: str
+    certificate_key: str | None
+
+
+def kubernetes_ca_spec() -> CertSpec:
+    """kubeadm's cluster CA: CN ``kubernetes``, ten years (facts.md §6.1)."""
+    return CertSpec(name="kubernetes/ca", common_name="kubernetes", is_ca=True,
+                    validity=CA_VALIDITY)
+
+
+class KubeadmPhase:
+    name = "kubeadm"
+    title = "kubeadm (first control plane, then joining nodes)"
+
+    def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
+        return _probes(config, host)
+
+    def plan(self, ctx: Context) -> list[Step]:
+        cfg = ctx.config
+        if not cfg.kubernetes.enabled:
+            return _off(ctx, self.name)
+        p = primary(ctx)
+        if p is None:
+            return [NoChange(h.name, self.name, "kubeadm", "no control-plane host in cluster.yaml",
+                             warning=True) for h in ctx.hosts()]
+        ph = self.name
+        pf = ctx.facts[p.host.name]
+        steps: list[Step] = []
+        others = [h for h in ctx.hosts() if is_node(h) and h.name != p.host.name]
+        joining = [h for h in others if ctx.facts[h.name].file(KUBELET_CONF) is None]
+        for h in others:
+            if h not in joining:
+                state = ("has joined (kubelet.conf present)" if p.state != "fresh" else
+                         f"has {KUBELET_CONF} but no control plane is initialised: it belongs to "
+                         "an old cluster (`kubeadm reset` it first)")
+                steps.append(NoChange(h.name, ph, "join", f"{h.name} {state}",
+                                      warning=p.state == "fresh"))
+        if p.state == "down":
+            steps.append(NoChange(p.host.name, ph, "kubeadm init",
+                                  f"{p.why}; homekube will not run kubeadm init again. Check "
+                                  "`journalctl -u kubelet` and `crictl ps -a` there", warning=True))
+            steps += [NoChange(h.name, ph, "join", f"{h.name} waits for the API of {p.host.name}",
+                               warning=True) for h in joining]
+            return steps
+
+        have = kube_facts(pf).kubeadm
+        if p.state == "fresh" and have and _minor(have) != cfg.kubernetes.minor:
+            steps.append(NoChange(
+                p.host.name, ph, "kubeadm init",
+                f"kubeadm {have} is installed but cluster.yaml wants {cfg.kubernetes.minor}: "
+                "not initialising a cluster of another minor", warning=True))
+            return steps
+
+        cp_joins = [h for h in joining if h.has("control-plane")]
+        wk_joins = [h for h in joining if not h.has("control-plane")]
+        sec = _Secrets(new_token(), new_certificate_key() if cp_joins else None)
+
+        # the CA whose hash pins discovery
+        ca_actions: list[Action] = []
+        if p.state == "fresh":
+            have_crt, have_key = pf.file(CA_CRT), pf.file(CA_KEY)
+            if have_crt is not None and have_crt.content and have_key is not None:
+                ca_pem = have_crt.content
+                steps.append(NoChange(p.host.name, ph, "cluster CA",
+                                      f"{CA_CRT} and ca.key exist; kubeadm init uses them"))
+            elif have_crt is not None:
+                raise RefusedError(
+                    f"{CA_CRT} exists on {p.host.name} without its key and no cluster runs",
+                    host=p.host.name,
+                    hint="remove /etc/kubernetes/pki/ca.* there (or restore ca.key), then apply")
+            else:
+                key = generate_key(cfg.etcd.key_type)
+                ca_pem = issue_ca(kubernetes_ca_spec(), key, ctx.now)
+                ca_actions = [WriteFile(CA_CRT, ca_pem, 0o644),
+                              WriteFile(CA_KEY, key, 0o600, secret=True)]
+                steps.append(Change(
+                    p.host.name, ph, "cluster CA",
+                    "create the Kubernetes cluster CA (CN kubernetes)",
+                    "kubeadm uses an existing CA; its hash pins discovery for the joining nodes "
+                    "in this same apply", tuple(ca_actions), wave=1))
+            steps.append(self._init(ctx, p.host, pf, sec))
+        else:
+            crt = pf.file(CA_CRT)
+            if crt is None or not crt.content:
+                steps += [NoChange(h.name, ph, "join", f"{CA_CRT} cannot be read on {p.host.name}",
+                                   warning=True) for h in joining]
+                return steps
+            ca_pem = crt.content
+            steps.append(NoChange(p.host.name, ph, "kubeadm init",
+                                  f"cluster initialised ({p.why})"))
+            if joining:
+                steps += self._token_steps(ctx, p.host, pf, sec)
+        ca_hash = ca_cert_hash(ca_pem)
+
+        for i, h in enumerate(cp_joins):
+            steps.append(self._join(ctx, h, sec, ca_hash, wave=3 + i))
+        for h in wk_joins:
+            steps.append(self._join(ctx, h, sec, ca_hash, wave=3 + len(cp_joins)))
+        return steps
+
+    def _init(self, ctx: Context, h: HostSpec, f: HostFacts, sec: _Secrets) -> Change:
+        cfg = ctx.config
+        kv = _kubeadm_version(cfg, f)
+
+        def render(token: str, key: str | None) -> str:
+            text: str = _render("the kubeadm init config", lambda: kubeadm_init_config(
+                cfg, h.name, kubeadm_version=kv, certificate_key=key))
+            return with_bootstrap_token(text, token)
+
+        content = render(sec.token, sec.certificate_key)
+        shown = render(REDACTED_TOKEN,
+                       REDACTED_CERTIFICATE_KEY if sec.certificate_key else None)
+        upload = " --upload-certs" if sec.certificate_key else ""
+        actions: list[Action] = [WriteFile(INIT_CONFIG, content.encode(), 0o600, secret=True)]
+        why = "no control plane is initialised yet"
+        if kv is None and cfg.kubernetes.version.count(".") == 1:
+            # the plan was made before kubeadm was installed: pin the control plane to the
+            # installed kubeadm's exact version instead of letting kubeadm look `stable-X.Y` up
+            actions.append(Run(
+                f'v=$(kubeadm version -o short) && sed -i "s/^kubernetesVersion: .*/'
+                f'kubernetesVersion: $v/" {INIT_CONFIG}',
+                "set kubernetesVersion to the installed kubeadm's version"))
+            why += "; kubernetesVersion becomes the installed kubeadm's version"
+        actions.append(Run(f"kubeadm config validate --config {INIT_CONFIG}"))
+        actions.append(Run(_kubeadm(
+            "kubeadm init",
+            f"kubeadm init --config {INIT_CONFIG}{upload} --skip-token-print "
+            "--skip-certificate-key-print",
+            f"{LOG_DIR}/kubeadm-init.log")))
+        return Change(h.name, self.name, "kubeadm init",
+                      f"kubeadm init --config {INIT_CONFIG}{upload}", why,
+                      tuple(actions), diff=_secret_diff(INIT_CONFIG, shown), wave=1)
+
+    def _token_steps(self, ctx: Context, h: HostSpec, f: HostFacts, sec: _Secrets) -> list[Step]:
+        cfg = ctx.config
+        out: list[Step] = [Change(
+            h.name, self.name, "bootstrap token", "create a bootstrap token valid for 15 minutes",
+            "nodes join with it in a later wave",
+            (WriteFile(TOKEN_CONFIG, token_config(cfg, sec.token).encode(), 0o600, secret=True),
+             Run(f"kubeadm token create --config {TOKEN_CONFIG} >/dev/null; rc=$?; "
+                 f"rm -f {TOKEN_CONFIG}; exit $rc",
+                 f"kubeadm token create --config {TOKEN_CONFIG} "
+                 "(output discarded: it is the token)")),
+            diff=_secret_diff(TOKEN_CONFIG, token_config(cfg, REDACTED_TOKEN)), wave=2)]
+        if sec.certificate_key:
+            kv = _kubeadm_version(cfg, f)
+            if kv is None:
+                raise RefusedError(
+                    f"cannot upload control-plane certificates: kubeadm on {h.name} is "
+                    f"{kube_facts(f).kubeadm or 'missing'}, "
+                    f"cluster.yaml wants {cfg.kubernetes.minor}",
+                    host=h.name)
+            text = _render("the upload-certs config", lambda: kubeadm_init_config(
+                cfg, h.name, kubeadm_version=kv, certificate_key=sec.certificate_key))
+            shown = _render("the upload-certs config", lambda: kubeadm_init_config(
+                cfg, h.name, kubeadm_version=kv, certificate_key=REDACTED_CERTIFICATE_KEY))
+            out.append(Change(
+                h.name, self.name, "upload-certs",
+                "upload the control-plane certificates (encrypted, deleted by kubeadm after 2 h)",
+                "a control plane joins in a later wave and downloads them with the certificate key",
+                (WriteFile(UPLOAD_CERTS_CONFIG, text.encode(), 0o600, secret=True),
+                 Run(_kubeadm("kubeadm init phase upload-certs",
+                              f"kubeadm init phase upload-certs --upload-certs "
+                              f"--config {UPLOAD_CERTS_CONFIG}",
+                              f"{LOG_DIR}/kubeadm-upload-certs.log")
+                     + f"\nrm -f {UPLOAD_CERTS_CONFIG}")),
+                diff=_secret_diff(UPLOAD_CERTS_CONFIG, shown), wave=2))
+        return out
+
+    def _join(self, ctx: Context, h: HostSpec, sec: _Secrets, ca_hash: str, *, wave: int) -> Change:
+        cfg = ctx.config
+        cp = h.has("control-plane")
+
+        def render(token: str, key: str | None) -> str:
+            text: str = _render("a kubeadm join config", lambda: kubeadm_join_config(
+                cfg, h.name, control_plane=cp, token=token, ca_cert_hashes=[ca_hash],
+                certificate_key=key if cp else None))
+            return text
+
+        content = render(sec.token, sec.certificate_key)
+        shown = render(REDACTED_TOKEN, REDACTED_CERTIFICATE_KEY if sec.certificate_key else None)
+        what = "control plane" if cp else "worker"
+        return Change(
+            h.name, self.name, "join", f"kubeadm join --config {JOIN_CONFIG} ({what})",
+            f"{h.name} is not part of the cluster yet (no {KUBELET_CONF}); discovery pins the CA "
+            f"{ca_hash[:19]}…",
+            (WriteFile(JOIN_CONFIG, content.encode(), 0o600, secret=True),
+             Run(_kubeadm("kubeadm join", f"kubeadm join --config {JOIN_CONFIG}",
+                          f"{LOG_DIR}/kubeadm-join.log") + f"\nrm -f {JOIN_CONFIG}")),
+            diff=_secret_diff(JOIN_CONFIG, shown), wave=wave)
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 3: Calico
+
+
+def cluster_files(cfg: ClusterConfig, *, kernel_has_ipip: bool = True) -> list[tuple[str, bytes]]:
+    """The object files kubectl applies from the first control plane (path, content)."""
+    header = _HEADER.format(name=cfg.name)
+    calico = calico_installation(cfg, kernel_has_ipip=kernel_has_ipip)
+    out = [(f"{CLUSTER_DIR}/calico-installation.yaml", (header + dump_all(calico)).encode())]
+    if cfg.ui.kind == "headlamp":
+        ui = headlamp_objects(cfg)
+        out.append((f"{CLUSTER_DIR}/headlamp.yaml", (header + dump_all(ui)).encode()))
+    return out
+
+
+def _download_calico(cfg: ClusterConfig) -> Run:
+    arts, sums = calico_artifacts(cfg)
+    lines = [f"install -d -m 0755 {CALICO_DIR}",
+             't=$(mktemp -d); trap \'rm -rf "$t"\' EXIT']
+    if sums:
+        lines.append(f'curl -fsSL --retry 3 -o "$t/SHA256SUMS" {shell_quote(sums)}')
+    for a in arts:
+        lines.append(f'curl -fsSL --retry 3 -o "$t/{a.filename}" {shell_quote(a.url)}')
+        if a.sha256:
+            lines.append(f'echo "{a.sha256}  $t/{a.filename}" | sha256sum -c --quiet - || '
+                         f'{{ echo "checksum mismatch for {a.filename}" >&2; exit 1; }}')
+        elif sums:
+            lines.append(f'(cd "$t" && grep -E " \\*?{re.escape(a.filename)}$" SHA256SUMS | '
+                         f'sha256sum -c --quiet -) || {{ echo "{a.filename} is not in the '
+                         f'mirror\'s SHA256SUMS or does not match it" >&2; exit 1; }}')
+    for a in arts:
+        lines.append(f'install -m 0644 "$t/{a.filename}" {CALICO_DIR}/{a.filename}')
+    how = ("checked against the mirror's SHA256SUMS" if sums
+           else "from the immutable release tag over TLS")
+    return Run("\n".join(lines), f"download Calico {CALICO_VERSION} manifests ({how})")
+
+
+def _wait_calico(seconds: int = 600) -> Run:
+    avail = "{.status.conditions[?(@.type==\"Available\")].status}"
+    why = ('{range .items[*]}{.metadata.name}{": "}{range .status.conditions[?(@.status=="True")]}'
+           '{.type}{" "}{.reason}{" "}{.message}{"; "}{end}{"\\n"}{end}')
+    cmd = (
+        f"for _ in $(seq {seconds // 5}); do\n"
+        f"  s=$({KUBECTL} get tigerastatus calico -o jsonpath='{avail}' 2>/dev/null || true)\n"
+        '  [ "$s" = True ] && exit 0\n'
+        "  sleep 5\n"
+        "done\n"
+        f'echo "Calico is not Available after {seconds}s. Not ready:" >&2\n'
+        f"{KUBECTL} get tigerastatus >&2 || "
+        "echo 'no TigeraStatus yet: is the operator running?' >&2\n"
+        f"{KUBECTL} get tigerastatus -o jsonpath='{why}' >&2 || true\n"
+        f"{KUBECTL} -n calico-system get pods -o wide >&2 || true\n"
+        "exit 1"
+    )
+    return Run(cmd, "wait until TigeraStatus calico is Available (up to 10 min)")
+
+
+class CalicoPhase:
+    name = "calico"
+    title = "Calico (CRDs, Tigera operator, Installation)"
+
+    def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
+        return _probes(config, host)
+
+    def plan(self, ctx: Context) -> list[Step]:
+        cfg = ctx.config
+        if not cfg.kubernetes.enabled:
+            return _off(ctx, self.name)
+        p = primary(ctx)
+        if p is None:
+            return []
+        h, ph = p.host.name, self.name
+        if p.state == "down":
+            return [NoChange(h, ph, "calico", f"waits for the API: {p.why}", warning=True)]
+        f = ctx.facts[h]
+        kf = kube_facts(f)
+        steps: list[Step] = []
+        arts, _ = calico_artifacts(cfg)
+        download = any(f.file(f"{CALICO_DIR}/{a.filename}") is None for a in arts)
+        if download:
+            steps.append(Change(h, ph, "calico manifests",
+                                f"download Calico {CALICO_VERSION} manifests to {CALICO_DIR}",
+                                "CRDs and operator come from the release, pinned by version",
+                                (_download_calico(cfg),)))
+        else:
+            steps.append(NoChange(h, ph, "calico manifests",
+                                  f"Calico {CALICO_VERSION} manifests present"))
+        crds = f"{CALICO_DIR}/{CALICO_MANIFESTS[0]}"
+        operator = f"{CALICO_DIR}/{CALICO_MANIFESTS[1]}"
+        changed = download
+        if download or not kf.crd:
+            changed = True
+            steps.append(Change(
+                h, ph, "calico CRDs", "apply the Calico and operator CRDs (server-side)",
+                "the CRDs come first since Calico 3.30 (facts.md §8.1); server-side apply has no "
+                "annotation size limit",
+                (Run(f"{SSA} --force-conflicts -f {crds} >/dev/null"),
+                 Run(f"{KUBECTL} wait --for=condition=Established --timeout=120s "
+                     f"-f {crds} >/dev/null",
+                     "wait until every CRD is Established"))))
+        else:
+            steps.append(NoChange(h, ph, "calico CRDs", "Calico CRDs exist"))
+        if download or not kf.operator:
+            changed = True
+            steps.append(Change(
+                h, ph, "tigera operator", "apply the Tigera operator (server-side)",
+                "the operator installs and upgrades Calico from the Installation",
+                (Run(f"{SSA} --force-conflicts -f {operator} >/dev/null"),
+                 Run(f"{KUBECTL} -n tigera-operator rollout status deployment/tigera-operator "
+                     "--timeout=300s", "wait for the operator's rollout"))))
+        else:
+            steps.append(NoChange(h, ph, "tigera operator", "the Tigera operator is deployed"))
+
+        path, content = cluster_files(cfg, kernel_has_ipip=kf.ipip)[0]
+        s = file_step(f, ph, WriteFile(path, content, 0o644),
+                      "pools equal to the pod networks, natOutgoing Enabled, node addresses "
+                      "from the kubelet's node-ip", resource="calico installation")
+        if isinstance(s, Change) or not kf.installation:
+            changed = True
+            why = s.why if isinstance(s, Change) else "the Installation is missing in the cluster"
+            if not kf.ipip and cfg.network.encapsulation.startswith("IPIP"):
+                why += "; this kernel has no IP-in-IP, so the IPv4 pool uses VXLAN"
+            steps.append(Change(
+                h, ph, "calico installation",
+                s.summary if isinstance(s, Change) else f"apply {path}", why,
+                (WriteFile(path, content, 0o644), Run(f"{SSA} -f {path}")),
+                diff=s.diff if isinstance(s, Change) else None))
+        else:
+            steps.append(s)
+        if changed or kf.calico_available is not True:
+            steps.append(Change(h, ph, "calico ready", "wait until Calico is Available",
+                                "nodes stay NotReady until the pod network runs",
+                                (_wait_calico(),)))
+        else:
+            steps.append(NoChange(h, ph, "calico ready", "TigeraStatus calico is Available"))
+        return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 4: the web UI
+
+
+class UiPhase:
+    name = "ui"
+    title = "Web UI (Headlamp)"
+
+    def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
+        return _probes(config, host)
+
+    def plan(self, ctx: Context) -> list[Step]:
+        cfg = ctx.config
+        if not cfg.kubernetes.enabled:
+            return _off(ctx, self.name)
+        p = primary(ctx)
+        if p is None:
+            return []
+        h, ph = p.host.name, self.name
+        if p.state == "down":
+            return [NoChange(h, ph, "headlamp", f"waits for the API: {p.why}", warning=True)]
+        f = ctx.facts[h]
+        kf = kube_facts(f)
+        if cfg.ui.kind == "none":
+            if kf.headlamp or kf.bindings:
+                return [Change(h, ph, "headlamp", "remove Headlamp", "ui.kind is none",
+                               (Run(f"{KUBECTL} delete namespace {HEADLAMP_NAMESPACE} "
+                                    "--ignore-not-found && "
+                                    f"{KUBECTL} delete clusterrolebinding headlamp-view "
+                                    "headlamp-cluster-admin --ignore-not-found"),))]
+            return [NoChange(h, ph, "headlamp", "ui.kind is none")]
+        path, content = cluster_files(cfg)[1]
+        role = "cluster-admin" if cfg.ui.access == "admin" else "view"
+        other = "headlamp-view" if role == "cluster-admin" else "headlamp-cluster-admin"
+        s = file_step(f, ph, WriteFile(path, content, 0o644),
+                      f"Headlamp bound to `{role}`; no token Secret (tokens come from "
+                      "`homekube ui`, short-lived)", resource="headlamp")
+        stale = other in kf.bindings
+        if isinstance(s, Change) or not kf.headlamp or stale:
+            acts: list[Action] = [WriteFile(path, content, 0o644), Run(f"{SSA} -f {path}")]
+            if stale or isinstance(s, Change):
+                # roleRef is immutable, so a changed ui.access is a new binding: drop the old one
+                acts.append(Run(f"{KUBECTL} delete clusterrolebinding {other} --ignore-not-found",
+                                f"remove the binding of the other access level ({other})"))
+            acts.append(Run(
+                f"{KUBECTL} -n {HEADLAMP_NAMESPACE} rollout status deployment/headlamp "
+                "--timeout=300s || { "
+                f"echo 'Headlamp is not ready after 300s:' >&2; "
+                f"{KUBECTL} -n {HEADLAMP_NAMESPACE} get pods -o wide >&2; exit 1; }}",
+                "wait for Headlamp's rollout (up to 5 min)"))
+            why = s.why if isinstance(s, Change) else "Headlamp is missing in the cluster"
+            summary = s.summary if isinstance(s, Change) else f"apply {path}"
+            return [Change(h, ph, "headlamp", summary, why, tuple(acts),
+                           diff=s.diff if isinstance(s, Change) else None)]
+        return [s]
+
+
+def kubernetes_phases() -> list[Phase]:
+    return [KubernetesPackagesPhase(), KubeadmPhase(), CalicoPhase(), UiPhase()]
+
+
+ALL_PHASE_NAMES = tuple(p.name for p in kubernetes_phases())
+
+
+# ---------------------------------------------------------------------------------------------
+# `homekube render`
+
+
+def rendered_kubernetes_files(cfg: ClusterConfig) -> list[tuple[str, str, bytes, bool]]:
+    """(host, path, content, secret) of every Kubernetes-layer file, without any host.
+
+    Secrets do not exist yet when rendering, so the kubeadm files carry the placeholders
+    (:data:`REDACTED_TOKEN`, …); they are therefore not secret and are written in full.
+    """
+    from homekube.render.kubernetes import REDACTED_CA_CERT_HASH
+
+    if not cfg.kubernetes.enabled:
+        return []
+    out: list[tuple[str, str, bytes, bool]] = []
+    cps = cfg.control_planes
+    first = cps[0].name if cps else None
+    key = REDACTED_CERTIFICATE_KEY if len(cps) > 1 else None
+    for h in cfg.hosts:
+        if not is_node(h):
+            continue
+        for fam in ("debian", "rhel"):
+            for rf in repo_files(cfg, fam):
+                out.append((h.name, rf.path, rf.content.encode(), False))
+        out.append((h.name, CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), False))
+        if h.name == first:
+            init = with_bootstrap_token(kubeadm_init_config(cfg, h.name, certificate_key=key),
+                                        REDACTED_TOKEN)
+            out.append((h.name, INIT_CONFIG, init.encode(), False))
+            out += [(h.name, path, content, False) for path, content in cluster_files(cfg)]
+        else:
+            cp = h.has("control-plane")
+            join = kubeadm_join_config(cfg, h.name, control_plane=cp, token=REDACTED_TOKEN,
+                                       ca_cert_hashes=[REDACTED_CA_CERT_HASH],
+                                       certificate_key=key if cp else None)
+            out.append((h.name, JOIN_CONFIG, join.encode(), False))
+    return out

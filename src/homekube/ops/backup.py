@@ -1,0 +1,261 @@
+"""`homekube backup`: one etcd snapshot from a healthy member, verified, kept on this machine.
+
+Steps: ask every etcd member whether it is healthy (one exec each, in parallel) and pick the
+first healthy one in cluster.yaml order; on it, in one exec, `etcdctl snapshot save` into a
+fresh temp directory, `etcdutl snapshot status` (hash, revision, totalKey), count the live
+keys at the snapshot's revision and hash the file; copy it here over SFTP (base64 over the
+exec channel when the host has no SFTP), check the SHA-256 again, and land it atomically
+(0600, temp file + rename) as `<state dir>/backups/<cluster>-<UTC timestamp>.db` with a JSON
+sidecar `<same name>.json`. The temp directory on the host is removed whatever happens.
+
+Two key counts are recorded because they mean different things: `totalKey` is what etcdutl
+reports (every stored revision of every key, before compaction), `keys` is the number of
+live keys at the snapshot's revision (what `etcdctl get --prefix ""` returns). Restore checks
+both.
+
+No host lock is taken: a snapshot changes nothing, and a backup must work while an apply runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from homekube.components.etcd import ENV_FILE, HEALTHY
+from homekube.config.model import ClusterConfig
+from homekube.errors import ConnectError, HostError, RefusedError
+from homekube.facts.base import shell_quote
+from homekube.ops.session import close_all, connect_some, state_path
+from homekube.transport.base import Transport
+
+#: etcd appends the SHA-256 of the database to a snapshot taken with `snapshot save`
+TRAILER = 32
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    sidecar: Path
+    cluster: str
+    member: str
+    revision: int
+    total_keys: int
+    keys: int | None
+    hash: int
+    sha256: str
+    size: int
+    etcd_version: str
+    created: str
+    seconds: float
+
+    def sidecar_json(self) -> dict[str, Any]:
+        return {
+            "file": self.path.name, "cluster": self.cluster, "member": self.member,
+            "revision": self.revision, "totalKey": self.total_keys, "keys": self.keys,
+            "hash": self.hash, "sha256": self.sha256, "size": self.size,
+            "etcdVersion": self.etcd_version, "createdAt": self.created,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def backups_dir(cfg: ClusterConfig) -> Path:
+    return state_path(cfg) / "backups"
+
+
+def snapshot_script() -> str:
+    """Save, inspect and hash a snapshot in a new temp dir; print `key=value` lines."""
+    return f"""set -euo pipefail
+umask 077
+export LC_ALL=C
+set -a; . {ENV_FILE}; set +a
+d=$(mktemp -d /var/tmp/homekube-backup.XXXXXX)
+printf 'dir=%s\\n' "$d"
+f="$d/snapshot.db"
+if ! etcdctl snapshot save "$f" >/dev/null 2>"$d/err"; then tail -n 5 "$d/err" >&2; exit 1; fi
+if command -v etcdutl >/dev/null; then st=$(etcdutl snapshot status "$f" -w json)
+else st=$(etcdctl snapshot status "$f" -w json 2>/dev/null); fi
+rev=$(printf '%s' "$st" | sed -n 's/.*"revision":\\([0-9]*\\).*/\\1/p')
+count=$(etcdctl get "" --prefix --count-only --rev="$rev" -w fields 2>/dev/null \\
+    | awk -F' : ' '$1 == "\\"Count\\"" {{print $2}}' || true)
+ver=$(etcdctl endpoint status -w fields 2>/dev/null \\
+    | awk -F' : ' '$1 == "\\"Version\\"" {{gsub(/"/, "", $2); print $2}}' || true)
+# SFTP runs as the login user; under sudo, let that user read the file
+if [ -n "${{SUDO_USER:-}}" ]; then chown "$SUDO_USER" "$d" "$f"; fi
+printf 'file=%s\\nstatus=%s\\nkeys=%s\\nsha256=%s\\nsize=%s\\nversion=%s\\n' \\
+    "$f" "$st" "$count" "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c %s "$f")" "$ver"
+"""
+
+
+def parse_kv(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if sep and k.isidentifier():
+            out[k] = v.strip()
+    return out
+
+
+def verify_trailer(path: Path) -> tuple[bool, str]:
+    """Check the SHA-256 etcd appends to a saved snapshot; (ok, sha256 of the whole file)."""
+    whole = hashlib.sha256()
+    body = hashlib.sha256()
+    size = path.stat().st_size
+    if size <= TRAILER:
+        return False, ""
+    left = size - TRAILER
+    tail = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            whole.update(chunk)
+            if left > 0:
+                body.update(chunk[:left])
+                tail += chunk[left:]
+                left -= min(left, len(chunk))
+            else:
+                tail += chunk
+    return body.digest() == tail[-TRAILER:], whole.hexdigest()
+
+
+async def pick_member(cfg: ClusterConfig, ts: dict[str, Transport]) -> str:
+    """The first etcd host (cluster.yaml order) whose member answers a health check."""
+    names = [h.name for h in cfg.etcd_hosts if h.name in ts]
+    results = await asyncio.gather(*(ts[n].run(HEALTHY, timeout=30) for n in names))
+    for n, res in zip(names, results, strict=True):
+        if res.ok:
+            return n
+    raise RefusedError("no healthy etcd member to take a snapshot from",
+                       hint="`homekube status` shows which members are down")
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _claim_name(out: Path, cluster: str, now: datetime) -> Path:
+    """`<cluster>-<stamp>.db`, one second later when that name is taken (never overwrite)."""
+    t = now
+    while True:
+        p = out / f"{cluster}-{t.strftime(_STAMP)}.db"
+        if not p.exists():
+            return p
+        t = datetime.fromtimestamp(t.timestamp() + 1, UTC)
+
+
+def _part_file(out: Path, cluster: str) -> Path:
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return out / f".{cluster}.{secrets.token_hex(6)}.part"
+
+
+
+def _land(part: Path, out: Path, cluster: str, now: datetime, sha: str, size: int,
+          member: str) -> Path:
+    """Check the copied file (size, SHA-256, etcd's trailer), fsync it and rename it in."""
+    ok, local_sha = verify_trailer(part)
+    if local_sha != sha or part.stat().st_size != size:
+        raise HostError(f"the copy differs from the snapshot on the host (sha256 "
+                        f"{local_sha} ≠ {sha})", host=member, phase="backup")
+    if not ok:
+        raise HostError("the snapshot's own integrity hash does not match", host=member,
+                        phase="backup")
+    fd = os.open(part, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    final = _claim_name(out, cluster, now)
+    part.replace(final)
+    _fsync_dir(out)
+    return final
+
+
+async def take_backup(cfg: ClusterConfig, ts: dict[str, Transport], out: Path,
+                      member: str | None = None) -> BackupResult:
+    t0 = time.monotonic()
+    member = member or await pick_member(cfg, ts)
+    t = ts[member]
+    res = await t.run(snapshot_script(), timeout=3600)
+    kv = parse_kv(res.stdout)
+    remote_dir = kv.get("dir")
+    try:
+        if not res.ok:
+            raise HostError(f"snapshot failed (exit {res.exit_status})", host=member,
+                            phase="backup", output=res.stderr)
+        try:
+            st = json.loads(kv.get("status", ""))
+            revision, total, hsh = int(st["revision"]), int(st["totalKey"]), int(st["hash"])
+            size, sha = int(kv["size"]), kv["sha256"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise HostError(f"cannot read the snapshot's status ({e})", host=member,
+                            phase="backup", output=res.stdout + res.stderr) from None
+        now = datetime.now(UTC)
+        out = await asyncio.to_thread(out.expanduser)
+        part = await asyncio.to_thread(_part_file, out, cfg.name)
+        try:
+            await t.get_file(kv["file"], part)
+            final = await asyncio.to_thread(_land, part, out, cfg.name, now, sha, size, member)
+        except OSError as e:
+            raise ConnectError(f"copying the snapshot failed: {e}", host=member) from None
+        finally:
+            await asyncio.to_thread(part.unlink, missing_ok=True)
+        keys = int(kv["keys"]) if kv.get("keys", "").isdigit() else None
+        result = BackupResult(
+            path=final, sidecar=final.with_suffix(".json"), cluster=cfg.name, member=member,
+            revision=revision, total_keys=total, keys=keys, hash=hsh, sha256=sha, size=size,
+            etcd_version=kv.get("version", ""), created=now.isoformat(timespec="seconds"),
+            seconds=time.monotonic() - t0,
+        )
+        await asyncio.to_thread(_write_json, result.sidecar, result.sidecar_json())
+        return result
+    finally:
+        if remote_dir and remote_dir.startswith("/var/tmp/homekube-backup."):
+            await t.run(f"rm -rf {shell_quote(remote_dir)}", timeout=60)
+
+
+async def run_backup(cfg: ClusterConfig, console: Console, *, out: Path | None = None) -> int:
+    hosts = list(cfg.etcd_hosts)
+    if not hosts:
+        raise RefusedError("no host has the etcd role", hint="give a host the etcd role first")
+    ts, bad = await connect_some(cfg, hosts)
+    try:
+        if not ts:
+            raise ConnectError("no etcd host can be reached:\n" +
+                               "\n".join(f"{h}: {why}" for h, why in bad.items()))
+        r = await take_backup(cfg, ts, out or backups_dir(cfg))
+    finally:
+        await close_all(ts)
+    keys = f"{r.keys} keys" if r.keys is not None else "key count unknown"
+    console.print(f"snapshot from {r.member}: revision {r.revision}, {keys} "
+                  f"({r.total_keys} stored revisions), {r.size} bytes, hash {r.hash}, "
+                  f"{r.seconds:.2f}s", markup=False)
+    console.print(f"sidecar: {r.sidecar}", markup=False)
+    console.print(str(r.path), markup=False)
+    return 0

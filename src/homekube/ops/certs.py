@@ -1,0 +1,241 @@
+"""`homekube certs` (list) and `homekube certs renew` (rolling re-issue of etcd certificates).
+
+Listing reads every etcd-side certificate on every reachable host (kubeadm's tree under
+/etc/kubernetes/pki and etcd's own copies under /etc/etcd/pki) in the one fact-gathering exec,
+plus the local etcd CA and the operator's client certificate from the state directory.
+
+Renewal reuses the apply planners, not a second code path: `EtcdPkiPhase` decides which certs
+to re-issue (with the renewal window widened to `--within DAYS` by handing the planners a copy
+of the config whose `etcd.renewWithinDays` is DAYS; nothing else changes and nothing is
+written back) and `EtcdPhase` plans the restart of each member whose certs change. Apply would
+write every host's certs in one wave and then restart members one at a time; renew re-sequences
+the same Changes member by member: member 1 gets its new files and restarts and is healthy
+again, then member 2, ... so at most one member is ever down and a failure stops the run with
+the rest untouched. etcd re-reads its certificate files on every new TLS handshake, so the
+members not yet restarted keep serving with the new files too.
+
+Renew refuses when any other etcd change is pending (config drift, an upgrade, a missing
+member: run `homekube apply`) or when a member is down (restarting another one would lose
+quorum). The operator's client certificate is re-issued locally when it falls in the window.
+
+CA rotation (documented, not implemented). The etcd CA is valid 10 years and its key never
+leaves the state directory. Rotating it without losing quorum takes three applies:
+
+1. create the new CA beside the old one and distribute a bundle `old + new` as every trusted
+   CA file (`etcd/ca.crt`, `/etc/etcd/pki/ca.crt`, kube-apiserver's `--etcd-cafile`), rolling
+   restart: every member and client now trusts both;
+2. re-issue every leaf from the new CA (this module's rolling renew, signing with the new key),
+   and the operator certificate; kube-apiserver's `apiserver-etcd-client` too, then restart it;
+3. drop the old CA from the bundles, rolling restart, and archive the old key.
+
+Skipping step 1 splits the cluster: a member restarted with a new-CA peer cert is rejected by
+members that still trust only the old CA.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from homekube.components.base import Context
+from homekube.components.etcd import EtcdPhase, EtcdPkiPhase, etcd_facts
+from homekube.config.model import ClusterConfig, HostSpec
+from homekube.errors import HostError, RefusedError
+from homekube.etcdclient import operator_spec
+from homekube.facts.system import Probes
+from homekube.ops.session import close_all, connect_some, gather_facts, open_session, state_path
+from homekube.pki.issue import generate_key
+from homekube.pki.spec import cert_info, member_files, needs_issue
+from homekube.pki.store import LocalCA, _write_atomic
+from homekube.plan.model import Change, PhasePlan, Plan, Step
+
+CERT_PATHS = tuple(pf.path for pf in member_files(control_plane=True) if pf.kind == "cert")
+LOCAL = "(local)"
+
+
+class CertProbe:
+    """A planning-free phase that only asks every host for its etcd certificate files."""
+
+    name = "certs"
+    title = "etcd certificates on hosts"
+
+    def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
+        return Probes(files=dict.fromkeys(CERT_PATHS, False))
+
+    def plan(self, ctx: Context) -> list[Step]:
+        return []
+
+
+def _row(host: str, path: str, pem: bytes, now: datetime) -> dict[str, Any]:
+    try:
+        info = cert_info(pem)
+    except ValueError as e:
+        return {"host": host, "path": path, "error": f"unparsable: {e}"}
+    return {"host": host, "path": path, "cn": info.subject_cn, "issuer": info.issuer_cn,
+            "notAfter": info.not_after.isoformat(), "daysLeft": info.days_left(now),
+            "serial": info.serial_hex}
+
+
+async def collect(cfg: ClusterConfig) -> dict[str, Any]:
+    ts, unreachable = await connect_some(cfg, cfg.hosts)
+    try:
+        reachable = [h for h in cfg.hosts if h.name in ts]
+        facts = await gather_facts(cfg, reachable, ts, [CertProbe()])
+    finally:
+        await close_all(ts)
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    d = LocalCA.directory_for(state_path(cfg))
+    for name in ("ca.crt", "operator.crt"):
+        p = d / name
+        if p.is_file():
+            rows.append(_row(LOCAL, str(p), p.read_bytes(), now))
+    for h in cfg.hosts:
+        f = facts.get(h.name)
+        if f is None:
+            continue
+        for path in CERT_PATHS:
+            st = f.file(path)
+            if st is not None and st.content:
+                rows.append(_row(h.name, path, st.content, now))
+    return {"cluster": cfg.name, "time": now.isoformat(timespec="seconds"), "certs": rows,
+            "unreachable": unreachable}
+
+
+async def run_list(cfg: ClusterConfig, console: Console, *, as_json: bool = False) -> int:
+    data = await collect(cfg)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return 0
+    t = Table("host", "certificate", "CN", "not after", "days left", box=None)
+    for c in data["certs"]:
+        if "error" in c:
+            t.add_row(c["host"], c["path"], c["error"], "", "")
+            continue
+        t.add_row(c["host"], c["path"], c["cn"], c["notAfter"][:19].replace("T", " "),
+                  str(c["daysLeft"]))
+    console.print(t)
+    for h, why in data["unreachable"].items():
+        console.print(f"{h}: UNREACHABLE ({why})", markup=False)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ renew
+
+
+def with_window(cfg: ClusterConfig, days: int) -> ClusterConfig:
+    """The same config with `etcd.renewWithinDays` = days (may exceed the file's 300 maximum)."""
+    return cfg.model_copy(update={"etcd": cfg.etcd.model_copy(update={"renew_within_days": days})})
+
+
+def _is_issue(c: Change) -> bool:
+    return c.phase == EtcdPkiPhase.name and c.summary.startswith("issue ")
+
+
+def _is_cert_restart(c: Change) -> bool:
+    return (c.phase == EtcdPhase.name and c.resource == "unit etcd.service"
+            and c.summary == "restart etcd" and c.why.startswith("certificates changed"))
+
+
+def rolling_plan(plan: Plan, order: list[str]) -> Plan:
+    """Re-sequence renewals: host i's new files in wave 2i, its restart in wave 2i+1.
+
+    Raises RefusedError when the plan holds anything besides renewals and their restarts.
+    """
+    other = [c for c in plan.changes if not (_is_issue(c) or _is_cert_restart(c))]
+    if other:
+        listing = "\n".join(f"  {c.host}: {c.summary} ({c.why})" for c in other)
+        raise RefusedError("other etcd changes are pending; renew only re-issues "
+                           f"certificates:\n{listing}",
+                           hint="run `homekube apply` first (it also renews what is inside "
+                                "etcd.renewWithinDays)")
+    steps: list[Step] = []
+    for i, host in enumerate(order):
+        mine = [c for c in plan.changes if c.host == host]
+        steps += [_rewave(c, 2 * i) for c in mine if _is_issue(c)]
+        steps += [_rewave(c, 2 * i + 1) for c in mine if _is_cert_restart(c)]
+    phase = PhasePlan("certs-renew", "renew etcd certificates", tuple(steps))
+    return Plan(plan.cluster, plan.hosts, [phase])
+
+
+def _rewave(c: Change, wave: int) -> Change:
+    return replace(c, wave=wave)
+
+
+def _renew_operator(cfg: ClusterConfig, days: int, now: datetime) -> str | None:
+    base = state_path(cfg)
+    d = LocalCA.directory_for(base)
+    cert = d / "operator.crt"
+    if not cert.is_file():
+        return None
+    ca = LocalCA.load(base)
+    window = timedelta(days=days)
+    need, why = needs_issue(operator_spec(), cert.read_bytes(), ca.cert_pem, now, window)
+    if not need:
+        return None
+    key = generate_key("ecdsa-p256")
+    _write_atomic(d / "operator.key", key, 0o600)
+    _write_atomic(cert, ca.issue(operator_spec(), key, now), 0o644)
+    return why
+
+
+async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None, yes: bool) -> int:
+    days = within if within is not None else cfg.etcd.renew_within_days
+    if days < 1:
+        raise RefusedError("--within must be at least 1 day")
+    if not (LocalCA.directory_for(state_path(cfg)) / "ca.crt").is_file():
+        raise RefusedError("there is no etcd CA in the state directory yet",
+                           hint="run `homekube apply` first")
+    wide = with_window(cfg, days)
+    s = await open_session(wide, lock=yes, phases=[EtcdPkiPhase(), EtcdPhase()])
+    try:
+        ctx = s.context()
+        down = [h.name for h in ctx.hosts() if h.has("etcd") and (
+            not s.facts[h.name].unit("etcd.service").is_active
+            or etcd_facts(s.facts[h.name]).members is None)]
+        plan = s.plan()
+        if not any(_is_issue(c) for c in plan.changes):
+            console.print(f"no etcd certificate expires within {days} days; nothing to renew",
+                          markup=False)
+            return 0
+        if down:
+            raise RefusedError(f"etcd is not healthy on {', '.join(down)}: restarting another "
+                               "member could lose quorum",
+                               hint="bring every member back first (`homekube status`)")
+        rolling = rolling_plan(plan, [h.name for h in cfg.etcd_hosts])
+        renewals = [c for c in rolling.changes if _is_issue(c)]
+        for c in renewals:
+            console.print(f"{c.host}: {c.summary}: {c.why}", markup=False)
+        restarts = [c.host for c in rolling.changes if _is_cert_restart(c)]
+        console.print(f"restart order (one member at a time, each healthy before the next): "
+                      f"{', '.join(restarts)}", markup=False)
+        if not yes:
+            console.print("nothing was changed; run again with --yes to renew", markup=False)
+            return 0
+
+        def progress(event: str, host: str, text: str) -> None:
+            if event == "done":
+                console.print(f"  ✓ {host}: {text}", markup=False)
+
+        result = await s.apply(rolling, progress)
+    finally:
+        await s.close()
+    if not result.ok:
+        first = result.failed[0]
+        raise HostError(f"renewal stopped after {len(result.applied)} step(s): {first.message}",
+                        host=first.host or "?", phase=first.phase, step=first.step,
+                        hint="members already renewed keep their new certificates; "
+                             "run renew again")
+    op = _renew_operator(cfg, days, datetime.now(UTC))
+    if op:
+        console.print(f"{LOCAL}: re-issued the operator certificate ({op})", markup=False)
+    console.print(f"renewed {len(renewals)} certificate(s) on {len(set(restarts))} member(s)",
+                  markup=False)
+    return 0
+

@@ -1,0 +1,393 @@
+"""`homekube restore SNAPSHOT --yes`: rebuild every etcd member from one snapshot (facts.md §5).
+
+Without `--yes` it prints the plan below and touches nothing (it does not even connect).
+
+The snapshot is checked here first (etcd's own SHA-256 trailer, and the sidecar's SHA-256
+when `<name>.json` sits beside it), then uploaded to every member while etcd still runs, so a
+bad file or a full disk stops the restore before anything was stopped. Then, as one plan run
+by the executor (hosts in parallel within a wave, waves in order, stop at the first failure):
+
+    0  every member: check the upload's SHA-256; `etcdutl snapshot restore` into
+       `<data-dir>.restore` (`--name`, `--initial-cluster` of all etcd hosts,
+       `--initial-advertise-peer-urls`, `--initial-cluster-token`, and
+       `--bump-revision 1000000000 --mark-compacted` when etcdutl has them); check the restored
+       database holds at least the snapshot's totalKey. etcd still serves meanwhile.
+    1  control planes: move /etc/kubernetes/manifests/kube-apiserver.yaml out of the
+       manifests directory (kubelet then stops the static pod) and wait for it to exit
+    2  every member: stop etcd
+    3  every member: keep the old data dir as `<data-dir>.before-restore-<stamp>`, move the
+       restored one in, chown etcd, 0700; write etcd.conf.yml with the initial-cluster and token
+       the data was restored with (so `homekube plan` afterwards has nothing to change: the
+       etcd planner keeps those bootstrap-only keys once a member has data)
+    4  every member at once: start etcd, wait until healthy (they need each other for quorum)
+    5  one member: all members listed and healthy, revision ≥ the snapshot's, live key count ≥
+       the snapshot's (bump-revision adds a revision, not a key)
+    6  control planes: put the kube-apiserver manifest back
+
+`--bump-revision` exists in etcdutl since 3.5.10-ish/3.6 (etcd-io/etcd#16029, #16165); an
+older etcdutl (the lab's 3.5.1) restores without it when the Kubernetes layer is off, and is
+refused when it is on (watch caches would see revisions go backwards).
+
+Stopping kube-apiserver is a file move checked by the rig tests with a stand-in manifest;
+with a real kubelet the wait loop (no `kube-apiserver` process left) is the part that only a
+Kubernetes host exercises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from homekube.components.etcd import ENV_FILE, ETCDCTL, HEALTHY
+from homekube.config.model import ClusterConfig, HostSpec
+from homekube.errors import ConnectError, HomekubeError, HostError, RefusedError, UsageError
+from homekube.executor import execute
+from homekube.facts.base import shell_quote
+from homekube.ops.backup import verify_trailer
+from homekube.ops.session import close_all, connect_all, holder
+from homekube.plan.model import Change, PhasePlan, Plan, Run, WriteFile
+from homekube.render import etcd as r
+from homekube.transport.base import Transport
+
+BUMP = 1_000_000_000
+APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+CHUNK = 8 << 20  # bytes per upload exec (base64 makes it ~11 MiB of script)
+PHASE = "restore"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A local snapshot file, checked, with what its sidecar says (when there is one)."""
+
+    path: Path
+    size: int
+    sha256: str
+    revision: int | None = None
+    total_keys: int | None = None
+    keys: int | None = None
+    member: str | None = None
+    cluster: str | None = None
+
+
+def inspect(path: Path) -> Snapshot:
+    """Verify a snapshot file before anything else happens; raise UsageError when unusable."""
+    path = path.expanduser()
+    if not path.is_file():
+        raise UsageError(f"{path}: no such snapshot file")
+    ok, sha = verify_trailer(path)
+    if not ok:
+        raise UsageError(f"{path}: not an intact etcd snapshot (its SHA-256 trailer differs)",
+                         hint="use a file written by `homekube backup` or `etcdctl snapshot save`")
+    meta: dict[str, Any] = {}
+    side = path.with_suffix(".json")
+    if side.is_file():
+        try:
+            meta = dict(json.loads(side.read_text()))
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"{side}: unreadable sidecar ({e})") from None
+        if meta.get("sha256") and meta["sha256"] != sha:
+            raise UsageError(f"{path}: SHA-256 {sha} differs from its sidecar's {meta['sha256']}",
+                             hint="the file was changed or truncated after the backup")
+
+    def num(k: str) -> int | None:
+        v = meta.get(k)
+        return int(v) if isinstance(v, int) else None
+
+    return Snapshot(path, path.stat().st_size, sha, num("revision"), num("totalKey"),
+                    num("keys"), meta.get("member"), meta.get("cluster"))
+
+
+# ---------------------------------------------------------------------------------- planning
+
+
+def restore_members(cfg: ClusterConfig) -> list[tuple[str, str]]:
+    return [(h.name, r.peer_url(h)) for h in cfg.etcd_hosts]
+
+
+def _apiserver_hosts(cfg: ClusterConfig) -> list[HostSpec]:
+    return list(cfg.control_planes)
+
+
+def remote_path(stamp: str) -> str:
+    return f"/var/tmp/homekube-restore-{stamp}.db"
+
+
+def _wait_healthy(seconds: int = 120) -> str:
+    return (
+        f"for _ in $(seq {seconds * 5}); do if {HEALTHY}; then exit 0; fi; "
+        "if systemctl -q is-failed etcd; then break; fi; sleep 0.2; done; "
+        'echo "etcd did not become healthy" >&2; '
+        "journalctl -u etcd -n 25 --no-pager >&2 || true; exit 1"
+    )
+
+
+def _restore_cmd(cfg: ClusterConfig, h: HostSpec, snap: Snapshot, upload: str) -> str:
+    rd = shell_quote(cfg.etcd.data_dir + ".restore")
+    f = shell_quote(upload)
+    ic = r.initial_cluster(restore_members(cfg))
+    no_bump = (
+        'echo "etcdutl $(etcdutl version | head -1) has no --bump-revision: Kubernetes watch '
+        'caches would see revisions go backwards; upgrade etcd (>= 3.5.10) first" >&2; exit 1'
+        if cfg.kubernetes.enabled else
+        'echo "note: etcdutl has no --bump-revision; restoring without it (no Kubernetes layer)"'
+    )
+    return f"""f={f}
+[ "$(sha256sum < "$f" | cut -d' ' -f1)" = {snap.sha256} ] \
+  || {{ echo "the uploaded snapshot is corrupt" >&2; exit 1; }}
+command -v etcdutl >/dev/null || {{ echo "etcdutl is not installed on this host" >&2; exit 1; }}
+bump=()
+if etcdutl snapshot restore --help 2>&1 | grep -q -- --bump-revision; then
+  bump=(--bump-revision {BUMP} --mark-compacted)
+else
+  {no_bump}
+fi
+rm -rf {rd}
+log=$(mktemp)
+etcdutl snapshot restore "$f" --name {shell_quote(h.name)} \\
+  --initial-cluster {shell_quote(ic)} \\
+  --initial-advertise-peer-urls {shell_quote(r.peer_url(h))} \\
+  --initial-cluster-token {shell_quote(r.cluster_token(cfg))} \\
+  --data-dir {rd} "${{bump[@]}}" 2>"$log" || {{ tail -n 20 "$log" >&2; rm -f "$log"; exit 1; }}
+rm -f "$log"
+total_keys() {{ etcdutl snapshot status "$1" -w json \\
+  | sed -n 's/.*"totalKey":\\([0-9]*\\).*/\\1/p'; }}
+want=$(total_keys "$f")
+got=$(total_keys {rd}/member/snap/db)
+[ -n "$got" ] && [ "$got" -ge "$want" ] \
+  || {{ echo "restored database holds $got keys, the snapshot $want" >&2; exit 1; }}"""
+
+
+def _stop_apiserver(stamp: str) -> str:
+    m = shell_quote(APISERVER_MANIFEST)
+    aside = shell_quote(f"/etc/kubernetes/kube-apiserver.yaml.stopped-by-homekube-{stamp}")
+    return (
+        f"if [ -f {m} ]; then mv {m} {aside}; "
+        # kubelet notices the missing manifest within its sync period (~20 s) and kills the pod
+        "for _ in $(seq 600); do pgrep -x kube-apiserver >/dev/null || exit 0; sleep 0.2; done; "
+        'echo "kube-apiserver still runs 120 s after its manifest was moved aside" >&2; exit 1; '
+        "fi"
+    )
+
+
+def _start_apiserver(stamp: str) -> str:
+    m = shell_quote(APISERVER_MANIFEST)
+    aside = shell_quote(f"/etc/kubernetes/kube-apiserver.yaml.stopped-by-homekube-{stamp}")
+    return f"if [ -f {aside} ]; then mv {aside} {m}; fi"
+
+
+def _swap(cfg: ClusterConfig, stamp: str, upload: str) -> str:
+    d = shell_quote(cfg.etcd.data_dir)
+    rd = shell_quote(cfg.etcd.data_dir + ".restore")
+    old = shell_quote(f"{cfg.etcd.data_dir}.before-restore-{stamp}")
+    return (
+        f"[ -d {rd}/member ] || "
+        f"{{ echo \"{cfg.etcd.data_dir}.restore is missing\" >&2; exit 1; }}\n"
+        f"if [ -e {d} ]; then mv {d} {old}; fi\n"
+        f"mv {rd} {d}\n"
+        f"chown -R etcd:etcd {d} && chmod 0700 {d}\n"
+        f"rm -f {shell_quote(upload)}"
+    )
+
+
+def _verify(cfg: ClusterConfig, snap: Snapshot) -> str:
+    n = len(cfg.etcd_hosts)
+    eps = ",".join(r.url(h.address, r.CLIENT_PORT) for h in cfg.etcd_hosts)
+    checks = [
+        f"set -a; . {ENV_FILE}; set +a",
+        f'members=$(etcdctl member list | wc -l); [ "$members" -eq {n} ] || '
+        f'{{ echo "$members members listed, want {n}" >&2; exit 1; }}',
+        # etcdctl refuses a flag that shadows its environment variable: override the variable
+        f"ETCDCTL_ENDPOINTS={eps} etcdctl endpoint health >/dev/null",
+        "count=$(etcdctl get '' --prefix --count-only -w fields | "
+        "awk -F' : ' '$1 == \"\\\"Count\\\"\" {print $2}')",
+        "rev=$(etcdctl endpoint status -w fields | "
+        "awk -F' : ' '$1 == \"\\\"Revision\\\"\" {print $2}')",
+        'echo "live keys: $count, revision: $rev"',
+    ]
+    if snap.keys is not None:
+        checks.append(f'[ "$count" -ge {snap.keys} ] || {{ echo "only $count live keys after '
+                      f'restore; the snapshot had {snap.keys}" >&2; exit 1; }}')
+    if snap.revision is not None:
+        checks.append(f'[ "$rev" -ge {snap.revision} ] || '
+                      f'{{ echo "revision $rev is below the snapshot\'s {snap.revision}" >&2; '
+                      "exit 1; }")
+    return "\n".join(checks)
+
+
+def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:
+    """Every step of a restore as one Plan of waves (pure: no host is asked anything)."""
+    etcd_hosts = list(cfg.etcd_hosts)
+    if not etcd_hosts:
+        raise RefusedError("no host has the etcd role; there is nothing to restore into")
+    up = remote_path(stamp)
+    steps: list[Change] = []
+
+    def add(h: str, resource: str, summary: str, why: str, wave: int,
+            *actions: Run | WriteFile) -> None:
+        steps.append(Change(h, PHASE, resource, summary, why, tuple(actions), wave=wave))
+
+    data = cfg.etcd.data_dir
+    for h in etcd_hosts:
+        add(h.name, "restore data", f"restore the snapshot into {data}.restore",
+            f"--name <member>, --initial-cluster of {len(etcd_hosts)} members, token "
+            f"{r.cluster_token(cfg)}, --bump-revision {BUMP} --mark-compacted when etcdutl has "
+            "them; etcd keeps serving meanwhile",
+            0, Run(_restore_cmd(cfg, h, snap, up), f"etcdutl snapshot restore into {data}.restore"))
+    for h in _apiserver_hosts(cfg):
+        add(h.name, "kube-apiserver", "stop kube-apiserver if present",
+            f"move {APISERVER_MANIFEST} aside so nothing writes to etcd during the swap", 1,
+            Run(_stop_apiserver(stamp), "move kube-apiserver's manifest aside, wait for exit"))
+    for h in etcd_hosts:
+        add(h.name, "unit etcd.service", "stop etcd",
+            "every member stops before any data is swapped", 2, Run("systemctl stop etcd"))
+    for h in etcd_hosts:
+        conf = r.member_config(cfg, h, members=restore_members(cfg), state="new")
+        add(h.name, "data dir",
+            f"swap in the restored data; keep the old as {data}.before-restore-{stamp}",
+            "the old data stays on disk until you delete it", 3,
+            Run(_swap(cfg, stamp, up), f"move {data} aside, move {data}.restore in, chown etcd"),
+            WriteFile(r.CONFIG_PATH, r.config_file(conf), 0o644, "root", "etcd"))
+    for h in etcd_hosts:
+        add(h.name, "unit etcd.service", "start etcd",
+            "all members start together and elect a leader", 4,
+            Run("systemctl start --no-block etcd"), Run(_wait_healthy(), "wait until healthy"))
+    keys = f"≥ {snap.keys} live keys" if snap.keys is not None else "live keys counted"
+    add(etcd_hosts[0].name, "verify", f"check {len(etcd_hosts)} healthy members, {keys}",
+        "the restored cluster must hold at least what the snapshot held", 5,
+        Run(_verify(cfg, snap), "check members, health, key count and revision"))
+    for h in _apiserver_hosts(cfg):
+        add(h.name, "kube-apiserver", "start kube-apiserver again if it was stopped",
+            "kubelet starts the static pod once its manifest is back", 6,
+            Run(_start_apiserver(stamp), "move the kube-apiserver manifest back"))
+    hosts = [h.name for h in cfg.hosts if h.has("etcd") or h.has("control-plane")]
+    phase = PhasePlan(PHASE, "etcd restore", tuple(steps))
+    return Plan(cluster=cfg.name, hosts=hosts, phases=[phase])
+
+
+def describe(plan: Plan, snap: Snapshot) -> str:
+    """The plan as numbered steps (what `restore` prints without --yes)."""
+    lines = [f"restore {snap.path} ({snap.size} bytes, sha256 {snap.sha256[:16]}…)"]
+    if snap.revision is not None:
+        keys = f", {snap.keys} live keys" if snap.keys is not None else ""
+        lines[0] += f": revision {snap.revision}{keys}, taken from {snap.member or '?'}"
+    members = [c.host for c in plan.changes if c.resource == "restore data"]
+    lines.append(f"upload it to {', '.join(members)}, then:")
+    waves: dict[int, list[Change]] = {}
+    for c in plan.changes:
+        waves.setdefault(c.wave, []).append(c)
+    for i, w in enumerate(sorted(waves), start=1):
+        cs = waves[w]
+        by_summary: dict[str, list[str]] = {}
+        for c in cs:
+            by_summary.setdefault(c.summary, []).append(c.host)
+        for summary, hosts in by_summary.items():
+            why = next(c.why for c in cs if c.summary == summary)
+            lines.append(f"  {i}. {', '.join(hosts)}: {summary} ({why})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- effects
+
+
+async def upload(t: Transport, local: Path, remote: str, sha256: str) -> None:
+    """Send `local` to `remote` (0600) in base64 chunks over the exec channel, then verify."""
+    q = shell_quote(remote)
+    part = shell_quote(remote + ".part")
+    res = await t.run(f"umask 077; : > {part}", timeout=60)
+    if not res.ok:
+        raise HostError(f"cannot create {remote}: {res.stderr.strip()}", host=t.host, phase=PHASE)
+    with local.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            b64 = base64.encodebytes(chunk).decode()
+            script = f"base64 -d >> {part} <<'HOMEKUBE_EOF'\n{b64}HOMEKUBE_EOF\n"
+            res = await t.run(script, timeout=600)
+            if not res.ok:
+                raise HostError(f"upload failed: {res.stderr.strip()[-300:]}", host=t.host,
+                                phase=PHASE)
+    check = f'[ "$(sha256sum < {part} | cut -d" " -f1)" = {sha256} ] && mv -f {part} {q}'
+    res = await t.run(check, timeout=600)
+    if not res.ok:
+        raise HostError("the uploaded snapshot does not match the local file", host=t.host,
+                        phase=PHASE)
+
+
+async def _cleanup(ts: dict[str, Transport], remote: str) -> None:
+    q = shell_quote(remote)
+    await asyncio.gather(*(t.run(f"rm -f {q} {q}.part", timeout=60) for t in ts.values()),
+                         return_exceptions=True)
+
+
+async def live_counts(t: Transport) -> dict[str, int]:
+    res = await t.run(f"{ETCDCTL} get '' --prefix --count-only -w fields; "
+                      f"{ETCDCTL} endpoint status -w fields", timeout=60)
+    out: dict[str, int] = {}
+    for line in res.stdout.splitlines():
+        k, sep, v = line.partition(" : ")
+        if sep and k.strip('"') in ("Count", "Revision") and v.strip().isdigit():
+            out[k.strip('"').lower()] = int(v)
+    return out
+
+
+async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool) -> int:
+    snap = await asyncio.to_thread(inspect, snapshot)
+    if snap.cluster is not None and snap.cluster != cfg.name:
+        raise RefusedError(f"{snapshot} is a backup of cluster {snap.cluster!r}, not {cfg.name!r}",
+                           hint="pick a snapshot of this cluster")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    plan = restore_plan(cfg, snap, stamp)
+    if not yes:
+        console.print(describe(plan, snap), markup=False)
+        console.print("nothing was changed; run again with --yes to restore", markup=False)
+        return 0
+    t0 = time.monotonic()
+    hosts = [h for h in cfg.hosts if h.name in plan.hosts]
+    ts = await connect_all(cfg, hosts)
+    up = remote_path(stamp)
+    t_up = t0
+    try:
+        await asyncio.gather(*(t.lock(holder()) for t in ts.values()))
+        etcd_ts = {h.name: ts[h.name] for h in cfg.etcd_hosts}
+        await asyncio.gather(*(upload(t, snap.path, up, snap.sha256) for t in etcd_ts.values()))
+        t_up = time.monotonic()
+
+        def progress(event: str, host: str, text: str) -> None:
+            if event == "done":
+                console.print(f"  ✓ {host}: {text}", markup=False)
+
+        result = await execute(plan, ts, progress=progress)
+        if not result.ok:
+            first = result.failed[0]
+            for e in result.failed:
+                console.print(f"✗ {e}", markup=False)
+            raise HostError(
+                f"restore stopped: {len(result.applied)} of {len(plan.changes)} steps done",
+                host=first.host or "?", phase=PHASE, step=first.step,
+                hint=(f"once the swap ran the old data is kept as {cfg.etcd.data_dir}"
+                      f".before-restore-{stamp}; a stopped kube-apiserver's manifest waits in "
+                      "/etc/kubernetes/kube-apiserver.yaml.stopped-by-homekube-"
+                      f"{stamp}; fix the cause and run restore again"),
+            )
+        got = await live_counts(ts[cfg.etcd_hosts[0].name])
+    except HomekubeError:
+        raise
+    except OSError as e:
+        raise ConnectError(f"restore failed: {e}") from None
+    finally:
+        await _cleanup({h.name: ts[h.name] for h in cfg.etcd_hosts if h.name in ts}, up)
+        await close_all(ts)
+    dt = time.monotonic() - t0
+    want = f" (snapshot: {snap.keys})" if snap.keys is not None else ""
+    console.print(f"restored {len(cfg.etcd_hosts)} members in {dt:.2f}s (upload {t_up - t0:.2f}s): "
+                  f"{got.get('count', '?')} live keys{want}, revision {got.get('revision', '?')}",
+                  markup=False)
+    console.print(f"old data kept as {cfg.etcd.data_dir}.before-restore-{stamp} on each member",
+                  markup=False)
+    return 0

@@ -66,6 +66,25 @@ class OsFamily:
             )
         return f"dnf install -y -q {words}"
 
+    def list_installed_command(self) -> str:
+        """Print installed package names, sorted (to record what an install added)."""
+        if self.family == "debian":
+            return "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' | awk '/^ii/{print $2}' | sort"
+        return "rpm -qa --qf '%{NAME}\\n' | sort"
+
+    def install_recorded(self, packages: list[str], record: str) -> str:
+        """Install, and append every package the install added (dependencies too) to `record`.
+
+        `reset` later removes exactly those, so a host goes back to its own package set.
+        """
+        d = record.rsplit("/", 1)[0]
+        return (
+            f"hk_before=$(mktemp); {self.list_installed_command()} > \"$hk_before\"; "
+            f"{self.install_command(packages)} && install -d -m 0755 {d} && "
+            f"{self.list_installed_command()} | comm -13 \"$hk_before\" - >> {record}; "
+            'rc=$?; rm -f "$hk_before"; exit $rc'
+        )
+
     def remove_command(self, packages: list[str]) -> str:
         words = shell_words(sorted(packages))
         if self.family == "debian":

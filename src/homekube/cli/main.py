@@ -209,6 +209,23 @@ def status(config: ConfigOpt = DEFAULT_CONFIG,
 
 
 @app.command()
+def reset(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    host: Annotated[str | None, typer.Option("--host", help="Reset only this host.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Really do it (otherwise only show what).")] = False,
+    keep_data: Annotated[bool, typer.Option("--keep-data", help="Keep etcd data and backups.")] = False,
+) -> None:
+    """Remove everything homekube installed (units, files, repos, data, packages it added)."""
+    from homekube.ops.reset import run_reset
+
+    def body() -> int:
+        cfg = load_config(config)
+        return run_async(run_reset(cfg, console, host=host, yes=yes, keep_data=keep_data))
+
+    guarded(body)
+
+
+@app.command()
 def render(
     out: Annotated[Path, typer.Option("--out", help="Directory to write into.")],
     config: ConfigOpt = DEFAULT_CONFIG,

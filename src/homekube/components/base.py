@@ -27,6 +27,8 @@ class Context:
     facts: dict[str, HostFacts]
     local: LocalState
     now: datetime
+    #: hosts homekube managed before (local inventory) that cluster.yaml no longer lists
+    removed: tuple[HostSpec, ...] = ()
 
     def hosts(self) -> list[HostSpec]:
         """Hosts in config order that have facts (all of them, in a normal run)."""

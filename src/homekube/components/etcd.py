@@ -22,6 +22,7 @@ from typing import Any
 
 from homekube.components.artifacts import etcd_tarball
 from homekube.components.base import Context
+from homekube.components.reset import PACKAGES_RECORD
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import RefusedError
 from homekube.facts.base import Fact, shell_quote
@@ -296,8 +297,9 @@ class EtcdPkiPhase:
 
 
 USERADD = (
-    "getent passwd etcd >/dev/null || useradd --system --user-group --home-dir /var/lib/etcd "
-    "--no-create-home --shell /usr/sbin/nologin etcd"
+    "getent passwd etcd >/dev/null || { useradd --system --user-group --home-dir /var/lib/etcd "
+    "--no-create-home --shell /usr/sbin/nologin etcd && install -d -m 0755 /var/lib/homekube && "
+    "touch /var/lib/homekube/etcd-user; }"
 )
 
 
@@ -333,7 +335,8 @@ def _install(cfg: ClusterConfig, f: HostFacts) -> Step:
         cmd = (
             "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d; "
             "trap 'rm -f /usr/sbin/policy-rc.d' EXIT; "
-            f"{fam.install_command(missing)}; systemctl stop etcd 2>/dev/null || true"
+            f"( {fam.install_recorded(missing, PACKAGES_RECORD)} ); "
+            "systemctl stop etcd 2>/dev/null || true"
         )
         return Change(h, "etcd", "etcd install", f"install {' '.join(missing)}",
                       "etcd.install is `package`", (Run(cmd, f"install {' '.join(missing)}"),))

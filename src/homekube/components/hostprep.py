@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from homekube.components.base import Context
+from homekube.components.reset import PACKAGES_RECORD
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.osfamily import OPTIONAL_COMMANDS, REQUIRED_COMMANDS, family_of, supported, supported_list
 from homekube.plan.model import Change, NoChange, Run, Step, WriteFile
-from homekube.plan.resources import file_step, packages_step, sysctl_steps
+from homekube.plan.resources import file_step, sysctl_steps
 
 MODULES_FILE = "/etc/modules-load.d/homekube.conf"
 SYSCTL_FILE = "/etc/sysctl.d/90-homekube.conf"
@@ -157,10 +158,15 @@ class HostPrepPhase:
         if fam is None:
             return [NoChange(h, ph, "host", f"unsupported OS {f.os.pretty}", warning=True)]
         pkgs = fam.packages(HOST_PACKAGES)
-        steps.append(packages_step(
-            f, ph, pkgs, fam.install_command(["__PKGS__"]).replace("'__PKGS__'", "__PKGS__"),
-            "tools kubeadm and Calico expect (iptables, ip, socat, conntrack, ethtool)",
-        ))
+        missing = sorted(p for p in pkgs if not f.installed(p))
+        if missing:
+            # recorded, so that `reset` removes exactly what homekube added
+            cmd = fam.install_recorded(missing, PACKAGES_RECORD)
+            steps.append(Change(h, ph, "packages", f"install {', '.join(missing)}",
+                                "tools kubeadm and Calico expect (iptables, ip, socat, conntrack, ethtool)",
+                                (Run(cmd, f"install {' '.join(missing)}"),)))
+        else:
+            steps.append(NoChange(h, ph, "packages", f"installed: {', '.join(sorted(pkgs))}"))
 
         # kernel modules: persist, and load those that are neither loaded nor built in
         steps.append(file_step(

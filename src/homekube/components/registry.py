@@ -7,11 +7,12 @@ from homekube.components.base import Phase
 from homekube.components.etcd import EtcdPhase, EtcdPkiPhase
 from homekube.components.hostprep import HostPrepPhase
 from homekube.components.kubernetes import kubernetes_phases, rendered_kubernetes_files
+from homekube.components.removal import RemovalPhase
 from homekube.config.model import ClusterConfig
 
 
 def all_phases() -> list[Phase]:
-    return [HostPrepPhase(), EtcdPkiPhase(), EtcdPhase(), EtcdBackupPhase(), *kubernetes_phases()]
+    return [HostPrepPhase(), EtcdPkiPhase(), EtcdPhase(), EtcdBackupPhase(), *kubernetes_phases(), RemovalPhase()]
 
 
 def phase_names() -> list[str]:

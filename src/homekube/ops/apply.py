@@ -12,7 +12,7 @@ from homekube.components.etcd import check_removal_quorum
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
 from homekube.errors import ConnectError, HostError
-from homekube.ops.session import close_all, connect_some, gather_facts, open_session, read_local_state
+from homekube.ops.session import close_all, connect_some, gather_facts, open_session, read_local_state, write_inventory
 
 
 async def run_apply(
@@ -32,11 +32,16 @@ async def run_apply(
         await refuse_unsafe_removal(cfg)
         raise
     try:
+        for name, why in s.unreachable_removed.items():
+            console.print(f"[magenta]![/] {escape(name)} was removed from cluster.yaml but cannot be "
+                          f"reached ({escape(why)}): its cleanup is skipped")
         plan = s.plan(phases)
         changes = plan.changes
         for w in plan.warnings:
             console.print(f"[magenta]![/] {escape(w.host)}: {escape(w.reason)}")
         if not changes:
+            if phases is None:
+                write_inventory(cfg)
             console.print(f"nothing to change on {len(plan.hosts)} host(s) "
                           f"({time.monotonic() - t0:.2f}s)")
             return 0
@@ -61,6 +66,8 @@ async def run_apply(
             "before that. Fix the cause and run apply again: it continues from where it stopped.",
             host=first.host or "?", phase=first.phase, step=first.step,
         )
+    if phases is None:
+        write_inventory(cfg)
     console.print(f"applied {len(result.applied)} change(s) on {len(plan.hosts)} host(s) "
                   f"in {time.monotonic() - t0:.2f}s")
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -31,6 +33,8 @@ from homekube.plan.model import Plan
 from homekube.plan.planner import build_plan
 from homekube.transport.base import Transport
 from homekube.transport.ssh import SshTarget, SshTransport
+
+log = logging.getLogger(__name__)
 
 
 def ssh_target(cfg: ClusterConfig, h: HostSpec) -> SshTarget:
@@ -113,6 +117,32 @@ async def gather_facts(
     return {f.host: f for f in got}
 
 
+def inventory_path(cfg: ClusterConfig) -> Path:
+    return state_path(cfg) / "inventory.json"
+
+
+def read_inventory(cfg: ClusterConfig) -> list[HostSpec]:
+    """The hosts of the last successful apply (so a host dropped from cluster.yaml is known)."""
+    p = inventory_path(cfg)
+    if not p.is_file():
+        return []
+    try:
+        data = json.loads(p.read_text())
+        return [HostSpec.model_validate(h) for h in data.get("hosts", [])]
+    except (ValueError, TypeError) as e:
+        log.warning("ignoring unreadable inventory %s: %s", p, e)
+        return []
+
+
+def write_inventory(cfg: ClusterConfig) -> None:
+    from homekube.executor import write_local
+    from homekube.plan.model import LocalWrite
+
+    hosts = [h.model_dump(mode="json", by_alias=True, exclude_none=True) for h in cfg.hosts]
+    body = json.dumps({"cluster": cfg.name, "hosts": hosts}, indent=2).encode()
+    write_local(LocalWrite(str(inventory_path(cfg)), body, 0o600))
+
+
 def state_path(cfg: ClusterConfig) -> Path:
     return Path(os.path.expanduser(str(cfg.state_dir)))
 
@@ -142,11 +172,13 @@ class Session:
     extra: dict[str, Any] = field(default_factory=dict)
 
     local: LocalState | None = None
+    removed: tuple[HostSpec, ...] = ()
+    unreachable_removed: dict[str, str] = field(default_factory=dict)
 
     def context(self) -> Context:
         if self.local is None:
             self.local = read_local_state(self.config, create=self.extra.get("create_state", False))
-        return Context(self.config, self.facts, self.local, self.now)
+        return Context(self.config, self.facts, self.local, self.now, removed=self.removed)
 
     def plan(self, only: set[str] | None = None) -> Plan:
         return build_plan(self.phases, self.context(), only)
@@ -175,10 +207,19 @@ async def open_session(
     phases = phases if phases is not None else all_phases()
     hosts = list(hosts if hosts is not None else cfg.hosts)
     ts = transports if transports is not None else await connect_all(cfg, hosts)
+    removed: list[HostSpec] = []
+    gone: dict[str, str] = {}
     try:
+        if transports is None:
+            # hosts homekube managed before and cluster.yaml dropped: they need cleaning up
+            old = [h for h in read_inventory(cfg) if h.name not in {x.name for x in cfg.hosts}]
+            if old:
+                more, gone = await connect_some(cfg, old)
+                ts.update(more)
+                removed = [h for h in old if h.name in more]
         if lock:
-            await asyncio.gather(*(ts[h.name].lock(holder()) for h in hosts))
-        facts = await gather_facts(cfg, hosts, ts, phases)
+            await asyncio.gather(*(ts[h.name].lock(holder()) for h in [*hosts, *removed]))
+        facts = await gather_facts(cfg, [*hosts, *removed], ts, phases)
         findings = [x for h in hosts for x in preflight(cfg, h, facts[h.name])]
         fatal = [(x.host, x.message) for x in findings if x.fatal]
         if fatal and enforce_preflight:
@@ -187,4 +228,4 @@ async def open_session(
         await close_all(ts)
         raise
     return Session(cfg, ts, facts, findings, phases, datetime.now(UTC),
-                   extra={"create_state": lock})
+                   extra={"create_state": lock}, removed=tuple(removed), unreachable_removed=gone)

@@ -9,7 +9,8 @@ from homekube.plan.model import PhasePlan, Plan
 
 
 def build_plan(phases: Sequence[Phase], ctx: Context, only: set[str] | None = None) -> Plan:
-    plan = Plan(cluster=ctx.config.name, hosts=[h.name for h in ctx.hosts()])
+    plan = Plan(cluster=ctx.config.name,
+                hosts=[h.name for h in ctx.hosts()] + [h.name for h in ctx.removed])
     for ph in phases:
         if only is not None and ph.name not in only:
             continue

@@ -1,0 +1,122 @@
+"""Take a host back to what it was before homekube (pure): used by `reset` and node removal.
+
+Everything homekube puts on a host is listed here, so that a removed node or a reset host
+passes `check` like a fresh one. What homekube installed is recorded on the host when it is
+installed (`/var/lib/homekube/`): packages that were already there before homekube stay.
+Kernel settings that were changed live (sysctls) return to the distribution's defaults at
+the next boot, once their persisted files are gone.
+"""
+
+from __future__ import annotations
+
+from homekube.config.model import ClusterConfig, HostSpec
+from homekube.facts.base import shell_quote
+from homekube.facts.host import HostFacts
+from homekube.facts.system import Probes
+from homekube.plan.model import Change, NoChange, Run, Step
+
+STATE_DIR = "/var/lib/homekube"
+PACKAGES_RECORD = f"{STATE_DIR}/packages"
+ETCD_USER_RECORD = f"{STATE_DIR}/etcd-user"
+
+UNITS = ("homekube-etcd-backup.timer", "homekube-etcd-backup.service", "etcd.service",
+         "kubelet.service", "crio.service")
+
+#: files and directories homekube may create (data dir added from config)
+FOOTPRINT = (
+    "/etc/sysctl.d/90-homekube.conf",
+    "/etc/modules-load.d/homekube.conf",
+    "/etc/NetworkManager/conf.d/calico.conf",
+    "/etc/homekube",
+    "/etc/etcd",
+    "/etc/kubernetes",
+    "/etc/systemd/system/etcd.service",
+    "/etc/systemd/system/homekube-etcd-backup.service",
+    "/etc/systemd/system/homekube-etcd-backup.timer",
+    "/usr/local/sbin/homekube-etcd-backup",
+    "/usr/local/bin/etcd",
+    "/usr/local/bin/etcdctl",
+    "/usr/local/bin/etcdutl",
+    "/etc/crio/crio.conf.d/10-homekube.conf",
+    "/etc/apt/sources.list.d/kubernetes.list",
+    "/etc/apt/sources.list.d/cri-o.list",
+    "/etc/apt/keyrings/kubernetes-apt-keyring.gpg",
+    "/etc/apt/keyrings/cri-o-apt-keyring.gpg",
+    "/etc/yum.repos.d/kubernetes.repo",
+    "/etc/yum.repos.d/cri-o.repo",
+    "/etc/cni/net.d",
+    "/var/lib/calico",
+    "/var/lib/kubelet",
+    "/var/log/homekube",
+    "/run/homekube",
+    STATE_DIR,
+)
+
+
+def probes(config: ClusterConfig) -> Probes:
+    paths = {p: False for p in (*FOOTPRINT, config.etcd.data_dir, config.etcd.backup.dir)}
+    return Probes(files=paths | {PACKAGES_RECORD: False, ETCD_USER_RECORD: False},
+                  units=set(UNITS))
+
+
+def recorded_packages(f: HostFacts) -> list[str]:
+    st = f.file(PACKAGES_RECORD)
+    if st is None or st.content is None:
+        return []
+    return sorted({ln.strip() for ln in st.content.decode(errors="replace").splitlines() if ln.strip()})
+
+
+def footprint(cfg: ClusterConfig, f: HostFacts) -> list[str]:
+    """What of homekube's is on the host now (paths and active/enabled units)."""
+    found = [p for p in (*FOOTPRINT, cfg.etcd.data_dir, cfg.etcd.backup.dir) if f.file(p) is not None]
+    found += [u for u in UNITS if f.unit(u).exists and (f.unit(u).is_active or f.unit(u).is_enabled)
+              and u not in ("kubelet.service", "crio.service")]
+    return found
+
+
+def reset_script(cfg: ClusterConfig, f: HostFacts, *, purge_data: bool = True) -> str:
+    data = shell_quote(cfg.etcd.data_dir)
+    pkgs = recorded_packages(f)
+    from homekube.osfamily import family_of
+
+    fam = family_of(f.os)
+    purge = fam.remove_command(pkgs) if (fam and pkgs) else "true"
+    lines = [
+        f"systemctl disable --now {' '.join(UNITS)} >/dev/null 2>&1 || true",
+        # kubeadm's own cleanup first (validated, not executed here: no kubeadm on lab hosts)
+        "if command -v kubeadm >/dev/null; then kubeadm reset -f >/dev/null 2>&1 || true; fi",
+        "for t in filter nat mangle raw; do "
+        "for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (KUBE-|cali-)/{print $2}'); do "
+        "iptables -t $t -F $c 2>/dev/null || true; done; "
+        "{ iptables -t $t -S 2>/dev/null | grep -E -- '-j (KUBE-|cali-)' | sed 's/^-A/-D/' | "
+        "while read -r r; do eval iptables -t $t $r 2>/dev/null || true; done; } || true; "
+        "for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (KUBE-|cali-)/{print $2}'); do "
+        "iptables -t $t -X $c 2>/dev/null || true; done; done",
+        "for l in vxlan.calico vxlan-v6.calico tunl0 cni0; do ip link del $l 2>/dev/null || true; done",
+        "rm -rf " + " ".join(shell_quote(p) for p in FOOTPRINT if p != STATE_DIR),
+    ]
+    if purge_data:
+        lines.append(f"rm -rf {data} {shell_quote(cfg.etcd.backup.dir)}")
+    lines += [
+        f"[ -e {ETCD_USER_RECORD} ] && {{ userdel etcd >/dev/null 2>&1 || true; "
+        "groupdel etcd >/dev/null 2>&1 || true; } || true",
+        f"{purge} >/dev/null 2>&1 || true",
+        f"rm -rf {STATE_DIR}",
+        "systemctl daemon-reload; systemctl reset-failed >/dev/null 2>&1 || true",
+    ]
+    return "\n".join(lines)
+
+
+def reset_steps(cfg: ClusterConfig, host: HostSpec | str, f: HostFacts, *, phase: str = "reset",
+                why: str = "homekube reset", purge_data: bool = True) -> list[Step]:
+    name = host if isinstance(host, str) else host.name
+    found = footprint(cfg, f)
+    if not found:
+        return [NoChange(name, phase, "homekube footprint", "nothing of homekube's is on this host")]
+    pkgs = recorded_packages(f)
+    summary = (f"remove homekube from {name}: {len(found)} path(s)/unit(s)"
+               + (f", packages {', '.join(pkgs)}" if pkgs else "")
+               + ("" if purge_data else " (etcd data kept)"))
+    return [Change(name, phase, "homekube footprint", summary, why,
+                   (Run(reset_script(cfg, f, purge_data=purge_data), "stop units, remove files, "
+                        "repos, data and packages homekube installed"),))]

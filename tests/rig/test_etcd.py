@@ -139,7 +139,7 @@ def test_grow_from_one_to_three_members(one_member: tuple[hklab.Lab, Path], tmp_
 def test_one_host_down_keeps_quorum_and_unsafe_removal_is_refused(
     one_member: tuple[hklab.Lab, Path], tmp_path: Path
 ) -> None:
-    lab, cfg1 = one_member
+    _lab, cfg1 = one_member
     cfg3 = write_config(cfg1, tmp_path / "three.yaml", etcd_hosts=("h1", "h2", "h3"))
     assert run_cli("apply", "--config", str(cfg3)).returncode == 0  # three members (idempotent)
     hklab.stop_host("h3")

@@ -56,7 +56,7 @@ def test_reset_returns_hosts_to_fresh(fresh_lab: tuple[hklab.Lab, Path], tmp_pat
 
 
 def test_removing_a_member_via_cluster_yaml(fresh_lab: tuple[hklab.Lab, Path], tmp_path: Path) -> None:
-    lab, base = fresh_lab
+    _lab, base = fresh_lab
     cfg3 = write_config(base, tmp_path / "three.yaml", etcd_hosts=("h1", "h2", "h3"))
     assert run_cli("apply", "--config", str(cfg3)).returncode == 0
     sh("h1", "for i in $(seq 50); do echo put /keep/$i v$i; done | "

@@ -55,7 +55,13 @@ ETCDCTL_ENV = (
     "ETCDCTL_DIAL_TIMEOUT=3s\n"
 )
 #: one simple command (composes with ||, && and pipes): etcdctl pointed at the local member
-ETCDCTL = f"env $(grep -v '^#' {ENV_FILE} | xargs) etcdctl --command-timeout=3s"
+#: everything on the command line, nothing from ETCDCTL_* variables: etcdctl refuses a flag
+#: that shadows a variable, and `move-leader` sets its connection flags itself
+ETCDCTL = (
+    "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt "
+    "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
+    "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key --dial-timeout=3s --command-timeout=3s"
+)
 HEALTHY = f"{ETCDCTL} endpoint health >/dev/null 2>&1"
 #: a learner refuses the linearizable read behind `endpoint health`; `endpoint status` is
 #: answered by any member that serves
@@ -404,6 +410,7 @@ class EtcdPhase:
     def plan(self, ctx: Context) -> list[Step]:
         cfg = ctx.config
         want = [h for h in ctx.hosts() if h.has("etcd")]
+        check_upgrade_gates(ctx)
         m = membership(ctx)
         steps: list[Step] = []
         live_names = {x.name for x in m.live} if m.live is not None else set()
@@ -472,7 +479,7 @@ class EtcdPhase:
                                     tuple(acts), wave=wave))
             elif changed:
                 acts = [Run("systemctl daemon-reload")] if reload else []
-                acts += [Run("systemctl restart etcd"), _wait_healthy("etcd")]
+                acts += [MOVE_LEADER, Run("systemctl restart etcd"), _wait_healthy("etcd")]
                 steps.append(Change(h.name, self.name, "unit etcd.service", "restart etcd",
                                     f"{', '.join(changed)} changed; one member at a time keeps quorum",
                                     tuple(acts), wave=restart_wave))
@@ -567,6 +574,16 @@ def _promote(src: str, name: str, wave: int) -> Change:
                   wave=wave)
 
 
+#: a leader hands leadership to another voter before it restarts, so writes see no election
+MOVE_LEADER = Run(
+    f"set -- $({ETCDCTL} endpoint status 2>/dev/null | awk -F', ' '{{print $2, $5}}'); "
+    '[ "${2:-}" = true ] || exit 0; '
+    f"to=$({ETCDCTL} member list | awk -F', ' -v me=\"$1\" '$1 != me && $2 == \"started\" && $NF == \"false\" {{print $1; exit}}'); "
+    f'[ -z "$to" ] || {ETCDCTL} move-leader "$to" >/dev/null',
+    "hand leadership to another member first (no election while writes go on)",
+)
+
+
 def _wait_healthy(unit: str, condition: str = HEALTHY, seconds: int = 120) -> Run:
     cmd = (
         f"end=$((SECONDS + {seconds})); while [ $SECONDS -lt $end ]; do if {condition}; then exit 0; fi; "
@@ -608,3 +625,61 @@ def check_removal_quorum(ctx: Context, unreachable: set[str] | None = None) -> N
                 hint="bring the stopped members back first, or remove one member at a time",
             )
         voters = remaining
+
+
+def _ver(v: str) -> tuple[int, int, int] | None:
+    parts = v.strip().lstrip("v").split("-")[0].split(".")
+    try:
+        return (int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 else 0)
+    except (ValueError, IndexError):
+        return None
+
+
+#: the lowest patch of a minor from which the next minor may be reached (facts.md §3.2)
+UPGRADE_FLOOR: dict[tuple[int, int], tuple[int, int, int]] = {
+    (3, 5): (3, 5, 24),  # 3.5 → 3.6: the learner bug fixes of 3.5.20 / 3.5.24 first
+    (3, 6): (3, 6, 11),  # 3.6 → 3.7: every member on ≥ 3.6.11
+}
+
+
+def version_gate(current: str, target: str) -> str | None:
+    """Why `current` → `target` is not a safe etcd upgrade, or None when it is."""
+    c, t = _ver(current), _ver(target)
+    if c is None or t is None or c == t:
+        return None
+    if t < c:
+        return f"etcd {current} → {target} is a downgrade, which etcd does not support"
+    if t[:2] == c[:2]:
+        return None  # patch releases of one minor are interchangeable
+    if t[0] != c[0] or t[1] != c[1] + 1:
+        return f"etcd {current} → {target} skips a minor: upgrade one minor at a time"
+    floor = UPGRADE_FLOOR.get(c[:2])
+    if floor is not None and c < floor:
+        need = ".".join(map(str, floor))
+        return f"etcd {current} → {target}: every member must be on {need} or later first"
+    return None
+
+
+def running_version(f: HostFacts) -> str | None:
+    ef = etcd_facts(f)
+    if ef.status and ef.status.get("version"):
+        return str(ef.status["version"])
+    return ef.versions.get(TARBALL_BIN) or ef.versions.get(PACKAGE_BIN)
+
+
+def check_upgrade_gates(ctx: Context) -> None:
+    """Refuse an etcd version change that skips a minor or starts below the floor."""
+    cfg = ctx.config
+    if cfg.etcd.install != "tarball":
+        return
+    target = cfg.etcd_version
+    problems = []
+    for h in ctx.hosts():
+        if not h.has("etcd"):
+            continue
+        cur = running_version(ctx.facts[h.name])
+        if cur and (why := version_gate(cur, target)):
+            problems.append(f"{h.name}: {why}")
+    if problems:
+        raise RefusedError("unsafe etcd version change; nothing was changed:\n" + "\n".join(problems),
+                           hint="set etcd.version to the next allowed step and apply once per step")

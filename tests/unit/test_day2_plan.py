@@ -115,6 +115,16 @@ def test_fresh_etcd_hosts_get_dir_script_units_and_timer() -> None:
         "run: systemctl daemon-reload", f"run: systemctl enable --now {TIMER}"]
 
 
+def test_backup_files_for_render() -> None:
+    from homekube.components.backup import backup_files
+
+    cfg = config()
+    assert [p for p, _ in backup_files(cfg, cfg.host("b"))] == [SCRIPT_PATH, SERVICE_PATH,
+                                                               TIMER_PATH]
+    assert backup_files(cfg, cfg.host("w")) == []
+    assert backup_files(config("{schedule: null}"), cfg.host("b")) == []
+
+
 def test_units_carry_settings_and_schedule() -> None:
     cfg = config("{schedule: '*:*:0/5', keep: 4, maxBytes: 5000, dir: '/srv/etcd 100%'}")
     svc = service_unit(cfg, cfg.host("b")).decode()
@@ -328,7 +338,7 @@ def test_restore_plan_waves_and_commands(tmp_path: Path) -> None:
     cfg = config()
     snap = Snapshot(tmp_path / "x.db", 4128, "ab" * 32, revision=9, keys=1000, total_keys=1200)
     p = restore_plan(cfg, snap, "20261125T000000Z")
-    waves = {}
+    waves: dict[int, list[tuple[str, str]]] = {}
     for c in p.changes:
         waves.setdefault(c.wave, []).append((c.host, c.summary))
     assert [sorted(h for h, _ in waves[w]) for w in sorted(waves)] == [
@@ -432,3 +442,47 @@ def test_sidecar_fields_are_json(tmp_path: Path) -> None:
     assert d["file"] == "home-x.db" and d["keys"] == 3 and d["totalKey"] == 9
     assert json.loads(json.dumps(d)) == d
     assert os.fspath(b.path).endswith(".db")
+
+
+# ------------------------------------------------------------------------- CLI, transport
+
+
+def test_restore_without_yes_prints_the_plan_and_touches_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from homekube.cli.main import app
+
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(textwrap.dedent("""\
+        name: home
+        kubernetes: {enabled: false}
+        ssh: {key: /nonexistent/key, knownHosts: /nonexistent/known_hosts}
+        hosts:
+          - {name: a, address: 192.0.2.11, roles: [control-plane, etcd]}
+        """))
+    snap = snapshot(tmp_path, sidecar={"cluster": "home", "revision": 3, "keys": 2})
+    res = CliRunner().invoke(app, ["restore", str(snap), "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "1. a: restore the snapshot into /var/lib/etcd.restore" in res.output
+    assert res.output.rstrip().endswith("run again with --yes to restore")
+    other = snapshot(tmp_path, sidecar={"cluster": "elsewhere"})
+    res = CliRunner().invoke(app, ["restore", str(other), "--config", str(cfg)])
+    assert res.exit_code == 1 and "not 'home'" in res.output
+
+
+def test_default_get_file_is_base64_and_private(tmp_path: Path) -> None:
+    import asyncio
+    import base64 as b64
+
+    from homekube.transport.base import ExecResult
+    from homekube.transport.fake import FakeTransport
+
+    data = bytes(range(256)) * 10
+    t = FakeTransport("a", lambda script: ExecResult(0, b64.b64encode(data).decode(), ""))
+    dest = tmp_path / "copy"
+    asyncio.run(t.get_file("/var/tmp/x y", dest))
+    assert dest.read_bytes() == data and stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert t.scripts == ["base64 -w0 '/var/tmp/x y'"]
+    bad = FakeTransport("a", lambda script: ExecResult(1, "", "No such file"))
+    with pytest.raises(OSError, match="No such file"):
+        asyncio.run(bad.get_file("/nope", tmp_path / "n"))

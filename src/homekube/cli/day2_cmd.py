@@ -72,6 +72,7 @@ def register(
     ) -> None:
         """List every etcd certificate (hosts, local CA, operator) with days left."""
         if ctx.invoked_subcommand is not None:
+            ctx.obj = config  # `certs -c X renew` means renew with X
             return
         from homekube.ops.certs import run_list
 
@@ -84,7 +85,9 @@ def register(
 
     @certs_app.command()
     def renew(
-        config: ConfigOpt = DEFAULT_CONFIG,
+        ctx: typer.Context,
+        config: Annotated[Path | None, typer.Option(
+            "--config", "-c", help="cluster.yaml to use.")] = None,
         within: Annotated[int | None, typer.Option(
             "--within", help="Renew certs expiring within DAYS (default: etcd.renewWithinDays).",
             metavar="DAYS")] = None,
@@ -95,7 +98,8 @@ def register(
         from homekube.ops.certs import run_renew
 
         def body() -> int:
-            return asyncio.run(run_renew(load_config(config), console, within=within, yes=yes))
+            path = config or (ctx.obj if isinstance(ctx.obj, Path) else DEFAULT_CONFIG)
+            return asyncio.run(run_renew(load_config(path), console, within=within, yes=yes))
 
         guarded(body)
 

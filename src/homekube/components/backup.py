@@ -205,6 +205,15 @@ def timer_unit(schedule: str) -> bytes:
     return "\n".join(lines).encode()
 
 
+def backup_files(cfg: ClusterConfig, h: HostSpec) -> list[tuple[str, bytes]]:
+    """(path, content) of every file this phase puts on `h` (for `homekube render`)."""
+    schedule = cfg.etcd.backup.schedule
+    if not h.has("etcd") or schedule is None or _bad_schedule(schedule):
+        return []
+    return [(SCRIPT_PATH, SCRIPT.encode()), (SERVICE_PATH, service_unit(cfg, h)),
+            (TIMER_PATH, timer_unit(schedule))]
+
+
 def _bad_schedule(schedule: str) -> str | None:
     if any(ord(c) < 32 for c in schedule) or not schedule.strip():
         return "etcd.backup.schedule must be one line (a systemd OnCalendar= expression)"

@@ -578,7 +578,8 @@ def _promote(src: str, name: str, wave: int) -> Change:
 MOVE_LEADER = Run(
     f"set -- $({ETCDCTL} endpoint status 2>/dev/null | awk -F', ' '{{print $2, $5}}'); "
     '[ "${2:-}" = true ] || exit 0; '
-    f"to=$({ETCDCTL} member list | awk -F', ' -v me=\"$1\" '$1 != me && $2 == \"started\" && $NF == \"false\" {{print $1; exit}}'); "
+    f"to=$({ETCDCTL} member list | awk -F', ' -v me=\"$1\" "
+    "'$1 != me && $2 == \"started\" && $NF == \"false\" {print $1; exit}'); "
     f'[ -z "$to" ] || {ETCDCTL} move-leader "$to" >/dev/null',
     "hand leadership to another member first (no election while writes go on)",
 )

@@ -121,6 +121,8 @@ def load_text(text: str, filename: str = "cluster.yaml") -> ClusterConfig:
         raise ConfigError([ConfigProblem(filename, line, col, "", msg)]) from None
     except YAMLError as e:  # e.g. duplicate keys without a mark
         raise ConfigError([ConfigProblem(filename, 1, 1, "", f"YAML: {e}")]) from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise ConfigError([ConfigProblem(filename, 1, 1, "", "the document is nested too deeply")]) from None
     if root is None:
         raise ConfigError([ConfigProblem(filename, 1, 1, "", "the file is empty")])
     if not isinstance(root, CommentedMap):
@@ -131,7 +133,11 @@ def load_text(text: str, filename: str = "cluster.yaml") -> ClusterConfig:
     problems: list[ConfigProblem] = []
     seen: set[tuple[Loc, str]] = set()
     try:
-        cfg = ClusterConfig.model_validate(_to_plain(root))
+        plain = _to_plain(root)
+    except RecursionError:
+        raise ConfigError([ConfigProblem(filename, 1, 1, "", "the document is nested too deeply")]) from None
+    try:
+        cfg = ClusterConfig.model_validate(plain)
     except ValidationError as e:
         for err in e.errors():
             loc = _clean_loc(err["loc"])

@@ -112,6 +112,13 @@ class NetworkSpec(Model):
                 f"pods are IPv{'/IPv'.join(map(str, pf))} but services are "
                 f"IPv{'/IPv'.join(map(str, sf))}: families and order must match"
             )
+        for pod in self.pods:
+            block = 26 if pod.version == 4 else 122
+            if pod.prefixlen > block:
+                raise ValueError(
+                    f"pod network {pod} is too small: Calico hands out /{block} blocks, "
+                    f"so it must be /{block} or larger"
+                )
         for svc in self.services:
             host_bits = svc.max_prefixlen - svc.prefixlen
             if host_bits > 20:
@@ -205,9 +212,12 @@ class HostPrepSpec(Model):
     @field_validator("sysctls")
     @classmethod
     def _keys(cls, v: dict[str, str]) -> dict[str, str]:
-        for k in v:
+        for k, value in v.items():
             if not re.fullmatch(r"[a-z0-9_]+(\.[A-Za-z0-9_-]+)+", k):
                 raise ValueError(f"{k!r} is not a sysctl key")
+            # one line of printable text: a line break would add another line to the sysctl file
+            if not value or not value.isprintable():
+                raise ValueError(f"{k}: {value!r} is not a sysctl value (one line of printable text)")
         return v
 
 

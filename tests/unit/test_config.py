@@ -159,3 +159,11 @@ def test_init_output_loads(tmp_path: Path) -> None:
     cfg = load_text(res.stdout)
     assert isinstance(cfg, ClusterConfig)
     assert [h.roles for h in cfg.hosts] == [("control-plane", "etcd", "worker"), ("worker",)]
+
+
+def test_readme_config_reference_is_current() -> None:
+    from homekube.config.reference import update
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    text = readme.read_text()
+    assert update(text) == text, "run `python -m homekube.config.reference` to regenerate"

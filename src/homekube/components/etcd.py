@@ -225,7 +225,7 @@ class EtcdPkiPhase:
     def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
         if not host.has("etcd"):
             return Probes()
-        return Probes(files=pki_probes(config, host), packages={"passwd"})
+        return Probes(files=pki_probes(config, host) | {CA_KEY_ON_HOST: True}, packages={"passwd"})
 
     def plan(self, ctx: Context) -> list[Step]:
         cfg = ctx.config
@@ -267,6 +267,14 @@ class EtcdPkiPhase:
         ca_want = WriteFile(f"{r.KUBEADM_PKI}/etcd/ca.crt", ca_cert, 0o644)
         steps.append(file_step(f, ph, ca_want, "clients and members trust the etcd CA",
                                resource="cert etcd/ca"))
+        if ctx.config.state.ca_key_on_hosts:
+            steps.append(file_step(f, ph, WriteFile(CA_KEY_ON_HOST, ca_key, 0o600, secret=True),
+                                   "state.caKeyOnHosts: kubeadm-style tools on the host may sign",
+                                   resource="key etcd/ca"))
+        elif f.file(CA_KEY_ON_HOST) is not None:
+            steps.append(Change(h.name, ph, "key etcd/ca", f"remove {CA_KEY_ON_HOST}",
+                                "the etcd CA key stays on the operator machine (state.caKeyOnHosts is off)",
+                                (Run(f"shred -u {CA_KEY_ON_HOST} 2>/dev/null || rm -f {CA_KEY_ON_HOST}"),)))
         ca_copy = WriteFile(f"{r.ETCD_PKI}/ca.crt", ca_cert, 0o644, "etcd", "etcd")
         steps.append(file_step(f, ph, ca_copy, "etcd reads its trusted CA as the etcd user",
                                resource="cert etcd/ca (etcd copy)"))
@@ -301,6 +309,8 @@ class EtcdPkiPhase:
                     ))
         return steps
 
+
+CA_KEY_ON_HOST = "/etc/kubernetes/pki/etcd/ca.key"
 
 USERADD = (
     "getent passwd etcd >/dev/null || { useradd --system --user-group --home-dir /var/lib/etcd "

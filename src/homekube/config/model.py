@@ -78,6 +78,8 @@ class KubernetesSpec(Model):
 
 
 class NetworkSpec(Model):
+    """Pod and service networks (single- or dual-stack) and Calico's encapsulation."""
+
     pods: tuple[IPNet, ...] = Field(
         (ipaddress.IPv4Network("10.42.0.0/16"),),
         min_length=1,
@@ -130,6 +132,8 @@ class NetworkSpec(Model):
 
 
 class BackupSpec(Model):
+    """Scheduled etcd snapshots on every etcd host, with retention."""
+
     schedule: str | None = Field(
         None, description="systemd OnCalendar= expression (e.g. `daily`); null: no timer."
     )
@@ -141,6 +145,8 @@ class BackupSpec(Model):
 
 
 class EtcdSpec(Model):
+    """etcd as its own TLS systemd service: install source, tuning, certificates."""
+
     install: Literal["tarball", "package"] = Field(
         "tarball",
         description="`tarball`: upstream release verified by SHA-256 (default); "
@@ -188,6 +194,8 @@ class EtcdSpec(Model):
 
 
 class UiSpec(Model):
+    """The web UI (Headlamp) and its access level."""
+
     kind: Literal["headlamp", "none"] = Field(
         "headlamp", description="Web UI; the Kubernetes Dashboard is archived (2026-01-21)."
     )
@@ -198,6 +206,8 @@ class UiSpec(Model):
 
 
 class HostPrepSpec(Model):
+    """Host preparation: swap, firewall, extra sysctls."""
+
     swap: Literal["off", "allowed"] = Field(
         "off", description="`off`: swapoff and remove from fstab; `allowed`: kubelet NodeSwap."
     )
@@ -222,8 +232,10 @@ class HostPrepSpec(Model):
 
 
 class SshSpec(Model):
+    """How homekube logs in (defaults for every host)."""
+
     user: str = Field("root", description="Login user (root, or a user with sudo).")
-    port: int = Field(22, ge=1, le=65535)
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
     key: str | None = Field("~/.ssh/id_ed25519", description="Private key file.")
     known_hosts: str | None = Field(
         "~/.ssh/known_hosts", description="known_hosts file; host keys are always verified."
@@ -231,7 +243,7 @@ class SshSpec(Model):
     config: str | None = Field(
         "~/.ssh/config", description="OpenSSH client config (Host aliases are honoured)."
     )
-    connect_timeout: float = Field(10.0, gt=0, le=120)
+    connect_timeout: float = Field(10.0, gt=0, le=120, description="Seconds to wait for a host.")
 
 
 class HostSshSpec(Model):
@@ -251,8 +263,8 @@ class HostSpec(Model):
     address6: ipaddress.IPv6Address | None = Field(
         None, description="IPv6 address (needed on every host for dual-stack)."
     )
-    roles: tuple[Role, ...] = Field(min_length=1)
-    ssh: HostSshSpec | None = None
+    roles: tuple[Role, ...] = Field(min_length=1, description="What runs on the host.")
+    ssh: HostSshSpec | None = Field(None, description="Per-host `user`, `port`, `key` overriding `ssh`.")
     ssh_host: str | None = Field(
         None, description="Name or address to SSH to, if not `address` (e.g. a ~/.ssh/config alias)."
     )
@@ -279,6 +291,8 @@ class HostSpec(Model):
 
 
 class ArtifactsSpec(Model):
+    """Where downloads come from."""
+
     mirror: str | None = Field(
         None,
         description="Base URL of a local mirror that replaces every upstream download "
@@ -296,6 +310,8 @@ class ArtifactsSpec(Model):
 
 
 class StateSpec(Model):
+    """Operator-side state: the etcd CA, inventory and backups."""
+
     dir: str = Field(
         "~/.local/state/homekube",
         description="Operator-side state (etcd CA key, backups); kept 0700. "
@@ -318,7 +334,7 @@ class ClusterConfig(Model):
     ssh: SshSpec = Field(default_factory=SshSpec)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
     state: StateSpec = Field(default_factory=StateSpec)
-    hosts: tuple[HostSpec, ...] = Field(min_length=1)
+    hosts: tuple[HostSpec, ...] = Field(min_length=1, description="The machines (see `hosts[]` below).")
 
     # --- derived views (pure) -------------------------------------------------------------
     def host(self, name: str) -> HostSpec:

@@ -189,7 +189,8 @@ class HostPrepPhase:
             f, ph, WriteFile(SYSCTL_FILE, sysctl_file(cfg), 0o644),
             "persist Kubernetes networking sysctls across reboots",
         ))
-        steps += sysctl_steps(f, ph, wanted_sysctls(cfg), SYSCTL_WHY)
+        loading = ["net.bridge."] if f.modules.get("br_netfilter") == "loadable" else []
+        steps += sysctl_steps(f, ph, wanted_sysctls(cfg), SYSCTL_WHY, appearing=loading)
 
         # swap
         if cfg.host_prep.swap == "off":

@@ -230,19 +230,25 @@ def parse_packages(text: str) -> dict[str, PackageState]:
     return out
 
 
-def parse_units(text: str) -> dict[str, UnitState]:
-    """`systemctl show -p Id,LoadState,ActiveState,UnitFileState` blocks."""
+def parse_units(text: str, asked: Sequence[str] = ()) -> dict[str, UnitState]:
+    """`systemctl show -p Id,LoadState,ActiveState,UnitFileState` blocks.
+
+    Blocks come in the order the units were asked for; an alias (sshd.service on Debian is
+    ssh.service) reports the real unit's Id, so the answer is filed under both names.
+    """
     out: dict[str, UnitState] = {}
-    for block in text.split("\n\n"):
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    for i, block in enumerate(blocks):
         kv: dict[str, str] = {}
         for line in block.splitlines():
             k, _, v = line.partition("=")
             kv[k.strip()] = v.strip()
         if "Id" in kv:
-            out[kv["Id"]] = UnitState(
-                kv["Id"], kv.get("LoadState", ""), kv.get("ActiveState", ""),
-                kv.get("UnitFileState", ""),
-            )
+            st = UnitState(kv["Id"], kv.get("LoadState", ""), kv.get("ActiveState", ""),
+                           kv.get("UnitFileState", ""))
+            out[kv["Id"]] = st
+            if i < len(asked) and asked[i] != kv["Id"] and len(blocks) == len(asked):
+                out[asked[i]] = UnitState(asked[i], st.load, st.active, st.enabled)
     return out
 
 
@@ -394,11 +400,9 @@ def packages(names: Iterable[str]) -> Fact[dict[str, PackageState]]:
 
 
 def units(names: Iterable[str]) -> Fact[dict[str, UnitState]]:
-    cmd = (
-        "systemctl show --no-pager -p Id,LoadState,ActiveState,UnitFileState "
-        f"{shell_words(sorted(names))}"
-    )
-    return Fact("units", cmd, parse_units)
+    asked = sorted(names)
+    cmd = f"systemctl show --no-pager -p Id,LoadState,ActiveState,UnitFileState {shell_words(asked)}"
+    return Fact("units", cmd, lambda t: parse_units(t, asked))
 
 
 def files(paths: dict[str, bool]) -> Fact[dict[str, FileState | None]]:

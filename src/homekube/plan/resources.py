@@ -137,15 +137,25 @@ def packages_step(
 
 
 def sysctl_steps(
-    facts: HostFacts, phase: str, wanted: dict[str, str], why: dict[str, str]
+    facts: HostFacts, phase: str, wanted: dict[str, str], why: dict[str, str],
+    appearing: Iterable[str] = (),
 ) -> list[Step]:
-    """Set live values now and read them back; a read-only key becomes a warning."""
+    """Set live values now and read them back; a read-only key becomes a warning.
+
+    `appearing` are key prefixes that this plan makes exist (e.g. `net.bridge.` once it loads
+    br_netfilter): they are set after the module load instead of being reported missing.
+    """
     host = facts.host
     out: list[Step] = []
     for key in sorted(wanted):
         value = wanted[key]
         st = facts.sysctls.get(key)
         res = f"sysctl {key}"
+        if (st is None or st.value is None) and any(key.startswith(p) for p in appearing):
+            cmd = f"sysctl -q -w {shell_quote(key + '=' + value)}"
+            out.append(Change(host, phase, res, f"set {key} = {value} (after loading its module)",
+                              why.get(key, "required by Kubernetes networking"), (Run(cmd),)))
+            continue
         if st is None or st.value is None:
             out.append(NoChange(host, phase, res, f"{key} does not exist on this kernel; not set", warning=True))
             continue

@@ -16,12 +16,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from homekube.cli.options import DEFAULT_CONFIG, ConfigOpt, OutputOpt
 from homekube.config.model import ClusterConfig
 from homekube.errors import UsageError
-
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="cluster.yaml to use.")]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
-DEFAULT_CONFIG = Path("cluster.yaml")
 
 
 def register(

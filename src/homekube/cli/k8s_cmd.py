@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from homekube.cli.options import DEFAULT_CONFIG as _DEFAULT
+from homekube.cli.options import ConfigOpt as _ConfigOpt
 from homekube.config.model import ClusterConfig
-
-_ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="cluster.yaml to use.")]
-_DEFAULT = Path("cluster.yaml")
 
 
 def register(

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from homekube.cli import output
+from homekube.cli.options import DEFAULT_CONFIG, ConfigOpt
 from homekube.config.loader import load, warnings_for
 from homekube.config.model import ClusterConfig
 from homekube.errors import HomekubeError, UsageError
@@ -38,8 +39,6 @@ console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 log = logging.getLogger("homekube")
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="cluster.yaml to use.")]
-DEFAULT_CONFIG = Path("cluster.yaml")
 
 
 def _setup_logging(debug: bool) -> None:

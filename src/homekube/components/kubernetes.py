@@ -877,6 +877,18 @@ def _wait_calico(seconds: int = 600) -> Run:
     return Run(cmd, "wait until TigeraStatus calico is Available (up to 10 min)")
 
 
+def _api_target(ctx: Context, phase: str, resource: str) -> str | list[Step]:
+    """The host that applies objects through the API, or the steps saying why there is none."""
+    if not ctx.config.kubernetes.enabled:
+        return _off(ctx, phase)
+    p = primary(ctx)
+    if p is None:
+        return []
+    if p.state == "down":
+        return [NoChange(p.host.name, phase, resource, f"waits for the API: {p.why}", warning=True)]
+    return p.host.name
+
+
 class CalicoPhase:
     name = "calico"
     title = "Calico (CRDs, Tigera operator, Installation)"
@@ -886,14 +898,10 @@ class CalicoPhase:
 
     def plan(self, ctx: Context) -> list[Step]:
         cfg = ctx.config
-        if not cfg.kubernetes.enabled:
-            return _off(ctx, self.name)
-        p = primary(ctx)
-        if p is None:
-            return []
-        h, ph = p.host.name, self.name
-        if p.state == "down":
-            return [NoChange(h, ph, "calico", f"waits for the API: {p.why}", warning=True)]
+        target = _api_target(ctx, self.name, "calico")
+        if isinstance(target, list):
+            return target
+        h, ph = target, self.name
         f = ctx.facts[h]
         kf = kube_facts(f)
         steps: list[Step] = []
@@ -971,14 +979,10 @@ class UiPhase:
 
     def plan(self, ctx: Context) -> list[Step]:
         cfg = ctx.config
-        if not cfg.kubernetes.enabled:
-            return _off(ctx, self.name)
-        p = primary(ctx)
-        if p is None:
-            return []
-        h, ph = p.host.name, self.name
-        if p.state == "down":
-            return [NoChange(h, ph, "headlamp", f"waits for the API: {p.why}", warning=True)]
+        target = _api_target(ctx, self.name, "headlamp")
+        if isinstance(target, list):
+            return target
+        h, ph = target, self.name
         f = ctx.facts[h]
         kf = kube_facts(f)
         if cfg.ui.kind == "none":

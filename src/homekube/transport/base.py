@@ -72,6 +72,16 @@ class Transport(ABC):
     async def close(self) -> None: ...
 
 
+def lock_refused(host: str, line: str, rest: str) -> Exception:
+    """The error for a lock command that did not answer LOCKED (shared by every transport)."""
+    from homekube.errors import ConnectError, LockedError
+
+    if line == "BUSY":
+        return LockedError(f"another homekube run holds the host lock ({rest or 'unknown'})",
+                           host=host, hint="wait for it to finish")
+    return ConnectError(f"cannot take the host lock: {line or 'no answer'}", host=host)
+
+
 def lock_command(holder: str) -> str:
     from homekube.facts.base import shell_quote
 

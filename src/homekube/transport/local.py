@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from homekube.errors import ConnectError, LockedError
-from homekube.transport.base import ExecResult, Transport, lock_command
+from homekube.transport.base import ExecResult, Transport, lock_command, lock_refused
 
 
 class LocalTransport(Transport):
@@ -44,10 +43,7 @@ class LocalTransport(Transport):
         if line != "LOCKED":
             rest = (await proc.stdout.read()).decode().strip()
             await proc.wait()
-            if line == "BUSY":
-                raise LockedError(f"another homekube run holds the host lock ({rest or 'unknown'})",
-                                  host=self.host, hint="wait for it to finish")
-            raise ConnectError(f"cannot take the host lock: {line or 'no answer'}", host=self.host)
+            raise lock_refused(self.host, line, rest)
         self._lock = proc
 
     async def unlock(self) -> None:

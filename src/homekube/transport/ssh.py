@@ -10,8 +10,8 @@ from pathlib import Path
 
 import asyncssh
 
-from homekube.errors import ConnectError, LockedError
-from homekube.transport.base import ExecResult, Transport, create_private, lock_command
+from homekube.errors import ConnectError
+from homekube.transport.base import ExecResult, Transport, create_private, lock_command, lock_refused
 
 
 @dataclass(frozen=True)
@@ -128,10 +128,7 @@ class SshTransport(Transport):
         if line != "LOCKED":
             rest = (await proc.stdout.read()).strip()
             proc.close()
-            if line == "BUSY":
-                raise LockedError(f"another homekube run holds the host lock ({rest or 'unknown'})",
-                                  host=self.host, hint="wait for it to finish")
-            raise ConnectError(f"cannot take the host lock: {line or 'no answer'}", host=self.host)
+            raise lock_refused(self.host, line, rest)
         self._lock = proc
 
     async def unlock(self) -> None:

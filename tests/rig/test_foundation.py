@@ -237,4 +237,8 @@ def test_lab_up_and_apply_via_cli(tmp_path: Path) -> None:
     res = run_cli("apply", "--config", str(cfg))
     assert res.returncode == 0, res.stdout + res.stderr
     assert plan_json(cfg)["changes"] == 0
+    chk = run_cli("check", "--config", str(cfg))
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    assert "all hosts pass preflight" in chk.stdout
+    assert re.search(r"h1: fdatasync latency on /var/lib/etcd: p99 \d+\.\d+ ms", chk.stdout), chk.stdout
     assert shutil.which("ssh") is not None

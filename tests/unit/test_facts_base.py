@@ -29,3 +29,18 @@ def test_shell_quote_roundtrip() -> None:
     for s in ["plain", "it's", "a b", "$(rm -rf /)", "`x`", "\"q\""]:
         out = subprocess.run(["sh", "-c", f"printf %s {shell_quote(s)}"], capture_output=True, text=True).stdout
         assert out == s
+
+
+def test_fsync_probe_runs_and_parses(tmp_path: object) -> None:
+    """The disk probe really fdatasyncs in the data dir's filesystem (here: a temp dir)."""
+    from pathlib import Path
+
+    from homekube.facts.disk import fsync_latency
+
+    d = Path(str(tmp_path)) / "etcd-data-not-yet-created"
+    fact = fsync_latency(str(d))
+    script, marker = compose([fact], nonce="t")
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True).stdout
+    lat = parse_all([fact], out, marker)["fsync"]
+    assert lat.p99_ms is not None and lat.p99_ms > 0 and lat.mean_ms is not None
+    assert not list(Path(str(tmp_path)).iterdir())  # the scratch file is gone

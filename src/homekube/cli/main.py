@@ -121,13 +121,41 @@ def check(config: ConfigOpt = DEFAULT_CONFIG) -> None:
         async def go() -> int:
             s = await open_session(cfg, lock=False, enforce_preflight=False)
             try:
-                return output.print_check(console, s)
+                code = output.print_check(console, s)
+                await _disk_check(cfg, s)
+                return code
             finally:
                 await s.close()
 
         return run_async(go())
 
     guarded(body)
+
+
+async def _disk_check(cfg: ClusterConfig, s: Any) -> None:
+    """Measure fdatasync latency where etcd keeps its data; warn like etcd's docs do."""
+    import asyncio as aio
+
+    from homekube.facts.base import compose, parse_all
+    from homekube.facts.disk import WARN_P99_MS, fsync_latency
+
+    fact = fsync_latency(cfg.etcd.data_dir)
+
+    async def one(name: str) -> tuple[str, Any]:
+        script, marker = compose([fact])
+        res = await s.transports[name].run(script, timeout=120)
+        return name, parse_all([fact], res.stdout, marker)["fsync"]
+
+    results = await aio.gather(*(one(h.name) for h in cfg.etcd_hosts))
+    for name, lat in results:
+        shown = f"p99 {lat.p99_ms:.2f} ms" if lat.p99_ms is not None else (
+            f"mean {lat.mean_ms:.2f} ms" if lat.mean_ms is not None else "not measurable")
+        console.print(f"{name}: fdatasync latency on {cfg.etcd.data_dir}: {shown}", markup=False)
+        if lat.slow:
+            console.print(
+                f"warning: {name}: above etcd's {WARN_P99_MS:.0f} ms guidance; on slow disks raise "
+                "etcd.heartbeatMs/electionMs (the seed used 1000/5000; 10 x RTT at least) or move "
+                "the data dir to an SSD", markup=False)
 
 
 def _only(only: str | None) -> set[str] | None:

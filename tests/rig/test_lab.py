@@ -121,6 +121,7 @@ def test_a_unit_can_be_enabled_and_started(lab: hklab.Lab) -> None:
 
 def test_net_sysctls_are_writable_per_host(lab: hklab.Lab) -> None:
     before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    sh("h2", "sysctl -q -w net.ipv4.ip_forward=0")  # other tests may have prepared h2
     keys = [
         "net.ipv4.ip_forward",
         "net.ipv6.conf.all.forwarding",
@@ -363,7 +364,7 @@ def _lab_processes(lab_dir: Path) -> list[str]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(str(lab_dir).encode() in a for a in argv):
+        if any(f"{lab_dir}/".encode() in a or a == str(lab_dir).encode() for a in argv):
             found.append(b" ".join(argv).decode(errors="replace"))
     return found
 
@@ -374,7 +375,7 @@ def _assert_nothing_left(lab_dir: Path) -> None:
     veths = machine("ip", "-o", "link", "show", "type", "veth").stdout
     assert "hk-v-" not in veths
     assert machine("nft", "list", "table", "inet", settings.NFT_TABLE).returncode != 0
-    assert str(lab_dir) not in Path("/proc/self/mountinfo").read_text()
+    assert f"{lab_dir}/" not in Path("/proc/self/mountinfo").read_text()  # (other slots: lab7/...)
     assert _lab_processes(lab_dir) == []
     assert hklab.current() is None
 

@@ -111,15 +111,18 @@ __all__ = [
     "ca_cert_hash",
     "calico_artifacts",
     "cluster_files",
+    "installed_minor",
     "is_node",
     "kube_fact",
     "kube_facts",
     "kubernetes_ca_spec",
     "kubernetes_phases",
+    "kubernetes_probes",
     "parse_kube_fact",
     "primary",
     "rendered_kubernetes_files",
     "token_config",
+    "upgrading_from",
     "with_bootstrap_token",
 ]
 
@@ -286,6 +289,11 @@ def _probes(config: ClusterConfig, host: HostSpec) -> Probes:
         packages={*K8S_PACKAGES, "container-selinux", "gpg", "gnupg2"},
         extra=[kube_fact()],
     )
+
+
+def kubernetes_probes(config: ClusterConfig, host: HostSpec) -> Probes:
+    """The probes of the Kubernetes phases, for phases living in other modules (k8s-upgrade)."""
+    return _probes(config, host)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,6 +485,28 @@ def _minor(version: str | None) -> str | None:
     return m.group(1) if m else None
 
 
+def installed_minor(f: HostFacts) -> str | None:
+    """The lowest minor among the installed cri-o/kubelet/kubeadm/kubectl packages (None: none)."""
+    minors = [m for p in VERSIONED if f.installed(p)
+              if (m := _minor(f.packages[p].version)) is not None]
+    return min(minors, key=lambda m: tuple(int(x) for x in m.split("."))) if minors else None
+
+
+def upgrading_from(ctx: Context, f: HostFacts) -> str | None:
+    """The minor a member of an initialised cluster runs when cluster.yaml wants another one.
+
+    Such a host belongs to the k8s-upgrade phase (repositories, CRI-O drop-in, packages,
+    holds); None for every other host, which k8s-packages handles as usual.
+    """
+    p = primary(ctx)
+    if p is None or p.state == "fresh" or not is_node(ctx.config.host(f.host)):
+        return None
+    if f.host != p.host.name and f.file(KUBELET_CONF) is None:
+        return None  # not joined yet: k8s-packages installs the wanted minor, kubeadm joins it
+    have = installed_minor(f)
+    return have if have is not None and have != ctx.config.kubernetes.minor else None
+
+
 def _off(ctx: Context, phase: str) -> list[Step]:
     return [NoChange(h.name, phase, "kubernetes", LAYER_OFF) for h in ctx.hosts()]
 
@@ -538,6 +568,13 @@ class KubernetesPackagesPhase:
         fam = family_of(f.os)
         if fam is None:
             return [NoChange(h, ph, "packages", f"unsupported OS {f.os.pretty}", warning=True)]
+        old = upgrading_from(ctx, f)
+        if old is not None:
+            # one owner per file: writing the new repositories/drop-in here too would restart
+            # CRI-O under a kubelet of the old minor; k8s-upgrade does it node by node
+            return [NoChange(h, ph, "packages",
+                             f"Kubernetes {old} → {cfg.kubernetes.minor}: repositories, CRI-O "
+                             "drop-in and packages are switched by the k8s-upgrade phase")]
         steps: list[Step] = []
 
         def add(step: Step) -> Step:

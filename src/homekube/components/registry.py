@@ -6,13 +6,17 @@ from homekube.components.backup import EtcdBackupPhase
 from homekube.components.base import Phase
 from homekube.components.etcd import EtcdPhase, EtcdPkiPhase
 from homekube.components.hostprep import HostPrepPhase
+from homekube.components.k8s_upgrade import KubernetesUpgradePhase
 from homekube.components.kubernetes import kubernetes_phases, rendered_kubernetes_files
 from homekube.components.removal import RemovalPhase
 from homekube.config.model import ClusterConfig
 
 
 def all_phases() -> list[Phase]:
-    return [HostPrepPhase(), EtcdPkiPhase(), EtcdPhase(), EtcdBackupPhase(), *kubernetes_phases(), RemovalPhase()]
+    # k8s-upgrade sits before the Kubernetes phases: etcd first, then kubeadm/kubelets move a
+    # minor before k8s-packages (which leaves hosts being upgraded to it) and kubeadm look
+    return [HostPrepPhase(), EtcdPkiPhase(), EtcdPhase(), EtcdBackupPhase(), KubernetesUpgradePhase(),
+            *kubernetes_phases(), RemovalPhase()]
 
 
 def phase_names() -> list[str]:

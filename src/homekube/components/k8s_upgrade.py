@@ -1,0 +1,282 @@
+"""Kubernetes minor upgrades (1.X → 1.X+1) of an initialised cluster, as one pure phase.
+
+Validated, not executed here: nothing on the machine this was written on can run kubeadm, a
+kubelet or CRI-O, so the order and the commands follow the kubeadm upgrade procedure and
+facts.md §2.1/§3, and are checked by unit tests, not by a cluster.
+
+The phase runs after the etcd phases and before k8s-packages. When cluster.yaml names the next
+minor, etcd has already moved to the version matched to it (``ClusterConfig.etcd_version``, one
+member at a time, gated by :func:`homekube.components.etcd.check_upgrade_gates`). Then, in waves:
+
+    0        every node: repositories switched to the new minor (pkgs.k8s.io
+             ``core:/stable:/v1.X`` and ``isv:cri-o:stable:v1.X``, or the mirror), keys refreshed
+    1        first control plane: new kubeadm, ``kubeadm upgrade plan``, ``kubeadm upgrade apply``
+    2+i      other control planes, one at a time: new kubeadm, ``kubeadm upgrade node``
+    then per node, one after another (three waves each):
+             ``kubectl drain`` (first control plane) → new kubelet, kubectl, CRI-O of the same
+             minor (workers: kubeadm + ``kubeadm upgrade node`` too), CRI-O drop-in, restart →
+             wait Ready + ``kubectl uncordon`` (first control plane)
+
+kubeadm upgrades one minor at a time and never downgrades: anything else is refused while
+planning, so nothing is touched. A host already on the wanted minor gets nothing (idempotent).
+No secret is involved: the commands carry no token or key.
+"""
+
+from __future__ import annotations
+
+import re
+
+from homekube.components.base import Context
+from homekube.components.kubernetes import (
+    KUBECTL,
+    LAYER_OFF,
+    LOG_DIR,
+    _kubeadm,
+    installed_minor,
+    is_node,
+    kubernetes_probes,
+    primary,
+    upgrading_from,
+)
+from homekube.config.model import ClusterConfig, HostSpec
+from homekube.errors import RefusedError
+from homekube.facts.base import shell_quote, shell_words
+from homekube.facts.host import HostFacts
+from homekube.facts.system import Probes
+from homekube.osfamily import OsFamily, family_of
+from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
+from homekube.render.kubernetes import CRIO_DROPIN_PATH, RepoFile, crio_dropin, repo_files
+
+__all__ = ["PHASE", "KubernetesUpgradePhase", "check_minor_step", "package_pins"]
+
+PHASE = "k8s-upgrade"
+DRAIN_TIMEOUT = "600s"
+
+
+def _tuple(minor: str) -> tuple[int, int]:
+    a, b = minor.split(".")[:2]
+    return int(a), int(b)
+
+
+def check_minor_step(host: str, have: str, want: str) -> str | None:
+    """Why Kubernetes `have` → `want` (minors) is not a kubeadm upgrade, or None when it is."""
+    h, w = _tuple(have), _tuple(want)
+    if w < h:
+        return (f"{host}: Kubernetes {have} → {want} is a downgrade, which kubeadm does not "
+                f"support")
+    if w[0] != h[0] or w[1] > h[1] + 1:
+        nxt = f"{h[0]}.{h[1] + 1}"
+        return (f"{host}: Kubernetes {have} → {want} skips a minor: kubeadm upgrades one minor "
+                f"at a time (next: {nxt})")
+    return None
+
+
+def package_pins(cfg: ClusterConfig, fam: OsFamily, packages: list[str]) -> list[str]:
+    """`pkg=1.36.*` (apt) / `pkg-1.36.*` (dnf); a configured patch pins the Kubernetes ones.
+
+    CRI-O follows the minor only (its patch numbers are independent, facts.md §2.1).
+    """
+    minor, version = cfg.kubernetes.minor, cfg.kubernetes.version
+    out = []
+    for p in packages:
+        glob = f"{version}-*" if version != minor and p != "cri-o" else f"{minor}.*"
+        out.append(f"{p}={glob}" if fam.family == "debian" else f"{p}-{glob}")
+    return out
+
+
+def _install(cfg: ClusterConfig, fam: OsFamily, packages: list[str]) -> Run:
+    """Install the new minor's `packages`; on Debian unhold first and hold again in any case."""
+    pins = shell_words(package_pins(cfg, fam, packages))
+    names = shell_words(packages)
+    if fam.family == "debian":
+        cmd = (
+            "export DEBIAN_FRONTEND=noninteractive\n"
+            f"apt-mark unhold {names} >/dev/null\n"
+            "rc=0; { apt-get update -q -o Dpkg::Use-Pty=0 >/dev/null && "
+            "apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "
+            f"--allow-change-held-packages -o Dpkg::Options::=--force-confold {pins}; }} || rc=$?\n"
+            f"apt-mark hold {names} >/dev/null\n"
+            "exit $rc"
+        )
+        how = "unhold, install, hold again"
+    else:
+        cmd = f"dnf install -y -q --disableexcludes=kubernetes {pins}"
+        how = "the repository's exclude= is lifted for this install only"
+    return Run(cmd, f"install {' '.join(package_pins(cfg, fam, packages))} ({how})")
+
+
+def _repo_base(rf: RepoFile) -> str:
+    return re.sub(r"(deb/Release\.key|rpm/repodata/repomd\.xml\.key)$", "", rf.key_url)
+
+
+def _repos(cfg: ClusterConfig, h: str, fam: OsFamily, have: str) -> Change:
+    want = cfg.kubernetes.minor
+    repos = repo_files(cfg, fam.family)
+    acts: list[Action] = []
+    for rf in repos:
+        if rf.keyring:
+            tmp = rf.keyring + ".tmp"
+            acts.append(Run(
+                f"install -d -m 0755 /etc/apt/keyrings && "
+                f"curl -fsSL --retry 3 {shell_quote(rf.key_url)} | "
+                f"gpg --dearmor --yes -o {tmp} && chmod 0644 {tmp} && mv -f {tmp} {rf.keyring}",
+                f"refresh {rf.keyring} from {rf.key_url}"))
+        acts.append(WriteFile(rf.path, rf.content.encode(), rf.mode))
+    return Change(
+        h, PHASE, "repositories", f"switch the Kubernetes and CRI-O repositories to v{want}",
+        f"one repository per minor (facts.md §2.1): {have} → {want} needs "
+        + " and ".join(_repo_base(rf) for rf in repos),
+        tuple(acts), wave=0)
+
+
+def _upgrade_apply(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, wave: int) -> Change:
+    minor, version = cfg.kubernetes.minor, cfg.kubernetes.version
+    if version != minor:
+        pick = f"v=v{version}"
+        how = f"v{version} from cluster.yaml"
+    else:
+        pick = "v=$(kubeadm version -o short)"
+        how = f"the installed kubeadm's v{minor}.z; cluster.yaml names only the minor"
+    check = (f'case "$v" in v{minor}.*) ;; *) echo "kubeadm reports $v, not {minor}.x" >&2; '
+             "exit 1;; esac")
+    run = "\n".join([
+        pick, check,
+        _kubeadm("kubeadm upgrade plan", 'kubeadm upgrade plan "$v"',
+                 f"{LOG_DIR}/kubeadm-upgrade-plan.log"),
+        _kubeadm("kubeadm upgrade apply", 'kubeadm upgrade apply -y "$v"',
+                 f"{LOG_DIR}/kubeadm-upgrade-apply.log"),
+    ])
+    return Change(
+        h, PHASE, "kubeadm upgrade apply",
+        f"install kubeadm {minor}, kubeadm upgrade plan, kubeadm upgrade apply -y ({how})",
+        f"the first control plane upgrades the cluster {have} → {minor}: API server, controller "
+        "manager, scheduler, kube-proxy, CoreDNS (etcd is external: upgraded by the etcd phase)",
+        (_install(cfg, fam, ["kubeadm"]),
+         Run(run, f'kubeadm upgrade plan "$v" && kubeadm upgrade apply -y "$v" ({how})')),
+        wave=wave)
+
+
+def _upgrade_node(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, wave: int) -> Change:
+    minor = cfg.kubernetes.minor
+    return Change(
+        h, PHASE, "kubeadm upgrade node", f"install kubeadm {minor}, kubeadm upgrade node",
+        f"control planes follow the first one {have} → {minor}, one at a time",
+        (_install(cfg, fam, ["kubeadm"]),
+         Run(_kubeadm("kubeadm upgrade node", "kubeadm upgrade node",
+                      f"{LOG_DIR}/kubeadm-upgrade-node.log"), "kubeadm upgrade node")),
+        wave=wave)
+
+
+def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, wave: int) -> Change:
+    minor = cfg.kubernetes.minor
+    acts: list[Action] = []
+    pkgs = ["cri-o", "kubectl", "kubelet"]
+    if not h.has("control-plane"):
+        # a worker's kubeadm moves here; `upgrade node` rewrites its kubelet configuration
+        acts += [_install(cfg, fam, ["kubeadm"]),
+                 Run(_kubeadm("kubeadm upgrade node", "kubeadm upgrade node",
+                              f"{LOG_DIR}/kubeadm-upgrade-node.log"), "kubeadm upgrade node")]
+    acts += [
+        _install(cfg, fam, pkgs),
+        WriteFile(CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), 0o644),
+        Run("systemctl daemon-reload && systemctl restart crio kubelet",
+            "systemctl daemon-reload && systemctl restart crio kubelet"),
+    ]
+    return Change(
+        h.name, PHASE, "kubelet", f"install kubelet, kubectl and cri-o {minor}, restart crio and "
+        "kubelet", f"{h.name} is drained; its kubelet and CRI-O move {have} → {minor} (CRI-O minor "
+        "= Kubernetes minor; the drop-in carries this minor's pause image)",
+        tuple(acts), wave=wave)
+
+
+def _drain(first: str, node: str, wave: int) -> Change:
+    return Change(
+        first, PHASE, f"drain {node}", f"kubectl drain {node}",
+        f"move workloads off {node} before its kubelet is replaced",
+        (Run(f"{KUBECTL} drain {shell_quote(node)} --ignore-daemonsets --delete-emptydir-data "
+             f"--timeout={DRAIN_TIMEOUT}"),),
+        wave=wave)
+
+
+def _uncordon(first: str, node: str, wave: int) -> Change:
+    return Change(
+        first, PHASE, f"uncordon {node}", f"kubectl uncordon {node}",
+        f"{node} runs the new kubelet: wait until it is Ready, then let workloads back",
+        (Run(f"{KUBECTL} wait --for=condition=Ready node/{shell_quote(node)} --timeout=300s",
+             f"wait until node {node} is Ready (up to 5 min)"),
+         Run(f"{KUBECTL} uncordon {shell_quote(node)}")),
+        wave=wave)
+
+
+class KubernetesUpgradePhase:
+    name = PHASE
+    title = "Kubernetes minor upgrade (kubeadm upgrade, then kubelets node by node)"
+
+    def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
+        return kubernetes_probes(config, host)
+
+    def plan(self, ctx: Context) -> list[Step]:
+        cfg = ctx.config
+        ph, want = self.name, cfg.kubernetes.minor
+        if not cfg.kubernetes.enabled:
+            return [NoChange(h.name, ph, "kubernetes", LAYER_OFF) for h in ctx.hosts()]
+        p = primary(ctx)
+        if p is None or p.state == "fresh":
+            return [NoChange(h.name, ph, "upgrade", "no cluster is initialised: nothing to upgrade")
+                    for h in ctx.hosts() if is_node(h)]
+        nodes = [h for h in ctx.hosts() if is_node(h)]
+        have: dict[str, str] = {}
+        for h in nodes:
+            old = upgrading_from(ctx, ctx.facts[h.name])
+            if old is not None:
+                have[h.name] = old
+        problems = [why for n, m in have.items() if (why := check_minor_step(n, m, want))]
+        if problems:
+            raise RefusedError(
+                f"unsupported Kubernetes version change to {want}; nothing was changed:\n"
+                + "\n".join(problems),
+                hint="kubeadm upgrades one minor at a time and never downgrades: set "
+                     "kubernetes.version to the next minor of what runs and apply once per minor")
+        if not have:
+            return [NoChange(h.name, ph, "upgrade", self._same(ctx.facts[h.name], want))
+                    for h in nodes]
+        if p.state == "down":
+            return [NoChange(p.host.name, ph, "upgrade",
+                             f"the upgrade to {want} waits for the API: {p.why}", warning=True)]
+        fams: dict[str, OsFamily] = {}
+        for n in have:
+            fam = family_of(ctx.facts[n].os)
+            if fam is None:
+                raise RefusedError(f"cannot upgrade {n}: unsupported OS "
+                                   f"{ctx.facts[n].os.pretty}", host=n)
+            fams[n] = fam
+
+        first = p.host.name
+        upgrading = [h for h in nodes if h.name in have]
+        cps = [h for h in upgrading if h.has("control-plane")]
+        order = sorted(upgrading, key=lambda h: (h.name != first, not h.has("control-plane")))
+        steps: list[Step] = [NoChange(h.name, ph, "upgrade", self._same(ctx.facts[h.name], want))
+                             for h in nodes if h.name not in have]
+        steps += [_repos(cfg, h.name, fams[h.name], have[h.name]) for h in upgrading]
+        wave = 1
+        if first in have:
+            steps.append(_upgrade_apply(cfg, first, fams[first], have[first], wave))
+        wave += 1
+        for h in (c for c in cps if c.name != first):
+            steps.append(_upgrade_node(cfg, h.name, fams[h.name], have[h.name], wave))
+            wave += 1
+        for h in order:
+            steps += [_drain(first, h.name, wave),
+                      _kubelet(cfg, h, fams[h.name], have[h.name], wave + 1),
+                      _uncordon(first, h.name, wave + 2)]
+            wave += 3
+        return steps
+
+    @staticmethod
+    def _same(f: HostFacts, want: str) -> str:
+        m = installed_minor(f)
+        if m is None:
+            return f"no Kubernetes packages yet: k8s-packages installs {want}"
+        if m != want:
+            return f"Kubernetes {m} installed but not a member yet: not upgraded here"
+        return f"Kubernetes {m} installed, as cluster.yaml wants"

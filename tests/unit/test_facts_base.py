@@ -44,3 +44,35 @@ def test_fsync_probe_runs_and_parses(tmp_path: object) -> None:
     lat = parse_all([fact], out, marker)["fsync"]
     assert lat.p99_ms is not None and lat.p99_ms > 0 and lat.mean_ms is not None
     assert not list(Path(str(tmp_path)).iterdir())  # the scratch file is gone
+
+
+def test_files_fact_runs_for_real(tmp_path: object) -> None:
+    """The batched files fact on this machine: stat/hash/content, secrets unread, absent paths."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from homekube.facts.system import files
+
+    d = Path(str(tmp_path))
+    (d / "plain.conf").write_bytes(b"a = 1\n")
+    (d / "key.pem").write_bytes(b"SECRET")
+    (d / "key.pem").chmod(0o600)
+    (d / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    (d / "sub").mkdir()
+    fact = files({str(d / "plain.conf"): False, str(d / "key.pem"): True, str(d / "big.bin"): False,
+                  str(d / "sub"): False, str(d / "absent"): False})
+    script, marker = compose([fact], nonce="t")
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True).stdout
+    got = parse_all([fact], out, marker)["files"]
+    plain = got[str(d / "plain.conf")]
+    assert plain is not None and plain.content == b"a = 1\n" and plain.kind == "file"
+    assert plain.sha256 == hashlib.sha256(b"a = 1\n").hexdigest()
+    key = got[str(d / "key.pem")]
+    assert key is not None and key.content is None and key.mode == 0o600
+    assert key.sha256 == hashlib.sha256(b"SECRET").hexdigest()
+    big = got[str(d / "big.bin")]
+    assert big is not None and big.content is None and big.size == 2 * 1024 * 1024
+    sub = got[str(d / "sub")]
+    assert sub is not None and sub.kind == "dir"
+    assert got[str(d / "absent")] is None

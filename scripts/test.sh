@@ -18,7 +18,7 @@ systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 trap '.venv/bin/homekube lab down >/dev/null 2>&1 || true' EXIT
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports
 .venv/bin/python -m pytest -q "$@"

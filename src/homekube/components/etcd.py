@@ -427,7 +427,10 @@ class EtcdPhase:
         joining = [h for h in want if h.name not in live_names] if m.live is not None else []
         bootstrap_members = [(h.name, r.peer_url(h)) for h in want]
         running = [x for x in (m.live or []) if x.name in {h.name for h in want}]
-        current = [(x.name, x.peer_urls[0] if x.peer_urls else "") for x in (m.live or [])]
+        # a member added by an interrupted growth that never started has no name yet: it is the
+        # pending join of the host with that peer URL, which the growth waves below finish
+        current = [(x.name, x.peer_urls[0] if x.peer_urls else "") for x in (m.live or [])
+                   if not _pending_join(x, want)]
 
         restart_wave = 10
         for h in want:
@@ -513,7 +516,7 @@ class EtcdPhase:
             # etcd refuses reconfiguration ("unhealthy cluster") until every voter has been
             # connected for a few seconds, e.g. right after the previous promote: retry.
             add = (
-                f"{ETCDCTL} member list | grep -q ', {h.name}, ' && exit 0; "
+                f"{ETCDCTL} member list | grep -qF -e ', {h.name}, ' -e ', {peer}, ' && exit 0; "
                 "end=$((SECONDS + 90)); while :; do "
                 f"out=$({ETCDCTL} member add {h.name} --peer-urls={peer} --learner 2>&1) && exit 0; "
                 f"case $out in *'unhealthy cluster'*|*'too many learner'*) ;; *) echo \"$out\" >&2; exit 1;; esac; "
@@ -543,7 +546,7 @@ class EtcdPhase:
         if m.live is None or m.source is None:
             return []
         want_names = {h.name for h in want}
-        leaving = [x for x in m.live if x.name not in want_names]
+        leaving = [x for x in m.live if x.name not in want_names and not _pending_join(x, want)]
         if not leaving:
             return []
         out: list[Step] = []
@@ -568,6 +571,11 @@ class EtcdPhase:
                 out.append(Change(x.name, self.name, "unit etcd.service", "stop etcd and set its data aside",
                                   "this host is no longer an etcd member", (Run(stop),), wave=201 + 2 * k))
         return out
+
+
+def _pending_join(x: EtcdMember, want: list[HostSpec]) -> bool:
+    """An added member that never started (no name yet) whose peer URL is a wanted host's."""
+    return not x.name and bool(x.peer_urls) and x.peer_urls[0] in {r.peer_url(h) for h in want}
 
 
 def _promote(src: str, name: str, wave: int) -> Change:

@@ -17,6 +17,15 @@ from pydantic.alias_generators import to_camel
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+
+def _as_text(v: object) -> object:
+    """Addresses and networks are written as text: pydantic would read YAML `true` as 0.0.0.1
+    and an integer as the address with that number, silently."""
+    if isinstance(v, bool | int):
+        raise ValueError(f"{v!r}: write addresses and networks as text (e.g. 192.0.2.10, 10.42.0.0/16)")
+    return v
+
+
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 #: etcd release matched to each Kubernetes minor (facts.md §3.1: the practical choice for an
@@ -96,6 +105,14 @@ class NetworkSpec(Model):
         "VXLANCrossSubnet",
         description="Calico encapsulation for the IPv4 pool (IPv6 pools always use VXLAN or None).",
     )
+
+    @field_validator("pods", "services", mode="before")
+    @classmethod
+    def _nets_as_text(cls, v: object) -> object:
+        if isinstance(v, list | tuple):
+            for item in v:
+                _as_text(item)
+        return v
 
     @property
     def dual_stack(self) -> bool:
@@ -268,6 +285,11 @@ class HostSpec(Model):
     ssh_host: str | None = Field(
         None, description="Name or address to SSH to, if not `address` (e.g. a ~/.ssh/config alias)."
     )
+
+    @field_validator("address", "address6", mode="before")
+    @classmethod
+    def _address_as_text(cls, v: object) -> object:
+        return _as_text(v)
 
     @field_validator("roles")
     @classmethod

@@ -558,8 +558,13 @@ class EtcdPhase:
             ok = len([v for v in remaining if v.name in healthy])
             voters = remaining
             src = m.source if m.source != x.name else next(iter(sorted(healthy - {x.name})), m.source)
+            # like `member add`, removal is refused ("unhealthy cluster") until every voter has
+            # been connected for a few seconds: retry for a while
             rm = (f"id=$({ETCDCTL} member list | awk -F', ' '$3==\"{x.name}\"{{print $1}}'); "
-                  f'[ -z "$id" ] || {ETCDCTL} member remove "$id"')
+                  '[ -z "$id" ] && exit 0; end=$((SECONDS + 90)); while :; do '
+                  f'out=$({ETCDCTL} member remove "$id" 2>&1) && exit 0; '
+                  "case $out in *'unhealthy cluster'*) ;; *) echo \"$out\" >&2; exit 1;; esac; "
+                  '[ $SECONDS -lt $end ] || { echo "$out" >&2; exit 1; }; sleep 0.5; done')
             out.append(Change(src, self.name, f"member {x.name}", f"remove etcd member {x.name}",
                               f"{x.name} no longer has the etcd role; quorum kept ({ok}/{len(remaining)} healthy)",
                               (Run(rm, f"etcdctl member remove {x.name}"),), wave=200 + 2 * k))

@@ -1099,7 +1099,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-ansible", action="store_true", help="skip the Ansible comparison")
     ap.add_argument("--no-bringup", action="store_true", help="skip the fresh 3-etcd bring-up")
     ap.add_argument("--results-md", action="store_true",
-                    help="also refresh bench/RESULTS.md after a --quick or partial run")
+                    help="refresh bench/RESULTS.md even after a --quick or partial run (by "
+                    "default only a complete run without failures does)")
     args = ap.parse_args(argv)
     command = " ".join(["python bench/run.py", *(argv if argv is not None else sys.argv[1:])])
     if os.geteuid() != 0:
@@ -1157,7 +1158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     block = render(b, facts, command)
     (RESULTS / "latest.md").write_text(block)
     (RESULTS / "latest.json").write_text(json.dumps(b.data, indent=1, default=str) + "\n")
-    if (not args.quick and not failed) or args.results_md:
+    complete = not (args.quick or args.hosts or args.runs or args.no_ansible or args.no_bringup)
+    if (complete and not failed) or args.results_md:
         write_results_md(block)
     print(block)
     return 1 if failed else 0

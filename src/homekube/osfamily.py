@@ -44,6 +44,10 @@ PACKAGES: dict[str, dict[Family, str | None]] = {
 REQUIRED_COMMANDS = ("ip", "iptables", "mount", "nsenter")
 OPTIONAL_COMMANDS = ("ethtool", "socat", "tc", "conntrack")
 
+#: apt's own default is to wait 120 s on a stalled mirror and never retry; a flaky home
+#: uplink or proxy is better served by a shorter wait and a few retries.
+APT_NET_OPTIONS = "-o Acquire::Retries=3 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30"
+
 
 @dataclass(frozen=True)
 class OsFamily:
@@ -60,8 +64,8 @@ class OsFamily:
         if self.family == "debian":
             return (
                 "export DEBIAN_FRONTEND=noninteractive; "
-                "apt-get update -q -o Dpkg::Use-Pty=0 >/dev/null && "
-                "apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "
+                f"apt-get update -q -o Dpkg::Use-Pty=0 {APT_NET_OPTIONS} >/dev/null && "
+                f"apt-get install -y -q -o Dpkg::Use-Pty=0 {APT_NET_OPTIONS} --no-install-recommends "
                 f"{words}"
             )
         return f"dnf install -y -q {words}"

@@ -530,7 +530,7 @@ def test_any_accepted_sysctl_value_reads_back_from_the_file(key: str, value: str
     except ConfigError as e:
         assert [p.path for p in e.problems] == ["hostPrep.sysctls"], e
         assert "not a sysctl value" in e.problems[0].message
-        assert not value.strip() or not value.strip().isprintable()
+        assert not value.strip() or not value.isprintable()
         return
     (_, _, content, _), *_ = [f for f in rendered_files(cfg) if f[1] == SYSCTL_FILE]
     got = parse_sysctl_file(content.decode())

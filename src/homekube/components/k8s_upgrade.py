@@ -43,7 +43,7 @@ from homekube.errors import RefusedError
 from homekube.facts.base import shell_quote, shell_words
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
-from homekube.osfamily import OsFamily, family_of
+from homekube.osfamily import APT_NET_OPTIONS, OsFamily, family_of
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
 from homekube.render.kubernetes import CRIO_DROPIN_PATH, RepoFile, crio_dropin, repo_files
 
@@ -92,8 +92,8 @@ def _install(cfg: ClusterConfig, fam: OsFamily, packages: list[str]) -> Run:
         cmd = (
             "export DEBIAN_FRONTEND=noninteractive\n"
             f"apt-mark unhold {names} >/dev/null\n"
-            "rc=0; { apt-get update -q -o Dpkg::Use-Pty=0 >/dev/null && "
-            "apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "
+            f"rc=0; {{ apt-get update -q -o Dpkg::Use-Pty=0 {APT_NET_OPTIONS} >/dev/null && "
+            f"apt-get install -y -q -o Dpkg::Use-Pty=0 {APT_NET_OPTIONS} --no-install-recommends "
             f"--allow-change-held-packages -o Dpkg::Options::=--force-confold {pins}; }} || rc=$?\n"
             f"apt-mark hold {names} >/dev/null\n"
             "exit $rc"

@@ -46,7 +46,7 @@ PACKAGES: tuple[str, ...] = (
 )
 
 # Bump when configure() changes: `up` then re-applies it to a cached image (no re-debootstrap).
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 MARKER = ".homekube-lab-base"
 INIT_PATH = "/usr/local/sbin/homekube-lab-init"
 
@@ -191,7 +191,8 @@ def configure(root: Path, sources: AptSources) -> None:
         stale.unlink()
     _write(
         root / "etc/apt/apt.conf.d/01homekube-lab-proxy",
-        f'Acquire::http::Proxy "http://{settings.GATEWAY4}:{settings.PROXY_PORT}";\n',
+        f'Acquire::http::Proxy "http://{settings.GATEWAY4}:{settings.PROXY_PORT}";\n'
+        'Acquire::http::Timeout "30";\nAcquire::Retries "3";\n',
     )
     for unit in MASKED_UNITS:
         _symlink(root / "etc/systemd/system" / unit, "/dev/null")

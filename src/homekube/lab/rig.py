@@ -557,12 +557,13 @@ def _create_host(paths: LabPaths, host: LabHost, all_hosts: Sequence[LabHost]) -
     (root / "etc/resolv.conf").write_text(f"nameserver {settings.GATEWAY4}\n")
     (root / "etc/apt/apt.conf.d/01homekube-lab-proxy").write_text(
         f'Acquire::http::Proxy "http://{settings.GATEWAY4}:{settings.PROXY_PORT}";\n'
+        'Acquire::http::Timeout "30";\nAcquire::Retries "3";\n'
     )
     auth = root / "root/.ssh/authorized_keys"
     auth.write_text(paths.key.with_suffix(".pub").read_text())
     auth.chmod(0o600)
     network.host_net_up(idx)
-    cgroups = _make_cgroups(host.name)
+    cgroups = _make_cgroups(settings.netns_name(idx))
     (d / "cgroups").write_text("".join(f"{c}\n" for c in cgroups))
     return known
 
@@ -578,7 +579,7 @@ def _cgroup_mount(controller: str) -> Path | None:
 
 
 def _make_cgroups(name: str) -> list[Path]:
-    """Give a host its own cgroup in every hierarchy, below the caller's.
+    """Give a host its own cgroup `name` (per slot, like its netns) in every hierarchy.
 
     Without this, nspawn puts every host's payload at the same path and their systemd
     instances (and kubelets) trample each other's cgroups.
@@ -589,7 +590,7 @@ def _make_cgroups(name: str) -> list[Path]:
         mnt = _cgroup_mount(controller)
         if mnt is None:
             continue
-        d = mnt / path.strip("/") / f"hk-{name}"
+        d = mnt / path.strip("/") / name
         d.mkdir(parents=True, exist_ok=True)
         if (d / "cpuset.cpus").exists():  # a new cpuset group starts empty: inherit
             for f in ("cpuset.cpus", "cpuset.mems"):
@@ -609,7 +610,7 @@ def _remove_cgroup_tree(top: Path) -> None:
 
 
 def _leftover_cgroups() -> None:
-    """hk-hN cgroups of a crashed run, wherever the caller's cgroup was at the time."""
+    """This slot's host cgroups of a crashed run, wherever the caller's cgroup was then."""
     pattern = settings.CGROUP_RE
     for mnt in Path("/sys/fs/cgroup").iterdir():
         if not mnt.is_dir():

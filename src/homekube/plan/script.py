@@ -3,7 +3,10 @@
 The body is wrapped in a function that is only called on the last line: if the connection
 drops while the script is still being sent, bash never runs a partial script. Files are
 written to a temp file in the target directory, checked against their SHA-256, then renamed,
-so an interrupted upload never leaves a half-written file behind.
+so an interrupted upload never leaves a half-written file behind. A temp file is removed when
+the script stops early (error, hang-up, broken pipe of a killed operator run), and any stale
+one beside a target is swept before the next write there: the host lock guarantees no other
+homekube is writing, so such a file can only be left from an earlier run.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ def _write(a: WriteFile) -> str:
     p = shell_quote(a.path)
     return (
         f"[ -d {shell_quote(d)} ] || install -d -m 0755 {shell_quote(d)}\n"
+        f"rm -f -- {shell_quote(d)}/.homekube.??????\n"
         f"t=$(mktemp {shell_quote(d + '/.homekube.XXXXXX')})\n"
         f"base64 -d > \"$t\" <<'HOMEKUBE_EOF'\n{b64}HOMEKUBE_EOF\n"
         f'if [ "$(sha256sum < "$t" | cut -d" " -f1)" != {a.sha256} ]; then '
         f'rm -f "$t"; echo "upload of {a.path} is incomplete" >&2; exit 1; fi\n'
         f'chown {shell_quote(a.owner + ":" + a.group)} "$t" && chmod {a.mode:04o} "$t" && '
-        f'mv -f "$t" {p}\n'
+        f'mv -f "$t" {p}; t=\n'
     )
 
 
@@ -49,6 +53,9 @@ def render(changes: list[Change]) -> str:
         "homekube_main() {\n"
         "set -eo pipefail\n"
         "umask 077\n"
+        "t=\n"
+        'trap \'[ -z "$t" ] || rm -f -- "$t"\' EXIT\n'
+        "trap 'exit 129' HUP PIPE TERM INT\n"
         "export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         f"{inner}\n"
         f"printf '%s done\\n' '{STEP_MARK}'\n"

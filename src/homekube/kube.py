@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncssh
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig, codecs
 from lightkube.config.client_adapter import verify_cluster
@@ -41,6 +40,7 @@ from lightkube.resources.core_v1 import Namespace, Service, ServiceAccount
 from ruamel.yaml import YAML
 
 from homekube.errors import ConnectError, HomekubeError, UsageError
+from homekube.transport._asyncssh import asyncssh
 from homekube.transport.base import Transport
 
 __all__ = [

@@ -39,3 +39,44 @@ client-transport-security:
         "initial-cluster-state": "new",
         "initial-cluster-token": "homekube-lab",
     }
+
+
+GATEWAY_MEMBERS = (
+    '{"header":{"cluster_id":"1669094352546395778","member_id":"9163545778176158982"},'
+    '"members":[{"ID":"9163545778176158982","name":"h1","peerURLs":["https://192.0.2.11:2380"],'
+    '"clientURLs":["https://192.0.2.11:2379"]},'
+    '{"ID":"12","peerURLs":["https://192.0.2.12:2380"],"isLearner":true}]}'
+)
+ETCDCTL_MEMBERS = (
+    '{"header":{"cluster_id":1669094352546395778},"members":[{"ID":9163545778176158982,"name":"h1",'
+    '"peerURLs":["https://192.0.2.11:2380"],"clientURLs":["https://192.0.2.11:2379"]}]}'
+)
+
+
+@pytest.mark.parametrize(("members", "status"), [
+    # etcd's JSON gateway (what the fact asks when curl is there): 64-bit IDs as strings,
+    # empty fields left out (a member added but not started has no name)
+    (GATEWAY_MEMBERS, '{"header":{},"version":"3.5.1","leader":"9163545778176158982"}'),
+    # etcdctl -w json (the fallback): numbers, and status wrapped per endpoint
+    (ETCDCTL_MEMBERS, '[{"Endpoint":"https://127.0.0.1:2379","Status":{"version":"3.5.1"}}]'),
+])
+def test_etcd_fact_reads_gateway_and_etcdctl_json(members: str, status: str) -> None:
+    from homekube.components.etcd import TARBALL_BIN, parse_etcd_fact
+
+    f = parse_etcd_fact(f"user=etcd\nversion{TARBALL_BIN}=etcd Version: 3.5.0\\nGit SHA: x\n"
+                        f"initialized=yes\nmembers={members}\nstatus={status}\n")
+    assert f.user and f.initialized and f.versions == {TARBALL_BIN: "3.5.0"}
+    assert f.members is not None and f.members[0].id == 9163545778176158982
+    assert f.members[0].name == "h1" and f.members[0].client_urls == ("https://192.0.2.11:2379",)
+    assert [m.learner for m in f.members] == [False, True][: len(f.members)]
+    assert f.status is not None and f.status["version"] == "3.5.1"
+
+
+def test_etcd_fact_without_an_answer_has_no_members() -> None:
+    """A stopped member refuses the connection: empty answers, not an empty member list."""
+    from homekube.components.etcd import parse_etcd_fact
+
+    f = parse_etcd_fact("members=\nstatus=\n")
+    assert f.members is None and f.status is None and not f.user and f.versions == {}
+    bad = parse_etcd_fact('members={"error":"etcdserver: request timed out"}\nstatus=<html>\n')
+    assert bad.members is None and bad.status is None

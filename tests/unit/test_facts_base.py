@@ -14,7 +14,7 @@ def test_compose_runs_in_one_exec_and_splits() -> None:
         Fact("c", "printf 'x\\ty'", lambda t: t.split("\t")),
     ]
     script, marker = compose(facts, nonce="test")
-    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, check=True).stdout
     assert complete(out, marker)
     parsed = parse_all(facts, out, marker)
     assert parsed == {"a": ["one", "two"], "b": "", "c": ["x", "y"]}
@@ -40,7 +40,7 @@ def test_fsync_probe_runs_and_parses(tmp_path: object) -> None:
     d = Path(str(tmp_path)) / "etcd-data-not-yet-created"
     fact = fsync_latency(str(d))
     script, marker = compose([fact], nonce="t")
-    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, check=True).stdout
     lat = parse_all([fact], out, marker)["fsync"]
     assert lat.p99_ms is not None and lat.p99_ms > 0 and lat.mean_ms is not None
     assert not list(Path(str(tmp_path)).iterdir())  # the scratch file is gone
@@ -63,7 +63,7 @@ def test_files_fact_runs_for_real(tmp_path: object) -> None:
     fact = files({str(d / "plain.conf"): False, str(d / "key.pem"): True, str(d / "big.bin"): False,
                   str(d / "sub"): False, str(d / "absent"): False})
     script, marker = compose([fact], nonce="t")
-    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, check=True).stdout
     got = parse_all([fact], out, marker)["files"]
     plain = got[str(d / "plain.conf")]
     assert plain is not None and plain.content == b"a = 1\n" and plain.kind == "file"

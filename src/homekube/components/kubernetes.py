@@ -49,7 +49,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -66,7 +66,6 @@ from homekube.pki.issue import generate_key, issue_ca
 from homekube.pki.spec import CA_VALIDITY, CertSpec
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
 from homekube.plan.resources import file_step, unit_step
-from homekube.render import kubeadm_types as kt
 from homekube.render.kubernetes import (
     CALICO_MANIFESTS,
     CALICO_VERSION,
@@ -86,6 +85,9 @@ from homekube.render.kubernetes import (
     repo_files,
 )
 from homekube.render.yamlout import dump_all
+
+if TYPE_CHECKING:  # the pydantic models cost ~55 ms to import: only when rendering
+    from homekube.render import kubeadm_types as kt
 
 __all__ = [
     "ADMIN_CONF",
@@ -428,6 +430,7 @@ def new_certificate_key() -> str:
 
 
 def _bootstrap_token(token: str) -> kt.BootstrapToken:
+    from homekube.render import kubeadm_types as kt
     return kt.BootstrapToken(
         token=token,
         description="homekube: joins nodes in this apply; expires after 15 minutes",
@@ -439,6 +442,7 @@ def _bootstrap_token(token: str) -> kt.BootstrapToken:
 
 def token_config(cfg: ClusterConfig, token: str) -> str:
     """`kubeadm token create --config` input: the token travels in a file, not in argv."""
+    from homekube.render import kubeadm_types as kt
     init = kt.InitConfiguration(bootstrap_tokens=[_bootstrap_token(token)])
     return _HEADER.format(name=cfg.name) + dump_all([init.to_dict()])
 

@@ -102,12 +102,19 @@ def probes_for(cfg: ClusterConfig, host: HostSpec, phases: Sequence[Phase]) -> P
 
 
 async def gather_facts(
-    cfg: ClusterConfig, hosts: Sequence[HostSpec], ts: dict[str, Transport], phases: Sequence[Phase]
+    cfg: ClusterConfig, hosts: Sequence[HostSpec], ts: dict[str, Transport], phases: Sequence[Phase],
+    *, lock_as: str | None = None,
 ) -> dict[str, HostFacts]:
+    """Facts of every host, one exec each; with `lock_as`, each host is locked first, in
+    that same exec, so the facts are read under the lock the run then keeps."""
     async def one(h: HostSpec) -> HostFacts:
         facts = facts_for(probes_for(cfg, h, phases))
         script, marker = compose(facts)
-        res = await ts[h.name].run(script, timeout=120)
+        if lock_as is not None:
+            res = await ts[h.name].lock_and_run(lock_as, script, until=f"{marker} __end__",
+                                                timeout=120)
+        else:
+            res = await ts[h.name].run(script, timeout=120)
         if not complete(res.stdout, marker):
             raise ConnectError(f"gathering facts did not finish (exit {res.exit_status}): "
                                f"{res.stderr.strip()[-300:]}", host=h.name)
@@ -217,9 +224,8 @@ async def open_session(
                 more, gone = await connect_some(cfg, old)
                 ts.update(more)
                 removed = [h for h in old if h.name in more]
-        if lock:
-            await asyncio.gather(*(ts[h.name].lock(holder()) for h in [*hosts, *removed]))
-        facts = await gather_facts(cfg, [*hosts, *removed], ts, phases)
+        facts = await gather_facts(cfg, [*hosts, *removed], ts, phases,
+                                   lock_as=holder() if lock else None)
         findings = [x for h in hosts for x in preflight(cfg, h, facts[h.name])]
         fatal = [(x.host, x.message) for x in findings if x.fatal]
         if fatal and enforce_preflight:

@@ -36,12 +36,14 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from homekube.config.model import ClusterConfig, HostSpec
-from homekube.render import calico_types as calico
-from homekube.render import kubeadm_types as kt
 from homekube.render.yamlout import dump_all
+
+if TYPE_CHECKING:  # the pydantic models cost ~55 ms to import: only when rendering
+    from homekube.render import calico_types as calico
+    from homekube.render import kubeadm_types as kt
 
 __all__ = [
     "APISERVER_ETCD_CLIENT_CERT",
@@ -290,6 +292,7 @@ def _node_registration(cfg: ClusterConfig, host: HostSpec) -> kt.NodeRegistratio
     ``node-ip`` lists every family in cluster order, which dual stack needs (§7.2) and which
     Calico's ``NodeInternalIP`` autodetection reads (§8.3).
     """
+    from homekube.render import kubeadm_types as kt
     untainted = host.has("control-plane") and host.has("worker")
     node_ip = ",".join(str(a) for a in _node_ips(cfg, host))
     return kt.NodeRegistrationOptions(
@@ -307,6 +310,7 @@ def _encryption_algorithm(cfg: ClusterConfig) -> kt.EncryptionAlgorithm:
 def _cluster_configuration(
     cfg: ClusterConfig, kubeadm_version: str | None
 ) -> kt.ClusterConfiguration:
+    from homekube.render import kubeadm_types as kt
     endpoints = [
         f"https://{_url_host(_primary_address(cfg, h))}:{ETCD_CLIENT_PORT}" for h in cfg.etcd_hosts
     ]
@@ -339,6 +343,7 @@ def _kubelet_configuration(cfg: ClusterConfig) -> kt.KubeletConfiguration:
     ``failCgroupV1: true`` states the 1.35 default explicitly, so 1.34 behaves the same;
     swap is allowed only through NodeSwap's ``LimitedSwap`` (§1.4).
     """
+    from homekube.render import kubeadm_types as kt
     swap = cfg.host_prep.swap == "allowed"
     return kt.KubeletConfiguration(
         cgroup_driver="systemd",
@@ -351,6 +356,7 @@ def _kubelet_configuration(cfg: ClusterConfig) -> kt.KubeletConfiguration:
 
 def _kube_proxy_configuration(cfg: ClusterConfig) -> kt.KubeProxyConfiguration:
     """Only the mode (§7.3a); kubeadm fills ``clusterCIDR`` from ``podSubnet`` itself."""
+    from homekube.render import kubeadm_types as kt
     return kt.KubeProxyConfiguration(mode=cfg.kubernetes.proxy_mode)
 
 
@@ -369,6 +375,7 @@ def kubeadm_init_config(
     what ``--upload-certs`` encrypts the control-plane certificates with; pass the same key to
     :func:`kubeadm_join_config` for additional control planes.
     """
+    from homekube.render import kubeadm_types as kt
     node = _host(cfg, host)
     if not node.has("control-plane"):
         raise ValueError(f"{host} has no control-plane role; only a control plane runs init")
@@ -406,6 +413,7 @@ def kubeadm_join_config(
     agree with the host's roles — a mismatch is a caller bug. Discovery always pins the CA:
     an empty ``ca_cert_hashes`` would disable pinning, so it is refused.
     """
+    from homekube.render import kubeadm_types as kt
     node = _host(cfg, host)
     if control_plane != node.has("control-plane"):
         role = "is" if node.has("control-plane") else "is not"
@@ -568,6 +576,7 @@ def calico_installation(
     nothing on port 179. The stock bundle's Goldmane and Whisker are left out on purpose: a
     4 GiB box has better uses for the memory.
     """
+    from homekube.render import calico_types as calico
     # NOTE: if cfg.network.encapsulation is IPIP or IPIPCrossSubnet, the lab kernel lacks IPIP —
     # callers there pass kernel_has_ipip=False and get the VXLAN equivalent instead.
     v4_encap = ipv4_encapsulation(cfg, kernel_has_ipip)

@@ -51,6 +51,16 @@ class Transport(ABC):
     @abstractmethod
     async def unlock(self) -> None: ...
 
+    async def lock_and_run(self, holder: str, script: str, *, until: str,
+                           timeout: float | None = None) -> ExecResult:
+        """Take the host lock, then run `script` under it; `until` is its last output line.
+
+        Every apply starts with lock + facts, so SshTransport does both in one exec (one
+        channel, one shell on the host). This default is the plain two-step version.
+        """
+        await self.lock(holder)
+        return await self.run(script, timeout=timeout)
+
     async def get_file(self, remote: str, local: Path) -> None:
         """Copy `remote` from the host into `local` (created 0600 when absent, else overwritten).
 
@@ -82,16 +92,29 @@ def lock_refused(host: str, line: str, rest: str) -> Exception:
     return ConnectError(f"cannot take the host lock: {line or 'no answer'}", host=host)
 
 
-def lock_command(holder: str) -> str:
+def lock_prelude(holder: str) -> str:
+    """Take the lock on fd 9 and say LOCKED, or say BUSY and who holds it, and exit 75."""
     from homekube.facts.base import shell_quote
 
-    # fd 9 on the lock file; print who holds it for the loser's message; then wait for EOF
     return (
         f"exec 9>>{LOCK_PATH}; "
-        f"if flock -n 9; then printf '%s\\n' {shell_quote(holder)} > {LOCK_PATH}.holder; "
-        "echo LOCKED; exec cat >/dev/null; "
-        f"else echo BUSY; cat {LOCK_PATH}.holder 2>/dev/null; exit 75; fi"
+        f"if flock -n 9; then printf '%s\\n' {shell_quote(holder)} > {LOCK_PATH}.holder; echo LOCKED; "
+        f"else echo BUSY; cat {LOCK_PATH}.holder 2>/dev/null; exit 75; fi\n"
     )
+
+
+#: the lock is held until the operator closes stdin (or its connection drops)
+HOLD = "exec cat >/dev/null\n"
+
+
+def lock_command(holder: str) -> str:
+    return lock_prelude(holder) + HOLD
+
+
+def locked_script(holder: str, script: str) -> str:
+    """Lock, run `script` (stdin closed to it: stdin carries the script and then the hold),
+    then keep holding the lock. Fed to `bash -s`, which reads stdin only as far as it runs."""
+    return f"{lock_prelude(holder)}{{\n{script}\n}} </dev/null\n{HOLD}"
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -8,10 +8,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
-
 from homekube.errors import ConnectError
-from homekube.transport.base import ExecResult, Transport, create_private, lock_command, lock_refused
+from homekube.transport._asyncssh import asyncssh
+from homekube.transport.base import (
+    ExecResult,
+    Transport,
+    create_private,
+    lock_command,
+    lock_refused,
+    locked_script,
+)
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,28 @@ class SshTransport(Transport):
             proc.close()
             raise lock_refused(self.host, line, rest)
         self._lock = proc
+
+    async def lock_and_run(self, holder: str, script: str, *, until: str,
+                           timeout: float | None = None) -> ExecResult:
+        self.execs += 1
+        try:
+            proc = await self._conn.create_process(self._wrap("bash -s"))
+            proc.stdin.write(locked_script(holder, script))
+            line = (await proc.stdout.readline()).strip()
+            if line != "LOCKED":
+                rest = (await proc.stdout.read()).strip()
+                proc.close()
+                raise lock_refused(self.host, line, rest)
+            self._lock = proc
+            try:
+                out = await asyncio.wait_for(proc.stdout.readuntil(until + "\n"), timeout)
+            except asyncio.IncompleteReadError as e:  # the script died: its output so far
+                return ExecResult(255, str(e.partial), "the script stopped before its end")
+            except TimeoutError:
+                return ExecResult(124, "", f"timed out after {timeout}s")
+        except (asyncssh.Error, OSError) as e:
+            raise ConnectError(f"connection lost: {e}", host=self.host) from None
+        return ExecResult(0, out, "")
 
     async def unlock(self) -> None:
         if self._lock is not None:

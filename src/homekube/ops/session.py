@@ -67,7 +67,10 @@ async def connect_all(cfg: ClusterConfig, hosts: Sequence[HostSpec]) -> dict[str
         if len(errors) == 1:
             raise errors[0]
         msgs = "\n".join(str(e) for e in errors)
-        raise ConnectError(f"{len(errors)} hosts cannot be reached:\n{msgs}")
+        reached = all("cannot reach" in str(e) or "cannot connect" in str(e) for e in errors)
+        hints = {e.hint for e in errors if isinstance(e, HomekubeError) and e.hint}
+        raise ConnectError(f"{len(errors)} hosts cannot be {'reached' if reached else 'used'}:\n{msgs}",
+                           hint=hints.pop() if len(hints) == 1 else None)
     return ok
 
 

@@ -85,8 +85,10 @@ class SshTransport(Transport):
                                host=t.name) from None
         except (OSError, asyncssh.Error) as e:
             raise ConnectError(f"cannot connect to {t.host}:{t.port or 22}: {e}", host=t.name) from None
-        user = conn.get_extra_info("username") or t.user or "root"
-        return cls(t, conn, str(user))
+        user = str(conn.get_extra_info("username") or t.user or "root")
+        if user != "root":
+            await _check_sudo(conn, t.name, user)
+        return cls(t, conn, user)
 
     def _wrap(self, cmd: str) -> str:
         return f"sudo -n {cmd}" if self._sudo else cmd
@@ -171,6 +173,27 @@ class SshTransport(Transport):
         self._conn.close()
         with contextlib.suppress(Exception):
             await self._conn.wait_closed()
+
+
+async def _check_sudo(conn: asyncssh.SSHClientConnection, host: str, user: str) -> None:
+    """A non-root login must become root without a password; find out before anything runs.
+
+    Otherwise the first script fails halfway through being sent, and the error says only
+    that the channel closed. One extra exec, for non-root logins only.
+    """
+    try:
+        res = await asyncio.wait_for(conn.run("sudo -n true", check=False), 30)
+    except (TimeoutError, asyncssh.Error, OSError) as e:
+        conn.close()
+        raise ConnectError(f"checking sudo as {user} failed: {e}", host=host) from None
+    if res.exit_status != 0:
+        conn.close()
+        err = res.stderr if isinstance(res.stderr, str) else (res.stderr or b"").decode()
+        why = (err.strip().splitlines() or ["exit status " + str(res.exit_status)])[-1]
+        raise ConnectError(
+            f"{user} cannot become root with `sudo -n` ({why})", host=host,
+            hint="give this user passwordless sudo (NOPASSWD), or log in as root (ssh.user)",
+        )
 
 
 def _q(s: str) -> str:

@@ -1097,8 +1097,8 @@ def write_results_md(block: str, path: Path = RESULTS_MD) -> None:
 
 
 def readme_block(b: Bench, facts: dict[str, str], command: str) -> str:
-    """The headline table for README: the rows with a target, and the bring-up and plan."""
-    rows = [r for r in b.rows if r.target != "—" or r.section in ("3", "4")]
+    """The headline table for README: the run's whole table, without the profile."""
+    rows = list(b.rows)
     return (f"Measured {facts['date']} on {facts['nproc']} cores, lab hosts on the same machine "
             f"(`{command}`, code {facts['code']}; full table and profile: "
             "[bench/RESULTS.md](bench/RESULTS.md)).\n\n"

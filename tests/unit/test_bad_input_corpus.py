@@ -153,7 +153,7 @@ CASES: list[Case] = [
     Case("plan --output yaml", BASE, ("--output must be text or json",), problems=None, verb=("plan", "--output", "yaml")),
     Case("unknown option", BASE, ("No such option",), problems=None, verb=("apply", "--frobnicate")),
     # --------------------------------------------------- SSH files, found missing before any connection
-    Case("SSH key file missing", BASE, (f"SSH key {NO_KEY} does not exist", "2 hosts cannot be reached"),
+    Case("SSH key file missing", BASE, (f"SSH key {NO_KEY} does not exist", "2 hosts cannot be used"),
          exit=3, problems=None, verb=("check",)),
     Case("known_hosts file missing", _known_hosts_missing, ("no_known_hosts does not exist",),
          exit=3, problems=None, verb=("apply",)),

@@ -296,7 +296,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Json]:
     etcd: dict[str, Json] = {
         "install": draw(st.sampled_from(["tarball", "package"])),
         "dataDir": draw(st.sampled_from(["/var/lib/etcd", "/srv/etcd", "/data/etcd-data", "/var/lib/etcd 2"])),
-        "snapshotCount": draw(st.integers(100, 10**7)),
+        "snapshotCount": draw(st.integers(100, 10**6)),
         "heartbeatMs": hb,
         "electionMs": draw(st.integers(max(50, 5 * hb), 50000)),
         "keyType": draw(st.sampled_from(["ecdsa-p256", "rsa-2048"])),

@@ -176,7 +176,7 @@ class EtcdSpec(Model):
         None, description="SHA-256 of the release tarball (needed for versions homekube lacks)."
     )
     data_dir: str = Field("/var/lib/etcd", description="Data directory (mode 0700, owner etcd).")
-    snapshot_count: int = Field(5000, ge=100, description="Raft entries between snapshots.")
+    snapshot_count: int = Field(5000, ge=100, le=1_000_000, description="Raft entries between snapshots.")
     heartbeat_ms: int = Field(100, ge=10, le=5000, description="Heartbeat interval (ms).")
     election_ms: int = Field(1000, ge=50, le=50000, description="Election timeout (ms).")
     key_type: Literal["ecdsa-p256", "rsa-2048"] = Field("ecdsa-p256", description="Key algorithm.")

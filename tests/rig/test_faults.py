@@ -183,6 +183,13 @@ HOST_CASES: list[HostCase] = [
              ("preflight refused", "h2: address", ".97 is not configured on the host")),
     HostCase("two hosts unreachable", _two_unreachable, 3, ("2 hosts cannot be reached", "h2: cannot reach", "h3: cannot reach"),
              verb="plan"),
+    # nspawn hosts show the machine's RAM: h3 gets a /proc/meminfo that says 1 GiB
+    HostCase("a 1 GiB host", lambda lab, base, tmp: _ed(base, tmp / "c.yaml"), 3,
+             ("preflight refused", "h3: 1.0 GiB RAM: at least 1.7 GiB is needed"),
+             setup='[ "$(hostname)" != h3 ] || { sed "s/^MemTotal:.*/MemTotal:        1048576 kB/; '
+                   's/^MemAvailable:.*/MemAvailable:     524288 kB/" /proc/meminfo > /run/hk-meminfo && '
+                   "mount --bind /run/hk-meminfo /proc/meminfo; }",
+             undo="umount /proc/meminfo 2>/dev/null; rm -f /run/hk-meminfo; true"),
     HostCase("even etcd count is a warning", _even_etcd, 0, ("warning: ", "2 etcd members tolerate no more failures than 1"),
              verb="plan"),
 ]

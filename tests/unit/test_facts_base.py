@@ -76,3 +76,30 @@ def test_files_fact_runs_for_real(tmp_path: object) -> None:
     sub = got[str(d / "sub")]
     assert sub is not None and sub.kind == "dir"
     assert got[str(d / "absent")] is None
+
+
+def test_files_fact_reads_contents_without_tar(tmp_path: object) -> None:
+    """A host without tar (EL minimal before host prep): one base64 per file, same result."""
+    import shutil
+    from pathlib import Path
+
+    from homekube.facts.system import files, parse_files
+
+    d = Path(str(tmp_path))
+    (d / "a.conf").write_bytes(b"a = 1\n")
+    (d / "b.conf").write_bytes(b"")
+    tools = d / "bin"
+    tools.mkdir()
+    for tool in ("stat", "find", "xargs", "sha256sum", "sed", "base64"):
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (tools / tool).symlink_to(found)
+    paths = {str(d / "a.conf"): False, str(d / "b.conf"): False}
+    fact = files(paths)
+    out = subprocess.run(["/bin/bash", "-c", fact.command], capture_output=True, text=True,
+                         check=True, env={"PATH": str(tools)}).stdout
+    assert "\nC\t" in "\n" + out and "T\t" not in out
+    got = parse_files(out, list(paths))
+    a, b = got[str(d / "a.conf")], got[str(d / "b.conf")]
+    assert a is not None and a.content == b"a = 1\n"
+    assert b is not None and b.content == b""

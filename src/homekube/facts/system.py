@@ -483,11 +483,15 @@ def files(paths: dict[str, bool]) -> Fact[dict[str, FileState | None]]:
     )
     if plain:
         # contents as one tar stream (names and sizes included): a `base64` per file cost
-        # a fork and an exec each, ~1 ms apiece on every host, every run
+        # a fork and an exec each, ~1 ms apiece on every host, every run. Without tar (an EL
+        # minimal install before host prep adds it), one `base64` per file as before.
+        find = (f"find {shell_words(plain)} -maxdepth 0 -type f "
+                f"-size -{MAX_CONTENT // 1024 + 1}k 2>/dev/null")
         body += (
-            f"find {shell_words(plain)} -maxdepth 0 -type f -size -{MAX_CONTENT // 1024 + 1}k "
-            "-print0 2>/dev/null | tar -cP -b 1 --null --no-recursion -T - -f - 2>/dev/null | "
+            f"if command -v tar >/dev/null; then {find} -print0 | "
+            "tar -cP -b 1 --null --no-recursion -T - -f - 2>/dev/null | "
             "base64 -w0 | sed 's/^/T\\t/'; echo\n"
+            f'else {find} | while IFS= read -r p; do printf "C\\t%s\\t" "$p"; base64 -w0 "$p"; echo; done; fi\n'
         )
     return Fact("files", body, lambda t: parse_files(t, every))
 

@@ -128,29 +128,29 @@ class SshTransport(Transport):
             with contextlib.suppress(asyncssh.Error, OSError):
                 await sftp.wait_closed()
 
-    async def lock(self, holder: str) -> None:
+    async def _take_lock(self, script: str) -> asyncssh.SSHClientProcess[str]:
+        """Feed `script` (it starts with the lock prelude) to `bash -s`; return once LOCKED.
+
+        The process stays alive holding the lock until `unlock()` closes its stdin.
+        """
         self.execs += 1
-        cmd = self._wrap("bash -c " + _q(lock_command(holder)))
-        proc = await self._conn.create_process(cmd)
+        proc = await self._conn.create_process(self._wrap("bash -s"))
+        proc.stdin.write(script)
         line = (await proc.stdout.readline()).strip()
         if line != "LOCKED":
             rest = (await proc.stdout.read()).strip()
             proc.close()
             raise lock_refused(self.host, line, rest)
         self._lock = proc
+        return proc
+
+    async def lock(self, holder: str) -> None:
+        await self._take_lock(lock_command(holder))
 
     async def lock_and_run(self, holder: str, script: str, *, until: str,
                            timeout: float | None = None) -> ExecResult:
-        self.execs += 1
         try:
-            proc = await self._conn.create_process(self._wrap("bash -s"))
-            proc.stdin.write(locked_script(holder, script))
-            line = (await proc.stdout.readline()).strip()
-            if line != "LOCKED":
-                rest = (await proc.stdout.read()).strip()
-                proc.close()
-                raise lock_refused(self.host, line, rest)
-            self._lock = proc
+            proc = await self._take_lock(locked_script(holder, script))
             try:
                 out = await asyncio.wait_for(proc.stdout.readuntil(until + "\n"), timeout)
             except asyncio.IncompleteReadError as e:  # the script died: its output so far
@@ -194,7 +194,3 @@ async def _check_sudo(conn: asyncssh.SSHClientConnection, host: str, user: str) 
             f"{user} cannot become root with `sudo -n` ({why})", host=host,
             hint="give this user passwordless sudo (NOPASSWD), or log in as root (ssh.user)",
         )
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "'\"'\"'") + "'"

@@ -66,6 +66,20 @@ BAD: list[tuple[str, str, int, str]] = [
     ("bad ui access", GOOD.replace("access: read-only", "access: everything"), 7, "Input should be"),
     ("bad sysctl key", GOOD + "hostPrep: {sysctls: {'net ipv4': '1'}}\n", 13, "not a sysctl key"),
     ("loopback address", GOOD.replace("192.0.2.55", "127.0.0.1"), 12, "cannot be a node address"),
+    # reset removes the etcd data and backup directories whole: never a system directory
+    ("data dir is /", GOOD.replace("snapshotCount: 5000", "dataDir: /, snapshotCount: 5000"), 6,
+     "/ is a system directory"),
+    ("data dir is /var", GOOD.replace("snapshotCount: 5000", "dataDir: /var, snapshotCount: 5000"), 6,
+     "/var is a system directory"),
+    ("backup dir is /var/lib", GOOD.replace("snapshotCount: 5000", "backup: {dir: /var/lib}, snapshotCount: 5000"),
+     6, "/var/lib is a system directory"),
+    ("relative data dir", GOOD.replace("snapshotCount: 5000", "dataDir: etcd, snapshotCount: 5000"), 6,
+     "not an absolute path"),
+    ("data dir with ..", GOOD.replace("snapshotCount: 5000", "dataDir: /var/lib/../etc, snapshotCount: 5000"), 6,
+     "not a normalized path"),
+    ("control char in ssh user", GOOD.replace("user: root", 'user: "\\x1f"'), 8, "not a login name"),
+    ("snapshot count too big", GOOD.replace("snapshotCount: 5000", "snapshotCount: 99999999999999999999"), 6,
+     "less than or equal to 1000000"),
 ]
 
 

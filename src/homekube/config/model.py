@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,6 +27,36 @@ def _as_text(v: object) -> object:
 
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+#: never accepted as etcd's data or backup directory: `reset` removes those two whole
+SYSTEM_DIRS = frozenset({
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
+    "/usr/local", "/usr/sbin", "/usr/share", "/var", "/var/backups", "/var/cache", "/var/lib",
+    "/var/log", "/var/opt", "/var/spool", "/var/tmp",
+})
+
+
+def _host_dir(v: str) -> str:
+    """A directory homekube owns on the hosts (created 0700, removed by `reset`)."""
+    if not (v.startswith("/") and v.isprintable() and not set(v) & set("\"'\\$`")):
+        raise ValueError(f"{v!r} is not an absolute path of printable characters "
+                         "(no quotes, backslashes, $ or `)")
+    if v == "/" or v in SYSTEM_DIRS:
+        raise ValueError(f"{v} is a system directory: homekube owns this directory and `reset` removes it")
+    if any(part in ("", ".", "..") for part in v.split("/")[1:]):
+        raise ValueError(f"{v!r} is not a normalized path (no //, /./, /../ or trailing /)")
+    return v
+
+
+def _login_name(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}", v):
+        raise ValueError(f"{v!r} is not a login name (letters, digits, . _ - @; at most 64)")
+    return v
+
+
+HostDir = Annotated[str, AfterValidator(_host_dir)]
+LoginName = Annotated[str, AfterValidator(_login_name)]
 
 #: etcd release matched to each Kubernetes minor (facts.md §3.1: the practical choice for an
 #: external etcd). kubeadm's minimum for an external etcd is 3.5.24.
@@ -158,7 +188,7 @@ class BackupSpec(Model):
     max_bytes: int = Field(
         2 * 1024**3, ge=1, description="Upper bound on the bytes kept in `dir`."
     )
-    dir: str = Field("/var/backups/etcd", description="Where timer snapshots are kept.")
+    dir: HostDir = Field("/var/backups/etcd", description="Where timer snapshots are kept.")
 
 
 class EtcdSpec(Model):
@@ -175,7 +205,7 @@ class EtcdSpec(Model):
     sha256: str | None = Field(
         None, description="SHA-256 of the release tarball (needed for versions homekube lacks)."
     )
-    data_dir: str = Field("/var/lib/etcd", description="Data directory (mode 0700, owner etcd).")
+    data_dir: HostDir = Field("/var/lib/etcd", description="Data directory (mode 0700, owner etcd).")
     snapshot_count: int = Field(5000, ge=100, le=1_000_000, description="Raft entries between snapshots.")
     heartbeat_ms: int = Field(100, ge=10, le=5000, description="Heartbeat interval (ms).")
     election_ms: int = Field(1000, ge=50, le=50000, description="Election timeout (ms).")
@@ -251,7 +281,7 @@ class HostPrepSpec(Model):
 class SshSpec(Model):
     """How homekube logs in (defaults for every host)."""
 
-    user: str = Field("root", description="Login user (root, or a user with sudo).")
+    user: LoginName = Field("root", description="Login user (root, or a user with sudo).")
     port: int = Field(22, ge=1, le=65535, description="SSH port.")
     key: str | None = Field("~/.ssh/id_ed25519", description="Private key file.")
     known_hosts: str | None = Field(
@@ -264,7 +294,7 @@ class SshSpec(Model):
 
 
 class HostSshSpec(Model):
-    user: str | None = None
+    user: LoginName | None = None
     port: int | None = Field(None, ge=1, le=65535)
     key: str | None = None
 

@@ -108,11 +108,6 @@ def proxy_up(paths: LabPaths, sources: AptSources) -> None:
         lines.append(f"Remap-secdeb: {remap(sources.security)}")
     # ForceManaged: only the remapped repositories are reachable through the proxy.
     lines += ["ForceManaged: 1", "ExThreshold: 4"]
-    # Several hosts refreshing one InRelease in the same second make acng fail to move the old
-    # copy aside ("File exists") and leave those apt-get updates hanging for minutes, past
-    # apt's own timeouts. Index files that stay fresh for 10 minutes (default 27 s) are fetched
-    # once per bring-up, not once per host; harmless for a lab on one stable release.
-    lines += ["FreshIndexMaxAge: 600"]
     (paths.acng_conf / "acng.conf").write_text("\n".join(lines) + "\n")
     # Never run `apt-cacher-ng --help`: it starts a daemon.
     out = logdir / "stdout"

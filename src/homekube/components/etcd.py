@@ -46,21 +46,25 @@ from homekube.render import etcd as r
 ENV_FILE = "/etc/etcd/etcdctl.env"
 TARBALL_BIN = "/usr/local/bin"
 PACKAGE_BIN = "/usr/bin"
+#: how every local client (etcdctl, curl to the JSON gateway) reaches the member on this host
+LOCAL_ENDPOINT = "https://127.0.0.1:2379"
+CLIENT_CA = "/etc/kubernetes/pki/etcd/ca.crt"
+CLIENT_CERT = "/etc/kubernetes/pki/etcd/healthcheck-client.crt"
+CLIENT_KEY = "/etc/kubernetes/pki/etcd/healthcheck-client.key"
 ETCDCTL_ENV = (
     "ETCDCTL_API=3\n"
-    "ETCDCTL_ENDPOINTS=https://127.0.0.1:2379\n"
-    "ETCDCTL_CACERT=/etc/kubernetes/pki/etcd/ca.crt\n"
-    "ETCDCTL_CERT=/etc/kubernetes/pki/etcd/healthcheck-client.crt\n"
-    "ETCDCTL_KEY=/etc/kubernetes/pki/etcd/healthcheck-client.key\n"
+    f"ETCDCTL_ENDPOINTS={LOCAL_ENDPOINT}\n"
+    f"ETCDCTL_CACERT={CLIENT_CA}\n"
+    f"ETCDCTL_CERT={CLIENT_CERT}\n"
+    f"ETCDCTL_KEY={CLIENT_KEY}\n"
     "ETCDCTL_DIAL_TIMEOUT=3s\n"
 )
 #: one simple command (composes with ||, && and pipes): etcdctl pointed at the local member
 #: everything on the command line, nothing from ETCDCTL_* variables: etcdctl refuses a flag
 #: that shadows a variable, and `move-leader` sets its connection flags itself
 ETCDCTL = (
-    "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt "
-    "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
-    "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key --dial-timeout=3s --command-timeout=3s"
+    f"etcdctl --endpoints={LOCAL_ENDPOINT} --cacert={CLIENT_CA} --cert={CLIENT_CERT} "
+    f"--key={CLIENT_KEY} --dial-timeout=3s --command-timeout=3s"
 )
 HEALTHY = f"{ETCDCTL} endpoint health >/dev/null 2>&1"
 #: a learner refuses the linearizable read behind `endpoint health`; `endpoint status` is
@@ -149,12 +153,8 @@ def parse_etcd_fact(text: str) -> EtcdHostFacts:
 #: mtime version". While the binary is that same file, the fact reads its version from here
 #: instead of starting it (`etcd --version` costs ~17 ms of CPU on every host, every run).
 VERSION_STAMP = "/var/lib/homekube/etcd-binary"
-_CURL_TLS = (
-    "--cacert /etc/kubernetes/pki/etcd/ca.crt "
-    "--cert /etc/kubernetes/pki/etcd/healthcheck-client.crt "
-    "--key /etc/kubernetes/pki/etcd/healthcheck-client.key"
-)
-_GATEWAY = "https://127.0.0.1:2379/v3"
+_CURL_TLS = f"--cacert {CLIENT_CA} --cert {CLIENT_CERT} --key {CLIENT_KEY}"
+_GATEWAY = f"{LOCAL_ENDPOINT}/v3"
 
 
 def _gateway_call(path: str) -> str:

@@ -67,6 +67,7 @@ __all__ = [
     "REDACTED_CA_CERT_HASH",
     "REDACTED_CERTIFICATE_KEY",
     "REDACTED_TOKEN",
+    "TIGERA_OPERATOR_IMAGE",
     "Artifact",
     "RepoFile",
     "all_cluster_objects",
@@ -115,6 +116,10 @@ v1.35.8 constants; 1.36 = 3.10.2 comes from a third-party report (kubeclipper PR
 
 CALICO_VERSION = "v3.32.1"
 """Calico release (facts.md §0); tested by Calico on Kubernetes 1.34–1.36 (§8.1)."""
+
+TIGERA_OPERATOR_IMAGE = "quay.io/tigera/operator"
+"""The operator's image repository in ``tigera-operator.yaml`` (v1.42.3 for Calico v3.32.1,
+facts.md §0); the tag stays whatever the pinned manifest says."""
 
 CALICO_MANIFESTS: tuple[str, ...] = ("v1_crd_projectcalico_org.yaml", "tigera-operator.yaml")
 """Apply order: the CRDs first (split out since 3.30), then the operator (facts.md §8.1)."""

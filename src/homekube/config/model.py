@@ -182,6 +182,10 @@ class KubeletSpec(Model):
     @field_validator("eviction_hard")
     @classmethod
     def _eviction(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v == {}:
+            # the kubelet reads an empty map as "unset" and keeps its defaults
+            raise ValueError("an empty map does not turn eviction off (kubelet keeps its "
+                             "defaults); set thresholds to 0% instead, e.g. {nodefs.available: 0%}")
         for k, q in (v or {}).items():
             if k not in _EVICTION_SIGNALS:
                 raise ValueError(f"{k!r} is not an eviction signal ({', '.join(sorted(_EVICTION_SIGNALS))})")

@@ -329,7 +329,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Json]:
         "allowCgroupV1": draw(st.booleans()),
         "containerd": {"restrictOomScoreAdj": draw(st.booleans()),
                        "oomScoreAdjust": draw(st.integers(-1000, 1000)),
-                       "version": draw(st.sampled_from(["2.3.4", "v2.2.9", "2.10.0"]))},
+                       "version": draw(st.sampled_from(["2.3.7", "v2.2.9", "2.10.0"]))},
         "kubeProxy": {"conntrackMaxPerCore": draw(st.one_of(st.none(), st.integers(0, 2**31 - 1)))},
         "kubelet": {"maxPods": draw(st.one_of(st.none(), st.integers(1, 2500))),
                     "imageGCHighThresholdPercent": draw(st.one_of(st.none(), st.integers(80, 100))),

@@ -119,7 +119,7 @@ def converged(cfg: ClusterConfig, f: HostFacts, **kube: Any) -> HostFacts:
     units = {u: UnitState(u, "loaded", "active", "enabled")
              for u in ("containerd.service", "kubelet.service")}
     kf = KubeFacts(**{"kubeadm": f"v{v}", "held": frozenset({"kubelet", "kubeadm", "kubectl"}),
-                      "containerd": "2.3.4", "runc": "1.4.3", **kube})
+                      "containerd": "2.3.7", "runc": "1.5.2", **kube})
     return replace(f, files=files, packages={**f.packages, **pkgs}, units={**f.units, **units},
                    extra={**f.extra, "kubernetes": kf})
 
@@ -149,13 +149,13 @@ def test_fresh_containerd_node_installs_binaries_config_unit_and_cni_packages() 
     assert not any("cri-o" in r or "crio" in r for r in res)
     (ctd,) = by_resource(cs, "containerd install")
     script = runs(ctd)[0]
-    assert "http://192.0.2.1:3142/homekube/containerd/v2.3.4/containerd-2.3.4-linux-amd64.tar.gz" in script
-    assert "http://192.0.2.1:3142/homekube/containerd/v2.3.4/SHA256SUMS" in script
+    assert "http://192.0.2.1:3142/homekube/containerd/v2.3.7/containerd-2.3.7-linux-amd64.tar.gz" in script
+    assert "http://192.0.2.1:3142/homekube/containerd/v2.3.7/SHA256SUMS" in script
     for b in ("containerd", "containerd-shim-runc-v2", "ctr"):
         assert f'install -m 0755 "$d/bin/{b}" /usr/local/bin/{b}.new && mv -f' in script
-    assert CONTAINERD_STAMP in script and "2.3.4" in script
+    assert CONTAINERD_STAMP in script and "2.3.7" in script
     (runc,) = by_resource(cs, "runc install")
-    assert "runc/v1.4.3/runc.amd64" in runs(runc)[0]
+    assert "runc/v1.5.2/runc.amd64" in runs(runc)[0]
     assert '"$d/runc.amd64" /usr/local/sbin/runc.new' in runs(runc)[0]
     (pk,) = by_resource(cs, "packages")
     cmd = runs(pk)[0]
@@ -171,20 +171,20 @@ def test_fresh_containerd_node_installs_binaries_config_unit_and_cni_packages() 
 def test_artifact_check_names_the_runtime_binaries_and_their_checksums() -> None:
     (art,) = by_resource(changes(plan_of(CFG, fresh()), "k8s-packages", "h1"), "artifacts")
     urls = runs(art)[0]
-    for part in ("containerd/v2.3.4/containerd-2.3.4-linux-amd64.tar.gz", "containerd/v2.3.4/SHA256SUMS",
-                 "runc/v1.4.3/runc.amd64", "runc/v1.4.3/SHA256SUMS"):
+    for part in ("containerd/v2.3.7/containerd-2.3.7-linux-amd64.tar.gz", "containerd/v2.3.7/SHA256SUMS",
+                 "runc/v1.5.2/runc.amd64", "runc/v1.5.2/SHA256SUMS"):
         assert f"http://192.0.2.1:3142/homekube/{part}" in urls
     assert "calico" not in urls  # flannel: nothing to download
 
 
 def test_upstream_urls_and_pins() -> None:
     art = containerd_tarball(UPSTREAM, "x86_64")
-    assert art.url == ("https://github.com/containerd/containerd/releases/download/v2.3.4/"
-                       "containerd-2.3.4-linux-amd64.tar.gz")
+    assert art.url == ("https://github.com/containerd/containerd/releases/download/v2.3.7/"
+                       "containerd-2.3.7-linux-amd64.tar.gz")
     assert art.sums_url == art.url + ".sha256sum"
     r = runc_binary(UPSTREAM, "aarch64")
-    assert r.url == "https://github.com/opencontainers/runc/releases/download/v1.4.3/runc.arm64"
-    assert r.sums_url == "https://github.com/opencontainers/runc/releases/download/v1.4.3/runc.sha256sum"
+    assert r.url == "https://github.com/opencontainers/runc/releases/download/v1.5.2/runc.arm64"
+    assert r.sums_url == "https://github.com/opencontainers/runc/releases/download/v1.5.2/runc.sha256sum"
     pinned = load_text(LAB.replace("oomScoreAdjust: 0}", f"oomScoreAdjust: 0, sha256: {'a' * 64}}}"))
     (ctd,) = by_resource(changes(plan_of(pinned, fresh(pinned)), "k8s-packages", "h2"),
                          "containerd install")
@@ -197,8 +197,8 @@ def test_converged_containerd_node_is_nochange_and_drift_restarts_it() -> None:
     p = plan_of(CFG, facts)
     assert changes(p, "k8s-packages") == []
     reasons = nochange_reasons(p, "k8s-packages")
-    assert "containerd 2.3.4 installed in /usr/local/bin" in reasons
-    assert "runc 1.4.3 installed as /usr/local/sbin/runc" in reasons
+    assert "containerd 2.3.7 installed in /usr/local/bin" in reasons
+    assert "runc 1.5.2 installed as /usr/local/sbin/runc" in reasons
     # config drift: rewrite and restart (containers keep running: KillMode=process)
     drift = with_files(facts["h2"], fstate(CONTAINERD_CONFIG, b"version = 3\n"))
     cs = changes(plan_of(CFG, {**facts, "h2": drift}), "k8s-packages", "h2")
@@ -207,22 +207,22 @@ def test_converged_containerd_node_is_nochange_and_drift_restarts_it() -> None:
     assert "config.toml changed" in cs[1].why
     # a new containerd release: install, then restart; a new unit: daemon-reload first
     old = replace(facts["h2"], extra={"kubernetes": replace(k8s.kube_facts(facts["h2"]),
-                                                              containerd="2.3.3")})
+                                                              containerd="2.3.6")})
     old = with_files(old, fstate(CONTAINERD_UNIT, b"[Service]\n"))
     cs = changes(plan_of(CFG, {**facts, "h2": old}), "k8s-packages", "h2")
     assert [c.resource for c in cs] == ["artifacts", "containerd install", f"file {CONTAINERD_UNIT}",
                                         "unit containerd.service"]
-    assert "containerd-2.3.4-linux-amd64.tar.gz" in runs(cs[0])[0]
-    assert cs[1].summary == "upgrade containerd 2.3.3 → 2.3.4"
+    assert "containerd-2.3.7-linux-amd64.tar.gz" in runs(cs[0])[0]
+    assert cs[1].summary == "upgrade containerd 2.3.6 → 2.3.7"
     assert runs(cs[3])[:2] == ["systemctl daemon-reload", "systemctl restart containerd.service"]
 
 
 def test_runc_upgrade_does_not_restart_containerd() -> None:
     facts = {h: converged(CFG, node(CFG, h)) for h in ("h1", "h2")}
-    old = replace(facts["h2"], extra={"kubernetes": replace(k8s.kube_facts(facts["h2"]), runc="1.4.2")})
+    old = replace(facts["h2"], extra={"kubernetes": replace(k8s.kube_facts(facts["h2"]), runc="1.5.1")})
     cs = changes(plan_of(CFG, {**facts, "h2": old}), "k8s-packages", "h2")
     assert [c.resource for c in cs] == ["artifacts", "runc install"]
-    assert cs[1].summary == "upgrade runc 1.4.2 → 1.4.3"
+    assert cs[1].summary == "upgrade runc 1.5.1 → 1.5.2"
 
 
 def test_installed_patch_other_than_pinned_is_a_warning() -> None:
@@ -496,33 +496,33 @@ def test_download_verify_install_and_stamp_run_for_real(
     loopback_mirror: tuple[str, Path], tmp_path: Path
 ) -> None:
     base, root = loopback_mirror
-    digest = _served(root, "runc/v1.4.3/runc.amd64", b"#!/bin/sh\necho 'runc version 1.4.3'\n")
-    (root / "runc/v1.4.3/SHA256SUMS").write_text(f"{'0' * 64}  other\n{digest} *runc.amd64\n")
+    digest = _served(root, "runc/v1.5.2/runc.amd64", b"#!/bin/sh\necho 'runc version 1.5.2'\n")
+    (root / "runc/v1.5.2/SHA256SUMS").write_text(f"{'0' * 64}  other\n{digest} *runc.amd64\n")
     dest, stamp = tmp_path / "sbin" / "runc", tmp_path / "state" / "runc-binary"
     dest.parent.mkdir()
-    art = Artifact(f"{base}runc/v1.4.3/runc.amd64", f"{base}runc/v1.4.3/SHA256SUMS", "runc.amd64", None)
+    art = Artifact(f"{base}runc/v1.5.2/runc.amd64", f"{base}runc/v1.5.2/SHA256SUMS", "runc.amd64", None)
 
     def script(a: Artifact) -> str:
         return "\n".join(["d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT", *fetch_verified(a),
                           *install_binaries([(f'"$d/{a.filename}"', str(dest))]),
-                          *stamp_lines(str(dest), "1.4.3", str(stamp))])
+                          *stamp_lines(str(dest), "1.5.2", str(stamp))])
 
     res = bash(script(art))
     assert res.returncode == 0, res.stderr
     assert dest.stat().st_mode & 0o777 == 0o755
     fact = stamped_version("runc", str(dest), str(stamp), "\"$b\" --version | awk 'NR==1{print $3}'")
-    assert bash(fact).stdout == "runc=1.4.3\n"
+    assert bash(fact).stdout == "runc=1.5.2\n"
     stamp.write_text("1 2 3 9.9.9\n")  # a stamp of another file: the binary is asked instead
-    assert bash(fact).stdout == "runc=1.4.3\n"
+    assert bash(fact).stdout == "runc=1.5.2\n"
     assert bash(fact.replace(str(dest), str(tmp_path / "none"))).stdout == ""
     # a tampered file, a wrong pin, an unlisted file: exit 1, nothing installed
     dest.unlink()
-    _served(root, "runc/v1.4.3/runc.amd64", b"tampered")
+    _served(root, "runc/v1.5.2/runc.amd64", b"tampered")
     res = bash(script(art))
     assert res.returncode == 1 and f"runc.amd64 is not in {art.sums_url} or does not match it" in res.stderr
     res = bash(script(replace(art, sha256="f" * 64)))
     assert res.returncode == 1 and "checksum mismatch for runc.amd64" in res.stderr
-    (root / "runc/v1.4.3/SHA256SUMS").write_text(f"{digest}  runc.arm64\n")
+    (root / "runc/v1.5.2/SHA256SUMS").write_text(f"{digest}  runc.arm64\n")
     assert bash(script(art)).returncode == 1
     assert not dest.exists()
 

@@ -112,8 +112,8 @@ class ContainerdSpec(Model):
     """containerd and runc from their release binaries (used when `runtime` is `containerd`)."""
 
     version: str = Field(
-        "2.3.4",
-        description="containerd release, installed from `containerd-<V>-linux-<arch>.tar.gz` "
+        "2.3.7",
+        description="containerd release (2.3 is the LTS line), installed from `containerd-<V>-linux-<arch>.tar.gz` "
         "(GitHub or `<mirror>containerd/v<V>/`) into /usr/local. Distro packages are too old "
         "(Debian 12 ships 1.6); Kubernetes 1.36 wants 2.2 or later.",
     )
@@ -121,7 +121,7 @@ class ContainerdSpec(Model):
         None, description="SHA-256 of the containerd tarball (default: the SHA256SUMS beside it)."
     )
     runc_version: str = Field(
-        "1.4.3",
+        "1.5.2",
         description="runc release, installed from `runc.<arch>` (GitHub or `<mirror>runc/v<V>/`) "
         "as /usr/local/sbin/runc.",
     )

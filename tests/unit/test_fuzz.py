@@ -327,6 +327,9 @@ def valid_config(draw: st.DrawFn) -> dict[str, Json]:
         "runtime": draw(st.sampled_from(["cri-o", "containerd"])),
         "cgroupDriver": draw(st.sampled_from(["systemd", "cgroupfs"])),
         "allowCgroupV1": draw(st.booleans()),
+        "ignorePreflightErrors": draw(st.lists(st.sampled_from(["Mem", "NumCPU", "Swap",
+                                                                "SystemVerification"]),
+                                               max_size=2, unique=True)),
         "containerd": {"restrictOomScoreAdj": draw(st.booleans()),
                        "oomScoreAdjust": draw(st.integers(-1000, 1000)),
                        "version": draw(st.sampled_from(["2.3.7", "v2.2.9", "2.10.0"]))},
@@ -475,7 +478,10 @@ def check_kubeadm(cfg: ClusterConfig, host: str, path: str, content: bytes) -> N
         reg = join.node_registration
     assert reg is not None and reg.name == host
     assert reg.cri_socket == runtime.cri_socket(cfg)
-    assert (reg.ignore_preflight_errors == ["SystemVerification"]) == cfg.kubernetes.allow_cgroup_v1
+    ignored = set(reg.ignore_preflight_errors or [])
+    assert ignored == set(cfg.kubernetes.ignore_preflight_errors) | (
+        {"SystemVerification"} if cfg.kubernetes.allow_cgroup_v1 else set())
+    assert len(ignored) == len(reg.ignore_preflight_errors or [])
     node_ip = next(a.value for a in reg.kubelet_extra_args or [] if a.name == "node-ip")
     ips = [ipaddress.ip_address(x) for x in node_ip.split(",")]
     assert [ip.version for ip in ips] == [n.version for n in cfg.network.pods]

@@ -541,3 +541,25 @@ def test_every_phase_plans_without_a_crash_for_the_lab_config() -> None:
     assert Change in kinds and NoChange in kinds
     assert all(isinstance(s, Change | NoChange) for ph in p.phases for s in ph.steps)
     assert CA_CRT in {w for c in changes(p, "kubeadm", "h1") for w in writes(c)}
+
+
+def test_user_settings_reach_kubeadm_kubelet_and_flannel() -> None:
+    cfg = load_text(LAB.replace("  allowCgroupV1: true\n", "  allowCgroupV1: true\n"
+                                "  ignorePreflightErrors: [Mem, SystemVerification]\n"
+                                "  kubelet: {resolvConf: /run/systemd/resolve/resolv.conf}\n")
+                    .replace("cni: flannel, ", "cni: flannel, flannelIface: eth1, "))
+    p = plan_of(cfg, fresh(cfg))
+    (init,) = by_resource(changes(p, "kubeadm", "h1"), "kubeadm init")
+    docs = {d["kind"]: d for d in yaml_docs(writes(init)[INIT_CONFIG].content)}
+    assert docs["InitConfiguration"]["nodeRegistration"]["ignorePreflightErrors"] == [
+        "SystemVerification", "Mem"]
+    assert docs["KubeletConfiguration"]["resolvConf"] == "/run/systemd/resolve/resolv.conf"
+    (join,) = changes(p, "kubeadm", "h2")
+    assert yaml_docs(writes(join)[JOIN_CONFIG].content)[0]["nodeRegistration"][
+        "ignorePreflightErrors"] == ["SystemVerification", "Mem"]
+    ds = k8s.cluster_files(cfg)[0][1].decode()
+    assert "- --iface=eth1\n" in ds
+    for bad, message in (("ignorePreflightErrors: [all]", "name the checks"),
+                         ("kubelet: {resolvConf: resolv.conf}", "not an absolute path")):
+        with pytest.raises(ConfigError, match=message):
+            load_text(LAB.replace("  allowCgroupV1: true\n", f"  allowCgroupV1: true\n  {bad}\n"))

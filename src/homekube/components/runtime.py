@@ -147,7 +147,7 @@ def containerd_steps(cfg: ClusterConfig, f: HostFacts, phase: str, have: dict[st
     conf = file_step(f, phase, WriteFile(CONTAINERD_CONFIG,
                                          containerd_config(cfg, pause_version).encode(), 0o644),
                      "CRI registry hosts under certs.d, kubeadm's pause image pinned, runc's "
-                     f"SystemdCgroup = {cfg.kubernetes.cgroup_driver == 'systemd'} like the kubelet")
+                     f"SystemdCgroup = {str(cfg.kubernetes.cgroup_driver == 'systemd').lower()} like the kubelet")
     steps.append(conf)
     if isinstance(conf, Change):
         restart.append("config.toml")

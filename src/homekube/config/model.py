@@ -178,6 +178,18 @@ class KubeletSpec(Model):
     kube_reserved: dict[str, str] | None = Field(
         None, description="Resources kept for kubelet and the runtime (same keys)."
     )
+    resolv_conf: str | None = Field(
+        None,
+        description="resolv.conf pods inherit; point it past a local stub resolver "
+        "(127.0.0.53 makes CoreDNS forward to itself), e.g. /run/systemd/resolve/resolv.conf.",
+    )
+
+    @field_validator("resolv_conf")
+    @classmethod
+    def _resolv(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"/[A-Za-z0-9_./-]*", v):
+            raise ValueError(f"{v!r} is not an absolute path")
+        return v
 
     @field_validator("eviction_hard")
     @classmethod
@@ -256,9 +268,24 @@ class KubernetesSpec(Model):
         description="Run on cgroup v1 hosts anyway: kubelet `failCgroupV1: false` and kubeadm "
         "ignores `SystemVerification`. cgroup v1 is deprecated; prefer booting cgroup v2.",
     )
+    ignore_preflight_errors: tuple[str, ...] = Field(
+        (),
+        description="kubeadm preflight checks to ignore on every node, by name (e.g. `Mem`, "
+        "`NumCPU`); `all` is refused: it would hide the real problem.",
+    )
     containerd: ContainerdSpec = Field(default_factory=ContainerdSpec)
     kubelet: KubeletSpec = Field(default_factory=KubeletSpec)
     kube_proxy: KubeProxySpec = Field(default_factory=KubeProxySpec)
+
+    @field_validator("ignore_preflight_errors")
+    @classmethod
+    def _checks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name.lower() == "all":
+                raise ValueError("`all` hides every preflight error; name the checks to ignore")
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", name):
+                raise ValueError(f"{name!r} is not a kubeadm preflight check name")
+        return v
 
     @field_validator("version")
     @classmethod
@@ -315,6 +342,18 @@ class NetworkSpec(Model):
         description="Pod network: `calico` (Tigera operator) or `flannel` (VXLAN; each node gets "
         "a /24 (IPv4) and a /64 (IPv6) of the pod networks).",
     )
+    flannel_iface: str | None = Field(
+        None,
+        description="Interface flannel sends VXLAN over (`--iface`); default: the one with the "
+        "default route. For hosts with several networks.",
+    )
+
+    @field_validator("flannel_iface")
+    @classmethod
+    def _iface(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", v):
+            raise ValueError(f"{v!r} is not an interface name")
+        return v
 
     @field_validator("pods", "services", mode="before")
     @classmethod

@@ -123,6 +123,7 @@ def flannel_objects(cfg: ClusterConfig) -> list[dict[str, Any]]:
         "data": {"cni-conf.json": _json(_CNI_CONF), "net-conf.json": _json(flannel_net_conf(cfg))},
     }
     flannel = image(cfg, FLANNEL_IMAGE)
+    iface = cfg.network.flannel_iface
     field_ref = {"fieldPath": "metadata.name"}
     daemonset = {
         "apiVersion": "apps/v1",
@@ -166,7 +167,8 @@ def flannel_objects(cfg: ClusterConfig) -> list[dict[str, Any]]:
                         "name": "kube-flannel",
                         "image": flannel,
                         "command": ["/opt/bin/flanneld"],
-                        "args": ["--ip-masq", "--kube-subnet-mgr"],
+                        "args": ["--ip-masq", "--kube-subnet-mgr",
+                                 *([f"--iface={iface}"] if iface else [])],
                         "resources": {"requests": {"cpu": "100m", "memory": "50Mi"}},
                         "securityContext": {
                             "privileged": False,

@@ -293,6 +293,13 @@ def kubernetes_version(cfg: ClusterConfig, kubeadm_version: str | None = None) -
     return f"stable-{minor}"
 
 
+def _ignored_checks(cfg: ClusterConfig) -> list[str]:
+    """kubeadm preflight checks to ignore: SystemVerification fails on cgroup v1, so
+    `allowCgroupV1` is the explicit opt-in for it; the rest are the user's, by name."""
+    checks = ["SystemVerification"] if cfg.kubernetes.allow_cgroup_v1 else []
+    return _dedupe([*checks, *cfg.kubernetes.ignore_preflight_errors])
+
+
 def _node_registration(cfg: ClusterConfig, host: HostSpec) -> kt.NodeRegistrationOptions:
     """Name, CRI socket, node IPs, and the taint decision for ``host``.
 
@@ -310,8 +317,7 @@ def _node_registration(cfg: ClusterConfig, host: HostSpec) -> kt.NodeRegistratio
         cri_socket=cri_socket(cfg),
         taints=[] if untainted else None,
         kubelet_extra_args=[kt.Arg(name="node-ip", value=node_ip)],
-        # kubeadm's SystemVerification fails on cgroup v1; allowCgroupV1 is the explicit opt-in
-        ignore_preflight_errors=["SystemVerification"] if cfg.kubernetes.allow_cgroup_v1 else None,
+        ignore_preflight_errors=_ignored_checks(cfg) or None,
     )
 
 
@@ -372,6 +378,7 @@ def _kubelet_configuration(cfg: ClusterConfig) -> kt.KubeletConfiguration:
         fail_cgroup_v1=not k.allow_cgroup_v1,
         fail_swap_on=False if swap else None,
         memory_swap=kt.MemorySwapConfiguration(swap_behavior="LimitedSwap") if swap else None,
+        resolv_conf=kl.resolv_conf,
         system_reserved=dict(kl.system_reserved) if kl.system_reserved else None,
         kube_reserved=dict(kl.kube_reserved) if kl.kube_reserved else None,
     )

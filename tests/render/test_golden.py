@@ -107,7 +107,8 @@ hosts:
 """,
     # what the real lab needs, as a user would write it: containerd from the mirror, flannel,
     # dual stack, images from a plain-HTTP registry, a cgroup v1 host with the cgroupfs driver,
-    # no negative OOM scores, a read-only nf_conntrack_max, kubelet and kube-proxy settings
+    # no negative OOM scores, an overlayfs root (native snapshotter), a read-only
+    # nf_conntrack_max, kubelet and kube-proxy settings
     "lab-containerd-flannel": """\
 name: lab
 kubernetes:
@@ -115,7 +116,7 @@ kubernetes:
   runtime: containerd
   cgroupDriver: cgroupfs
   allowCgroupV1: true
-  containerd: {restrictOomScoreAdj: true, oomScoreAdjust: 0}
+  containerd: {restrictOomScoreAdj: true, oomScoreAdjust: 0, snapshotter: native}
   kubeProxy: {conntrackMaxPerCore: 0}
   kubelet:
     imageGCHighThresholdPercent: 100
@@ -472,6 +473,7 @@ def test_lab_containerd_config_reads_back() -> None:
     conf = tomllib.loads(files["containerd-config.toml"])
     assert conf["version"] == 3
     images = conf["plugins"]["io.containerd.cri.v1.images"]
+    assert (images["snapshotter"], images["use_local_image_pull"]) == ("native", True)
     assert images["pinned_images"] == {"sandbox": "192.0.2.1:5000/pause:3.10.2"}
     assert images["registry"] == {"config_path": "/etc/containerd/certs.d"}
     rt = conf["plugins"]["io.containerd.cri.v1.runtime"]
@@ -491,8 +493,9 @@ def test_containerd_defaults_follow_systemd_and_upstream_unit() -> None:
     rt = conf["plugins"]["io.containerd.cri.v1.runtime"]
     assert rt["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
     assert rt["restrict_oom_score_adj"] is False
-    assert conf["plugins"]["io.containerd.cri.v1.images"]["pinned_images"] == {
-        "sandbox": "registry.k8s.io/pause:3.10.2"}
+    images = conf["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"] == {"sandbox": "registry.k8s.io/pause:3.10.2"}
+    assert images["snapshotter"] == "overlayfs" and "use_local_image_pull" not in images
     unit = configparser.ConfigParser(interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read_string(runtime.containerd_unit(cfg))

@@ -332,6 +332,7 @@ def valid_config(draw: st.DrawFn) -> dict[str, Json]:
                                                max_size=2, unique=True)),
         "containerd": {"restrictOomScoreAdj": draw(st.booleans()),
                        "oomScoreAdjust": draw(st.integers(-1000, 1000)),
+                       "snapshotter": draw(st.sampled_from(["overlayfs", "native", "btrfs"])),
                        "version": draw(st.sampled_from(["2.3.7", "v2.2.9", "2.10.0"]))},
         "kubeProxy": {"conntrackMaxPerCore": draw(st.one_of(st.none(), st.integers(0, 2**31 - 1)))},
         "kubelet": {"maxPods": draw(st.one_of(st.none(), st.integers(1, 2500))),
@@ -513,6 +514,8 @@ def check_containerd(cfg: ClusterConfig, text: str) -> None:
     assert images["registry"]["config_path"] == "/etc/containerd/certs.d"
     rt = conf["plugins"]["io.containerd.cri.v1.runtime"]
     assert rt["restrict_oom_score_adj"] == cfg.kubernetes.containerd.restrict_oom_score_adj
+    assert images["snapshotter"] == cfg.kubernetes.containerd.snapshotter
+    assert images.get("use_local_image_pull", False) == (cfg.kubernetes.containerd.snapshotter != "overlayfs")
     opts = rt["containerd"]["runtimes"]["runc"]["options"]
     assert opts["SystemdCgroup"] == (cfg.kubernetes.cgroup_driver == "systemd")
 

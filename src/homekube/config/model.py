@@ -133,6 +133,12 @@ class ContainerdSpec(Model):
         description="Never give a container a lower OOM score adjustment than containerd's own "
         "(for hosts that cannot lower OOM scores: user namespaces, containers; kind sets it).",
     )
+    snapshotter: Literal["overlayfs", "native", "btrfs"] = Field(
+        "overlayfs",
+        description="How image layers become root filesystems: `overlayfs`; `native` (plain "
+        "copies) where /var/lib/containerd is itself on overlayfs, e.g. inside a container; "
+        "`btrfs` on a btrfs /var/lib/containerd.",
+    )
     oom_score_adjust: int = Field(
         -999, ge=-1000, le=1000,
         description="OOMScoreAdjust= of containerd's unit (upstream: -999, so the OOM killer "

@@ -84,6 +84,7 @@ class ContainerdConfig:
     sandbox_image: str
     systemd_cgroup: bool
     restrict_oom_score_adj: bool
+    snapshotter: str = "overlayfs"
     config_path: str = CONTAINERD_CERTS_DIR
     runc_binary: str = RUNC_PATH
     cni_bin_dirs: tuple[str, ...] = (CNI_BIN_DIR,)
@@ -94,11 +95,16 @@ class ContainerdConfig:
             "runtime_type": "io.containerd.runc.v2",
             "options": {"BinaryName": self.runc_binary, "SystemdCgroup": self.systemd_cgroup},
         }
+        images: dict[str, Any] = {"snapshotter": self.snapshotter}
+        if self.snapshotter != "overlayfs":
+            # the transfer service unpacks only for the snapshotters in its unpack_config
+            # (overlayfs for the host platform by default); the CRI's own pull uses ours
+            images["use_local_image_pull"] = True
         return {
             "version": 3,
             "plugins": {
                 "io.containerd.cri.v1.images": {
-                    "snapshotter": "overlayfs",
+                    **images,
                     "pinned_images": {"sandbox": self.sandbox_image},
                     "registry": {"config_path": self.config_path},
                 },
@@ -127,6 +133,7 @@ def containerd_config(cfg: ClusterConfig, pause_version: str) -> str:
         sandbox_image=pause_image(cfg, pause_version),
         systemd_cgroup=cfg.kubernetes.cgroup_driver == "systemd",
         restrict_oom_score_adj=c.restrict_oom_score_adj,
+        snapshotter=c.snapshotter,
     )
     why = ("# restrict_oom_score_adj: containers never get a lower OOM score adjustment than "
            "containerd's own.\n" if c.restrict_oom_score_adj else "")

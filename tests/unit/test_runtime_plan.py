@@ -563,3 +563,13 @@ def test_user_settings_reach_kubeadm_kubelet_and_flannel() -> None:
                          ("kubelet: {resolvConf: resolv.conf}", "not an absolute path")):
         with pytest.raises(ConfigError, match=message):
             load_text(LAB.replace("  allowCgroupV1: true\n", f"  allowCgroupV1: true\n  {bad}\n"))
+
+
+def test_config_warnings_for_cgroup_v1_combinations() -> None:
+    from homekube.config.loader import warnings_for
+
+    crio = load_text(LAB.replace("  runtime: containerd\n", "") + "hostPrep: {swap: allowed}\n")
+    msgs = {w.path: w.message for w in warnings_for(crio)}
+    assert "cri-o no longer tests cgroup v1" in msgs["kubernetes.allowCgroupV1"]
+    assert "LimitedSwap needs cgroup v2" in msgs["hostPrep.swap"]
+    assert warnings_for(CFG) == []

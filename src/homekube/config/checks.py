@@ -32,6 +32,10 @@ def feature_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:
                 out.append((("network", "pods", i),
                             f"{pod} holds {blocks} node network(s) of /{node} but the cluster "
                             f"has {nodes} nodes: use a larger pod network", False))
+    if k8s.allow_cgroup_v1 and cfg.host_prep.swap == "allowed":
+        out.append((("hostPrep", "swap"),
+                    "LimitedSwap needs cgroup v2: the kubelet supports swap only there, so on a "
+                    "cgroup v1 host swap stays unmanaged", True))
     if k8s.allow_cgroup_v1 and k8s.runtime == "cri-o":
         out.append((("kubernetes", "allowCgroupV1"),
                     "cri-o no longer tests cgroup v1; containerd still supports it", True))

@@ -8,6 +8,8 @@ defaults (10.42.0.0/16, 10.96.0.0/16).
 
 from __future__ import annotations
 
+import configparser
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -16,10 +18,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from ruamel.yaml import YAML
+from tests.conftest import TEST_CA_PEM
 
 from homekube.config.loader import load_text
 from homekube.config.model import ClusterConfig
 from homekube.render import kubernetes as k8s
+from homekube.render import runtime
+from homekube.render.flannel import flannel_objects
 from homekube.render.yamlout import dump_all
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -100,6 +105,57 @@ hosts:
 - {name: etcd2, address: 192.0.2.42, address6: "2001:db8:10::42", roles: [etcd]}
 - {name: etcd3, address: 192.0.2.43, address6: "2001:db8:10::43", roles: [etcd]}
 """,
+    # what the real lab needs, as a user would write it: containerd from the mirror, flannel,
+    # dual stack, images from a plain-HTTP registry, a cgroup v1 host with the cgroupfs driver,
+    # no negative OOM scores, an overlayfs root (native snapshotter), a read-only
+    # nf_conntrack_max, kubelet and kube-proxy settings
+    "lab-containerd-flannel": """\
+name: lab
+kubernetes:
+  version: "1.36.3"
+  runtime: containerd
+  cgroupDriver: cgroupfs
+  allowCgroupV1: true
+  containerd: {restrictOomScoreAdj: true, oomScoreAdjust: 0, snapshotter: native}
+  kubeProxy: {conntrackMaxPerCore: 0}
+  kubelet:
+    imageGCHighThresholdPercent: 100
+    evictionHard: {nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}
+network:
+  cni: flannel
+  pods: [10.42.0.0/16, 2001:db8:42::/56]
+  services: [10.96.0.0/16, 2001:db8:96::/112]
+artifacts:
+  mirror: http://192.0.2.1:3142/homekube
+  imageRepository: 192.0.2.1:5000
+  registries:
+  - {host: "192.0.2.1:5000", plainHttp: true}
+hosts:
+- {name: h1, address: 192.0.2.11, address6: "2001:db8:10::11", roles: [control-plane, etcd, worker]}
+- {name: h2, address: 192.0.2.12, address6: "2001:db8:10::12", roles: [etcd, worker]}
+- {name: h3, address: 192.0.2.13, address6: "2001:db8:10::13", roles: [etcd, worker]}
+""",
+    # an air-gapped home: cri-o and Calico from a private registry with its own CA (and a
+    # second registry reached without verification), reserved resources, more pods per node
+    "private-registry-crio": """\
+name: home
+kubernetes:
+  kubelet:
+    maxPods: 150
+    systemReserved: {cpu: 200m, memory: 256Mi}
+    kubeReserved: {cpu: 100m, memory: 128Mi}
+artifacts:
+  imageRepository: registry.home.arpa/mirror
+  registries:
+  - host: registry.home.arpa
+    ca: |
+""" + "".join(f"      {line}\n" for line in TEST_CA_PEM.splitlines()) + """\
+  - {host: "192.0.2.250:5000", skipVerify: true}
+hosts:
+- name: node1
+  address: 192.0.2.10
+  roles: [control-plane, etcd, worker]
+""",
 }
 
 
@@ -140,16 +196,26 @@ def render_case(case: str) -> dict[str, str]:
             token=k8s.REDACTED_TOKEN,
             ca_cert_hashes=[k8s.REDACTED_CA_CERT_HASH],
         )
-    out["crio-10-homekube.conf"] = k8s.crio_dropin(cfg)
+    if cfg.kubernetes.runtime == "cri-o":
+        out["crio-10-homekube.conf"] = k8s.crio_dropin(cfg)
+    else:
+        pause = k8s.PAUSE_VERSIONS[cfg.kubernetes.minor]
+        out["containerd-config.toml"] = runtime.containerd_config(cfg, pause)
+        out["containerd.service"] = runtime.containerd_unit(cfg)
+    for path, content in runtime.registry_files(cfg):
+        out["registry" + path.replace("/", "_").replace(":", "_")] = content
     out["repos-debian.txt"] = _repo_text(k8s.repo_files(cfg, "debian"))
     out["repos-rhel.txt"] = _repo_text(k8s.repo_files(cfg, "rhel"))
-    out["calico-installation.yaml"] = dump_all(k8s.calico_installation(cfg))
-    if cfg.network.encapsulation.startswith("IPIP"):
-        out["calico-installation-no-ipip.yaml"] = dump_all(
-            k8s.calico_installation(cfg, kernel_has_ipip=False)
-        )
-    hashes = FAKE_MIRROR_HASHES if cfg.artifacts.mirror else None
-    out["calico-manifests.txt"] = _artifacts_text(k8s.calico_manifest_urls(cfg, sha256=hashes))
+    if cfg.network.cni == "calico":
+        out["calico-installation.yaml"] = dump_all(k8s.calico_installation(cfg))
+        if cfg.network.encapsulation.startswith("IPIP"):
+            out["calico-installation-no-ipip.yaml"] = dump_all(
+                k8s.calico_installation(cfg, kernel_has_ipip=False)
+            )
+        hashes = FAKE_MIRROR_HASHES if cfg.artifacts.mirror else None
+        out["calico-manifests.txt"] = _artifacts_text(k8s.calico_manifest_urls(cfg, sha256=hashes))
+    else:
+        out["flannel.yaml"] = dump_all(flannel_objects(cfg))
     out["headlamp.yaml"] = dump_all(k8s.headlamp_objects(cfg))
     return out
 
@@ -380,15 +446,167 @@ def test_upstream_urls() -> None:
 
 
 def test_crio_dropin_is_toml() -> None:
-    for case, files in RENDERED.items():
-        data = tomllib.loads(files["crio-10-homekube.conf"])
-        minor = config(case).kubernetes.minor
+    cases = [c for c in RENDERED if config(c).kubernetes.runtime == "cri-o"]
+    assert len(cases) >= 4
+    for case in cases:
+        data = tomllib.loads(RENDERED[case]["crio-10-homekube.conf"])
+        cfg = config(case)
+        repo = cfg.artifacts.image_repository or "registry.k8s.io"
         assert data == {
             "crio": {
                 "runtime": {"cgroup_manager": "systemd"},
-                "image": {"pause_image": f"registry.k8s.io/pause:{k8s.PAUSE_VERSIONS[minor]}"},
+                "image": {"pause_image": f"{repo}/pause:{k8s.PAUSE_VERSIONS[cfg.kubernetes.minor]}"},
             }
         }
+
+
+def test_crio_cgroupfs_needs_conmon_in_the_pod() -> None:
+    cfg = load_text(CASES["single-ipv4"] + "kubernetes: {cgroupDriver: cgroupfs}\n")
+    data = tomllib.loads(k8s.crio_dropin(cfg))
+    assert data["crio"]["runtime"] == {"cgroup_manager": "cgroupfs", "conmon_cgroup": "pod"}
+    kubelet = _by_kind(k8s.kubeadm_init_config(cfg, "node1"))["KubeletConfiguration"]
+    assert kubelet["cgroupDriver"] == "cgroupfs"
+
+
+def test_lab_containerd_config_reads_back() -> None:
+    files = RENDERED["lab-containerd-flannel"]
+    conf = tomllib.loads(files["containerd-config.toml"])
+    assert conf["version"] == 3
+    images = conf["plugins"]["io.containerd.cri.v1.images"]
+    assert (images["snapshotter"], images["use_local_image_pull"]) == ("native", True)
+    assert images["pinned_images"] == {"sandbox": "192.0.2.1:5000/pause:3.10.2"}
+    assert images["registry"] == {"config_path": "/etc/containerd/certs.d"}
+    rt = conf["plugins"]["io.containerd.cri.v1.runtime"]
+    assert rt["restrict_oom_score_adj"] is True
+    runc = rt["containerd"]["runtimes"]["runc"]
+    assert runc["runtime_type"] == "io.containerd.runc.v2"
+    assert runc["options"] == {"BinaryName": "/usr/local/sbin/runc", "SystemdCgroup": False}
+    assert rt["cni"] == {"bin_dirs": ["/opt/cni/bin"], "conf_dir": "/etc/cni/net.d"}
+    hosts = tomllib.loads(files["registry_etc_containerd_certs.d_192.0.2.1_5000_hosts.toml"])
+    assert hosts == {"server": "http://192.0.2.1:5000",
+                     "host": {"http://192.0.2.1:5000": {"capabilities": ["pull", "resolve"]}}}
+
+
+def test_containerd_defaults_follow_systemd_and_upstream_unit() -> None:
+    cfg = load_text(CASES["single-ipv4"] + "kubernetes: {runtime: containerd}\n")
+    conf = tomllib.loads(runtime.containerd_config(cfg, "3.10.2"))
+    rt = conf["plugins"]["io.containerd.cri.v1.runtime"]
+    assert rt["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    assert rt["restrict_oom_score_adj"] is False
+    images = conf["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"] == {"sandbox": "registry.k8s.io/pause:3.10.2"}
+    assert images["snapshotter"] == "overlayfs" and "use_local_image_pull" not in images
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(runtime.containerd_unit(cfg))
+    svc = unit["Service"]
+    assert svc["ExecStart"] == "/usr/local/bin/containerd"
+    assert (svc["Type"], svc["Delegate"], svc["KillMode"]) == ("notify", "yes", "process")
+    assert svc["OOMScoreAdjust"] == "-999"
+    lab = configparser.ConfigParser(interpolation=None)
+    lab.optionxform = str  # type: ignore[assignment,method-assign]
+    lab.read_string(RENDERED["lab-containerd-flannel"]["containerd.service"])
+    assert lab["Service"]["OOMScoreAdjust"] == "0"
+    assert runtime.registry_files(cfg) == []
+    init = _by_kind(k8s.kubeadm_init_config(cfg, "node1"))
+    assert init["InitConfiguration"]["nodeRegistration"]["criSocket"] == runtime.CONTAINERD_SOCKET
+    assert init["KubeletConfiguration"]["containerRuntimeEndpoint"] == runtime.CONTAINERD_SOCKET
+    assert [f.path for f in k8s.repo_files(cfg, "debian")] == [
+        "/etc/apt/sources.list.d/kubernetes.list"]
+
+
+def test_lab_kubeadm_configs_carry_the_opt_ins() -> None:
+    files = RENDERED["lab-containerd-flannel"]
+    docs = _by_kind(files["kubeadm-init-h1.yaml"])
+    reg = docs["InitConfiguration"]["nodeRegistration"]
+    assert reg["criSocket"] == "unix:///run/containerd/containerd.sock"
+    assert reg["ignorePreflightErrors"] == ["SystemVerification"]
+    cluster = docs["ClusterConfiguration"]
+    assert cluster["imageRepository"] == "192.0.2.1:5000"
+    assert cluster["kubernetesVersion"] == "v1.36.3"
+    kubelet = docs["KubeletConfiguration"]
+    assert kubelet["failCgroupV1"] is False
+    assert kubelet["cgroupDriver"] == "cgroupfs"
+    assert kubelet["imageGCHighThresholdPercent"] == 100
+    assert kubelet["evictionHard"]["nodefs.available"] == "0%"
+    assert docs["KubeProxyConfiguration"]["conntrack"] == {"maxPerCore": 0}
+    for name in ("kubeadm-join-h2.yaml", "kubeadm-join-h3.yaml"):
+        join = _docs(files[name])[0]
+        assert join["nodeRegistration"]["ignorePreflightErrors"] == ["SystemVerification"]
+        assert join["nodeRegistration"]["criSocket"] == "unix:///run/containerd/containerd.sock"
+    # without the opt-ins nothing of this is written
+    plain = _by_kind(RENDERED["single-ipv4"]["kubeadm-init-node1.yaml"])
+    assert "ignorePreflightErrors" not in plain["InitConfiguration"]["nodeRegistration"]
+    assert plain["KubeletConfiguration"]["failCgroupV1"] is True
+    assert "conntrack" not in plain["KubeProxyConfiguration"]
+    assert "imageRepository" not in plain["ClusterConfiguration"]
+
+
+def test_flannel_objects_follow_the_networks_and_the_image_repository() -> None:
+    objs = _docs(RENDERED["lab-containerd-flannel"]["flannel.yaml"])
+    assert [o["kind"] for o in objs] == [
+        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+        "DaemonSet",
+    ]  # fmt: skip
+    assert objs[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    net = json.loads(objs[4]["data"]["net-conf.json"])
+    assert net == {"Network": "10.42.0.0/16", "EnableIPv6": True, "IPv6Network": "2001:db8:42::/56",
+                   "EnableNFTables": False, "Backend": {"Type": "vxlan"}}
+    cni = json.loads(objs[4]["data"]["cni-conf.json"])
+    assert [p["type"] for p in cni["plugins"]] == ["flannel", "portmap"]
+    assert cni["plugins"][0]["delegate"] == {"hairpinMode": True, "isDefaultGateway": True}
+    pod = objs[5]["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert [c["name"] for c in pod["initContainers"]] == ["install-cni-plugin", "install-cni"]
+    main = pod["containers"][0]
+    assert main["command"] == ["/opt/bin/flanneld"]
+    assert main["args"] == ["--ip-masq", "--kube-subnet-mgr"]
+    assert main["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
+    images = {c["image"] for c in pod["initContainers"] + pod["containers"]}
+    assert images == {"192.0.2.1:5000/flannel-io/flannel:v0.28.10",
+                      "192.0.2.1:5000/flannel-io/flannel-cni-plugin:v1.9.1-flannel3"}
+    mounts = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["xtables-lock"]["hostPath"] == {"path": "/run/xtables.lock", "type": "FileOrCreate"}
+
+
+def test_flannel_ipv6_only_turns_ipv4_off() -> None:
+    cfg = load_text("""\
+name: v6
+network: {cni: flannel, pods: ["2001:db8:42::/56"], services: ["2001:db8:96::/112"]}
+hosts:
+- {name: node1, address: "2001:db8:10::10", roles: [control-plane, etcd, worker]}
+""")
+    net = json.loads(flannel_objects(cfg)[4]["data"]["net-conf.json"])
+    assert net["EnableIPv4"] is False and "Network" not in net
+    assert (net["EnableIPv6"], net["IPv6Network"]) == (True, "2001:db8:42::/56")
+    kinds = [o["kind"] for o in k8s.all_cluster_objects(cfg)]
+    assert "Installation" not in kinds and kinds[-1] == "Service"  # flannel, then Headlamp
+
+
+def test_private_registry_reaches_every_image_and_the_runtime() -> None:
+    files = RENDERED["private-registry-crio"]
+    assert files["registry_etc_containers_certs.d_registry.home.arpa_ca.crt"] == TEST_CA_PEM
+    drop = tomllib.loads(files["registry_etc_containers_registries.conf.d_50-homekube.conf"])
+    assert drop == {"registry": [{"location": "192.0.2.250:5000", "insecure": True}]}
+    inst = _docs(files["calico-installation.yaml"])[0]
+    assert inst["spec"]["registry"] == "registry.home.arpa/mirror/"
+    headlamp = _docs(files["headlamp.yaml"])[3]["spec"]["template"]["spec"]["containers"][0]
+    assert headlamp["image"] == "registry.home.arpa/mirror/headlamp-k8s/headlamp:v0.44.0"
+    cluster = _by_kind(files["kubeadm-init-node1.yaml"])["ClusterConfiguration"]
+    assert cluster["imageRepository"] == "registry.home.arpa/mirror"
+    kubelet = _by_kind(files["kubeadm-init-node1.yaml"])["KubeletConfiguration"]
+    assert kubelet["maxPods"] == 150
+    assert kubelet["systemReserved"] == {"cpu": "200m", "memory": "256Mi"}
+    # the same registries for containerd: hosts.toml with the CA beside it
+    cfg = load_text(CASES["private-registry-crio"].replace("kubernetes:\n",
+                                                          "kubernetes:\n  runtime: containerd\n"))
+    got = dict(runtime.registry_files(cfg))
+    d = "/etc/containerd/certs.d/registry.home.arpa"
+    assert got[f"{d}/ca.crt"] == TEST_CA_PEM
+    assert tomllib.loads(got[f"{d}/hosts.toml"])["host"] == {
+        "https://registry.home.arpa": {"capabilities": ["pull", "resolve"], "ca": f"{d}/ca.crt"}}
+    insecure = tomllib.loads(got["/etc/containerd/certs.d/192.0.2.250:5000/hosts.toml"])
+    assert insecure["host"]["https://192.0.2.250:5000"]["skip_verify"] is True
 
 
 def test_headlamp_access_levels() -> None:
@@ -476,5 +694,7 @@ def test_kubernetes_version_choices() -> None:
 def test_rendered_files_start_with_a_header() -> None:
     for files in RENDERED.values():
         for name, text in files.items():
-            if name.endswith((".yaml", ".conf")) and not name.startswith(("calico", "headlamp")):
+            if name.endswith((".yaml", ".conf", ".toml")) and not name.startswith(
+                ("calico", "headlamp", "flannel")
+            ):
                 assert text.startswith("# Written by homekube"), name

@@ -207,6 +207,8 @@ KUBELET_SUBSET_KINDS = {
     "clusterDomain": OMIT,
     "clusterDNS": OMIT,
     "cgroupDriver": OMIT,
+    "imageGCHighThresholdPercent": PTR,
+    "imageGCLowThresholdPercent": PTR,
     "maxPods": OMIT,
     "podPidsLimit": PTR,
     "resolvConf": PTR,
@@ -243,6 +245,11 @@ KUBE_PROXY_IPTABLES_NAMES = {
     "minSyncPeriod",
 }  # fmt: skip
 KUBE_PROXY_NFTABLES_NAMES = {"masqueradeBit", "masqueradeAll", "syncPeriod", "minSyncPeriod"}
+# KubeProxyConntrackConfiguration: every name upstream (the model carries maxPerCore and min)
+KUBE_PROXY_CONNTRACK_NAMES = {
+    "maxPerCore", "min", "tcpEstablishedTimeout", "tcpCloseWaitTimeout", "tcpBeLiberal",
+    "udpTimeout", "udpStreamTimeout",
+}  # fmt: skip
 
 CALICO_IPPOOL_NAMES = {
     "name", "cidr", "encapsulation", "natOutgoing", "nodeSelector", "blockSize",
@@ -314,6 +321,7 @@ def test_kube_proxy_fields_are_upstream_names() -> None:
     assert set(_aliases(kt.KubeProxyConfiguration)) <= KUBE_PROXY_V1ALPHA1_NAMES
     assert set(_aliases(kt.KubeProxyIPTablesConfiguration)) == KUBE_PROXY_IPTABLES_NAMES
     assert set(_aliases(kt.KubeProxyNFTablesConfiguration)) == KUBE_PROXY_NFTABLES_NAMES
+    assert set(_aliases(kt.KubeProxyConntrackConfiguration)) <= KUBE_PROXY_CONNTRACK_NAMES
 
 
 def test_calico_fields_are_upstream_names() -> None:

@@ -29,6 +29,7 @@ from homekube.config.model import SUPPORTED_KUBERNETES
 from homekube.render import calico_types as calico
 from homekube.render import kubeadm_types as kt
 from homekube.render import kubernetes as k8s
+from homekube.render.flannel import flannel_objects
 from homekube.render.yamlout import dump, dump_all, needs_quotes
 
 CALICO_MODELS: dict[str, type[kt.KubeModel]] = {
@@ -101,7 +102,22 @@ def test_rendered_files_load_into_the_typed_models(case: str) -> None:
                 continue
             seen.add(doc["kind"])
             assert models[doc["kind"]].model_validate(doc).to_dict() == doc, name
-    assert {"InitConfiguration", "ClusterConfiguration", "Installation"} <= seen
+    want = {"InitConfiguration", "ClusterConfiguration", "KubeletConfiguration",
+            "KubeProxyConfiguration"}
+    if config(case).network.cni == "calico":
+        want.add("Installation")
+    assert want <= seen
+
+
+def test_flannel_validates_for_every_supported_minor() -> None:
+    for case in ("lab-containerd-flannel", "single-dualstack"):
+        cfg = config(case).model_copy(
+            update={"network": config(case).network.model_copy(update={"cni": "flannel"})})
+        objects = flannel_objects(cfg)
+        assert len(objects) == 6
+        for minor in SUPPORTED_KUBERNETES:
+            for obj in objects:
+                kubernetes_validate.validate(obj, schema_version(minor), strict=True)
 
 
 def test_headlamp_validates_for_every_supported_minor() -> None:

@@ -39,8 +39,9 @@ from homekube.errors import ConfigError
 from homekube.render import calico_types as calico
 from homekube.render import etcd as r
 from homekube.render import kubeadm_types as kt
-from homekube.render.kubernetes import CRIO_DROPIN_PATH, REDACTED_TOKEN
-from tests.conftest import GOOD
+from homekube.render import runtime
+from homekube.render.kubernetes import CRIO_DROPIN_PATH, PAUSE_VERSIONS, REDACTED_TOKEN
+from tests.conftest import GOOD, TEST_CA_PEM
 
 SCALE = int(os.environ.get("HOMEKUBE_FUZZ_SCALE", "1") or 1)
 FUZZ = settings(
@@ -237,6 +238,8 @@ HOST_V6 = ipaddress.IPv6Network("2001:db8::/32")
 POD_V4 = [(ipaddress.IPv4Network("10.0.0.0/9"), 10, 24), (ipaddress.IPv4Network("198.51.100.0/24"), 24, 26)]
 SVC_V4 = [(ipaddress.IPv4Network("10.128.0.0/9"), 12, 24), (ipaddress.IPv4Network("203.0.113.0/24"), 24, 28)]
 POD_V6 = [(ipaddress.IPv6Network("fd00::/9"), 48, 122)]
+FLANNEL_POD_V4 = [(ipaddress.IPv4Network("10.0.0.0/9"), 10, 21)]  # >= 8 node networks
+FLANNEL_POD_V6 = [(ipaddress.IPv6Network("fd00::/9"), 48, 61)]
 SVC_V6 = [(ipaddress.IPv6Network("fd80::/9"), 108, 120)]
 
 
@@ -264,9 +267,13 @@ ROLES = ("control-plane", "etcd", "worker")
 def valid_config(draw: st.DrawFn) -> dict[str, Json]:
     n = draw(st.integers(1, 6))
     stack = draw(st.sampled_from(["4", "6", "46", "64"]))  # families of pods/services, in order
+    cni = draw(st.sampled_from(["calico", "flannel"]))
     pods, services = [], []
     for fam in stack:
-        pods.append(draw(subnet(POD_V4 if fam == "4" else POD_V6)))
+        # flannel: every node gets a /24 (IPv4) or /64 (IPv6), at most 16 bits below the network
+        choices = (POD_V4 if fam == "4" else POD_V6) if cni == "calico" else (
+            FLANNEL_POD_V4 if fam == "4" else FLANNEL_POD_V6)
+        pods.append(draw(subnet(choices)))
         services.append(draw(subnet(SVC_V4 if fam == "4" else SVC_V6)))
     k8s = draw(st.booleans())
     names = draw(st.lists(dns_label, min_size=n, max_size=n, unique=True))
@@ -316,10 +323,38 @@ def valid_config(draw: st.DrawFn) -> dict[str, Json]:
     }
     if draw(st.booleans()):
         kube["controlPlaneEndpoint"] = f"{draw(dns_name)}:{draw(st.integers(1, 65535))}"
+    kube |= {
+        "runtime": draw(st.sampled_from(["cri-o", "containerd"])),
+        "cgroupDriver": draw(st.sampled_from(["systemd", "cgroupfs"])),
+        "allowCgroupV1": draw(st.booleans()),
+        "ignorePreflightErrors": draw(st.lists(st.sampled_from(["Mem", "NumCPU", "Swap",
+                                                                "SystemVerification"]),
+                                               max_size=2, unique=True)),
+        "containerd": {"restrictOomScoreAdj": draw(st.booleans()),
+                       "oomScoreAdjust": draw(st.integers(-1000, 1000)),
+                       "snapshotter": draw(st.sampled_from(["overlayfs", "native", "btrfs"])),
+                       "version": draw(st.sampled_from(["2.3.7", "v2.2.9", "2.10.0"]))},
+        "kubeProxy": {"conntrackMaxPerCore": draw(st.one_of(st.none(), st.integers(0, 2**31 - 1)))},
+        "kubelet": {"maxPods": draw(st.one_of(st.none(), st.integers(1, 2500))),
+                    "imageGCHighThresholdPercent": draw(st.one_of(st.none(), st.integers(80, 100))),
+                    "evictionHard": draw(st.one_of(st.none(), st.dictionaries(
+                        st.sampled_from(["memory.available", "nodefs.available", "imagefs.available"]),
+                        st.sampled_from(["0%", "10%", "100Mi", "1Gi", "5.5%"]), min_size=1, max_size=3)))},
+    }
+    registries = draw(st.lists(st.fixed_dictionaries({
+        "host": st.sampled_from(["registry.home.arpa", "192.0.2.250:5000", "[2001:db8::250]:5000",
+                                 "r-1.example.net:443"]),
+        "plainHttp": st.booleans()}), max_size=3, unique_by=lambda reg: reg["host"]))
+    for reg in registries:
+        extra = None if reg["plainHttp"] else draw(st.sampled_from([None, "ca", "skipVerify"]))
+        if extra == "ca":
+            reg["ca"] = TEST_CA_PEM
+        elif extra == "skipVerify":
+            reg["skipVerify"] = True
     cfg: dict[str, Json] = {
         "name": draw(dns_label),
         "kubernetes": kube,
-        "network": {"pods": pods, "services": services,
+        "network": {"pods": pods, "services": services, "cni": cni,
                     "encapsulation": draw(st.sampled_from(["VXLAN", "VXLANCrossSubnet", "IPIP", "IPIPCrossSubnet", "None"]))},
         "etcd": etcd,
         "ui": {"kind": draw(st.sampled_from(["headlamp", "none"])),
@@ -328,7 +363,10 @@ def valid_config(draw: st.DrawFn) -> dict[str, Json]:
                      "firewall": draw(st.sampled_from(["disable", "open", "leave"])),
                      "sysctls": draw(st.dictionaries(sysctl_key, sysctl_value, max_size=4))},
         "ssh": {"user": "root", "port": 22, "connectTimeout": draw(st.sampled_from([1, 2.5, 120]))},
-        "artifacts": {"mirror": draw(st.sampled_from([None, "http://192.0.2.250:8080/mirror", "file:///srv/m/"]))},
+        "artifacts": {"mirror": draw(st.sampled_from([None, "http://192.0.2.250:8080/mirror", "file:///srv/m/"])),
+                      "imageRepository": draw(st.sampled_from([None, "registry.home.arpa", "192.0.2.250:5000/k8s/mirror",
+                                                               "[2001:db8::250]:5000"])),
+                      "registries": registries},
         "hosts": hosts,
     }
     return cfg
@@ -420,10 +458,18 @@ def check_kubeadm(cfg: ClusterConfig, host: str, path: str, content: bytes) -> N
             assert cc.control_plane_endpoint == cfg.kubernetes.control_plane_endpoint
         assert cc.api_server is not None
         assert set(cfg.kubernetes.cert_sans) <= set(cc.api_server.cert_sans or [])
+        assert cc.image_repository == cfg.artifacts.image_repository
         proxy: kt.KubeProxyConfiguration = parsed["KubeProxyConfiguration"]
         assert proxy.mode == cfg.kubernetes.proxy_mode
+        per_core = cfg.kubernetes.kube_proxy.conntrack_max_per_core
+        assert (proxy.conntrack.max_per_core if proxy.conntrack else None) == per_core
         kubelet: kt.KubeletConfiguration = parsed["KubeletConfiguration"]
         assert (kubelet.fail_swap_on is False) == (cfg.host_prep.swap == "allowed")
+        assert kubelet.fail_cgroup_v1 is (not cfg.kubernetes.allow_cgroup_v1)
+        assert kubelet.cgroup_driver == cfg.kubernetes.cgroup_driver
+        assert kubelet.container_runtime_endpoint == runtime.cri_socket(cfg)
+        assert kubelet.max_pods == cfg.kubernetes.kubelet.max_pods
+        assert kubelet.eviction_hard == cfg.kubernetes.kubelet.eviction_hard
         reg = init.node_registration
     else:
         assert path == JOIN_CONFIG and kinds == ["JoinConfiguration"]
@@ -432,6 +478,11 @@ def check_kubeadm(cfg: ClusterConfig, host: str, path: str, content: bytes) -> N
         assert join.discovery.bootstrap_token is not None and join.discovery.bootstrap_token.ca_cert_hashes
         reg = join.node_registration
     assert reg is not None and reg.name == host
+    assert reg.cri_socket == runtime.cri_socket(cfg)
+    ignored = set(reg.ignore_preflight_errors or [])
+    assert ignored == set(cfg.kubernetes.ignore_preflight_errors) | (
+        {"SystemVerification"} if cfg.kubernetes.allow_cgroup_v1 else set())
+    assert len(ignored) == len(reg.ignore_preflight_errors or [])
     node_ip = next(a.value for a in reg.kubelet_extra_args or [] if a.name == "node-ip")
     ips = [ipaddress.ip_address(x) for x in node_ip.split(",")]
     assert [ip.version for ip in ips] == [n.version for n in cfg.network.pods]
@@ -448,6 +499,43 @@ def check_calico(cfg: ClusterConfig, content: bytes) -> None:
     net = inst.spec.calico_network
     assert net is not None and net.ip_pools is not None
     assert [ipaddress.ip_network(p.cidr) for p in net.ip_pools] == list(cfg.network.pods)
+
+
+def _pause(cfg: ClusterConfig) -> str:
+    repo = cfg.artifacts.image_repository or "registry.k8s.io"
+    return f"{repo}/pause:{PAUSE_VERSIONS[cfg.kubernetes.minor]}"
+
+
+def check_containerd(cfg: ClusterConfig, text: str) -> None:
+    conf = tomllib.loads(text)
+    assert conf["version"] == 3
+    images = conf["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"]["sandbox"] == _pause(cfg)
+    assert images["registry"]["config_path"] == "/etc/containerd/certs.d"
+    rt = conf["plugins"]["io.containerd.cri.v1.runtime"]
+    assert rt["restrict_oom_score_adj"] == cfg.kubernetes.containerd.restrict_oom_score_adj
+    assert images["snapshotter"] == cfg.kubernetes.containerd.snapshotter
+    assert images.get("use_local_image_pull", False) == (cfg.kubernetes.containerd.snapshotter != "overlayfs")
+    opts = rt["containerd"]["runtimes"]["runc"]["options"]
+    assert opts["SystemdCgroup"] == (cfg.kubernetes.cgroup_driver == "systemd")
+
+
+def check_flannel(cfg: ClusterConfig, content: bytes) -> None:
+    import json
+
+    docs = safe_load_all(content)
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "ClusterRole",
+                                         "ClusterRoleBinding", "ConfigMap", "DaemonSet"]
+    net = json.loads(docs[4]["data"]["net-conf.json"])
+    v4 = [str(n) for n in cfg.network.pods if n.version == 4]
+    v6 = [str(n) for n in cfg.network.pods if n.version == 6]
+    assert net.get("Network") == (v4[0] if v4 else None)
+    assert net.get("IPv6Network") == (v6[0] if v6 else None)
+    assert net.get("EnableIPv4", True) == bool(v4) and net.get("EnableIPv6", False) == bool(v6)
+    pod = docs[5]["spec"]["template"]["spec"]
+    for c in pod["initContainers"] + pod["containers"]:
+        repo = cfg.artifacts.image_repository
+        assert c["image"].startswith(f"{repo}/flannel-io/" if repo else "ghcr.io/flannel-io/")
 
 
 def check_files(cfg: ClusterConfig) -> None:
@@ -480,7 +568,29 @@ def check_files(cfg: ClusterConfig) -> None:
         elif path.endswith("calico-installation.yaml"):
             check_calico(cfg, content)
         elif path == CRIO_DROPIN_PATH:
-            assert isinstance(tomllib.loads(text), dict)
+            crio = tomllib.loads(text)["crio"]
+            assert crio["runtime"]["cgroup_manager"] == cfg.kubernetes.cgroup_driver
+            assert crio["image"]["pause_image"] == _pause(cfg)
+        elif path == runtime.CONTAINERD_CONFIG:
+            check_containerd(cfg, text)
+        elif path == runtime.CONTAINERD_UNIT:
+            unit = configparser.ConfigParser(strict=True, interpolation=None)
+            unit.read_string(text)
+            assert unit["Service"]["OOMScoreAdjust"] == str(cfg.kubernetes.containerd.oom_score_adjust)
+        elif path.endswith("/hosts.toml"):
+            hosts = tomllib.loads(text)
+            (url,) = hosts["host"]
+            spec = next(x for x in cfg.artifacts.registries
+                        if path == f"/etc/containerd/certs.d/{x.host}/hosts.toml")
+            assert hosts["server"] == url == spec.url
+            assert hosts["host"][url].get("skip_verify", False) == spec.skip_verify
+        elif path == runtime.CRIO_REGISTRIES:
+            locs = {x["location"]: x["insecure"] for x in tomllib.loads(text)["registry"]}
+            assert locs == {x.host: True for x in cfg.artifacts.registries if x.plain_http or x.skip_verify}
+        elif path.endswith("/ca.crt"):
+            assert text == TEST_CA_PEM
+        elif path.endswith("flannel.yaml"):
+            check_flannel(cfg, content)
         elif path.endswith(".repo"):
             cp = configparser.ConfigParser(interpolation=None)
             cp.read_string(text)

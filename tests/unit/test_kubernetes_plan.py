@@ -69,8 +69,12 @@ from tests.conftest import GOOD
 from tests.unit.factsgen import debian12
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+OPERATOR = "quay.io/tigera/operator:v1.42.3"
 CFG = load_text(GOOD)  # krusty: control-plane + etcd + worker; bart: worker
 TOKEN_RE = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+
+CONTAINERD = load_text(GOOD.replace('kubernetes: {version: "1.36"',
+                                   'kubernetes: {runtime: containerd, version: "1.36"'))
 
 OFF = load_text(GOOD.replace('kubernetes: {version: "1.36"',
                             'kubernetes: {enabled: false, version: "1.36"'))
@@ -182,7 +186,7 @@ def fresh_pair() -> dict[str, HostFacts]:
 def test_layer_off_is_only_nochange_per_host() -> None:
     cfg = OFF
     p = plan_of(cfg, fresh_pair())
-    assert [ph.name for ph in p.phases] == ["k8s-packages", "kubeadm", "calico", "ui"]
+    assert [ph.name for ph in p.phases] == ["k8s-packages", "kubeadm", "calico", "flannel", "ui"]
     assert p.changes == []
     for ph in p.phases:
         assert all(isinstance(s, NoChange) and not s.warning for s in ph.steps)
@@ -446,7 +450,7 @@ def test_artifact_check_runs_first_on_the_first_control_plane_and_uses_the_mirro
     assert len(re.findall(r"hk_probe \d+ '", runs(other)[0])) == 4  # no Calico on a worker
     # nothing left to fetch: no check
     ca_pem, _ = cluster_ca()
-    cp = running_cp(cfg, "krusty", ca_pem, crd=True, operator=True, installation=True,
+    cp = running_cp(cfg, "krusty", ca_pem, crd=True, operator_image=OPERATOR, installation=True,
                     calico_available=True)
     cp = with_files(cp, *(fstate(f"{CALICO_DIR}/{m}", b"", 0o644) for m in CALICO_MANIFESTS))
     p = plan_of(cfg, {"krusty": cp, "bart": joined(cfg, "bart")})
@@ -522,7 +526,7 @@ def test_calico_download_checks_the_mirror_sha256sums(
     (d / CALICO_MANIFESTS[1]).write_text("tampered\n")
     res = bash(script.replace(str(target), str(tmp_path / "again")))
     assert res.returncode == 1
-    want = "tigera-operator.yaml is not in the mirror's SHA256SUMS or does not match it"
+    want = f"tigera-operator.yaml is not in {base}calico/v3.32.1/SHA256SUMS or does not match it"
     assert want in res.stderr
     assert not (tmp_path / "again" / CALICO_MANIFESTS[0]).exists()  # nothing half-installed
 
@@ -553,7 +557,7 @@ def test_fresh_cluster_gets_calico_in_order() -> None:
 def test_running_calico_is_nochange_and_ipip_falls_back_to_vxlan() -> None:
     cfg = load_text(GOOD.replace("network:\n", "network:\n  encapsulation: IPIP\n"))
     ca_pem, _ = cluster_ca()
-    kube = {"crd": True, "operator": True, "installation": True, "calico_available": True,
+    kube = {"crd": True, "operator_image": OPERATOR, "installation": True, "calico_available": True,
             "headlamp": True, "bindings": frozenset({"headlamp-view"}), "ipip": False}
     cp = running_cp(cfg, "krusty", ca_pem, **kube)
     cp = with_files(cp, *(fstate(f"{CALICO_DIR}/{m}", b"", 0o644) for m in CALICO_MANIFESTS),
@@ -569,7 +573,7 @@ def test_running_calico_is_nochange_and_ipip_falls_back_to_vxlan() -> None:
 def test_ui_access_change_replaces_the_binding_and_none_removes_headlamp() -> None:
     ca_pem, _ = cluster_ca()
     cp = running_cp(CFG, "krusty", ca_pem, headlamp=True, bindings=frozenset({"headlamp-view"}),
-                    crd=True, operator=True, installation=True, calico_available=True)
+                    crd=True, operator_image=OPERATOR, installation=True, calico_available=True)
     admin = load_text(GOOD.replace("access: read-only", "access: admin"))
     (ui,) = changes(plan_of(admin, {"krusty": cp, "bart": joined(admin, "bart")}), "ui")
     cmds = runs(ui)
@@ -597,22 +601,26 @@ def test_kube_fact_parser() -> None:
     text = ("kubeadm=v1.36.4\nipip=no\nheld=cri-o kubeadm kubectl kubelet \nreadyz=ok\n"
             "nodes=h1 h2 \n"
             "crd=customresourcedefinition.apiextensions.k8s.io/installations.operator.tigera.io\n"
-            "operator=deployment.apps/tigera-operator\ninstallation=\ntigerastatus=False\n"
+            "operator=quay.io/tigera/operator:v1.42.3\ninstallation=\ntigerastatus=False\n"
             "headlamp=\nbindings=headlamp-view \n")
     kf = parse_kube_fact(text)
     assert kf.kubeadm == "v1.36.4" and not kf.ipip and kf.api_ok
     assert kf.held == {"cri-o", "kubeadm", "kubectl", "kubelet"} and kf.nodes == {"h1", "h2"}
     assert kf.crd and kf.operator and not kf.installation and kf.calico_available is False
+    assert kf.operator_image == "quay.io/tigera/operator:v1.42.3" and kf.flannel is None
     assert kf.bindings == {"headlamp-view"} and not kf.headlamp
     empty = parse_kube_fact("ipip=yes\n")
     assert empty.readyz is None and empty.calico_available is None and not empty.api_ok
 
 
 def test_kube_fact_runs_on_a_host_without_kubernetes() -> None:
-    res = subprocess.run(["bash", "-c", k8s.kube_fact().command], capture_output=True, text=True,
-                         timeout=30)
-    kf = parse_kube_fact(res.stdout)
-    assert kf.readyz is None and kf.kubeadm is None
+    for cfg in (CFG, CONTAINERD):
+        res = subprocess.run(["bash", "-c", k8s.kube_fact(cfg).command], capture_output=True,
+                             text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        kf = parse_kube_fact(res.stdout)
+        assert kf.readyz is None and kf.kubeadm is None
+        assert kf.containerd is None and kf.runc is None
 
 
 # ---------------------------------------------------------------------------------------------

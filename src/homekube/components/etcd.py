@@ -22,6 +22,13 @@ from typing import Any
 
 from homekube.components.artifacts import etcd_tarball
 from homekube.components.base import Context
+from homekube.components.downloads import (
+    STAMP_DIR,
+    TEMP_DIR,
+    fetch_verified,
+    install_binaries,
+    stamp_lines,
+)
 from homekube.components.reset import PACKAGES_RECORD
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import RefusedError
@@ -152,7 +159,7 @@ def parse_etcd_fact(text: str) -> EtcdHostFacts:
 #: what the tarball install recorded about the binary it put in TARBALL_BIN: "inode size
 #: mtime version". While the binary is that same file, the fact reads its version from here
 #: instead of starting it (`etcd --version` costs ~17 ms of CPU on every host, every run).
-VERSION_STAMP = "/var/lib/homekube/etcd-binary"
+VERSION_STAMP = f"{STAMP_DIR}/etcd-binary"
 _CURL_TLS = f"--cacert {CLIENT_CA} --cert {CLIENT_CERT} --key {CLIENT_KEY}"
 _GATEWAY = f"{LOCAL_ENDPOINT}/v3"
 
@@ -393,22 +400,15 @@ def _install(cfg: ClusterConfig, f: HostFacts) -> Step:
     if have == want:
         return NoChange(h, "etcd", "etcd install", f"etcd {want} installed in {TARBALL_BIN}")
     art = etcd_tarball(cfg, f.arch)
-    if art.sha256:
-        check = f'[ "$(sha256sum "$d/{art.filename}" | cut -d" " -f1)" = {art.sha256} ]'
-    else:
-        check = (f'curl -fsSL --retry 3 -o "$d/SHA256SUMS" {shell_quote(art.sums_url)} && '
-                 f'(cd "$d" && grep " {art.filename}$" SHA256SUMS | sha256sum -c --quiet -)')
     top = art.filename.removesuffix(".tar.gz")
-    cmd = (
-        'd=$(mktemp -d); trap \'rm -rf "$d"\' EXIT\n'
-        f'curl -fsSL --retry 3 -o "$d/{art.filename}" {shell_quote(art.url)}\n'
-        f'{check} || {{ echo "checksum mismatch for {art.filename}" >&2; exit 1; }}\n'
-        f'tar -xzf "$d/{art.filename}" -C "$d"\n'
-        f'for b in etcd etcdctl etcdutl; do install -m 0755 "$d/{top}/$b" {TARBALL_BIN}/$b.new && '
-        f"mv -f {TARBALL_BIN}/$b.new {TARBALL_BIN}/$b; done\n"
-        f"install -d -m 0755 {VERSION_STAMP.rsplit('/', 1)[0]}\n"
-        f"printf '%s %s\\n' \"$(stat -c '%i %s %Y' {TARBALL_BIN}/etcd)\" {shell_quote(want)} > {VERSION_STAMP}"
-    )
+    cmd = "\n".join([
+        TEMP_DIR,
+        *fetch_verified(art),
+        f'tar -xzf "$d/{art.filename}" -C "$d"',
+        *install_binaries([(f'"$d/{top}/{b}"', f"{TARBALL_BIN}/{b}")
+                           for b in ("etcd", "etcdctl", "etcdutl")]),
+        *stamp_lines(f"{TARBALL_BIN}/etcd", want, VERSION_STAMP),
+    ])
     what = f"upgrade etcd {have} → {want}" if have else f"install etcd {want}"
     return Change(h, "etcd", "etcd install", what,
                   f"release tarball from {'the mirror' if cfg.artifacts.mirror else 'upstream'}, "

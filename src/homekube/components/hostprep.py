@@ -77,10 +77,28 @@ NM_CONF = (
     "unmanaged-devices=interface-name:cali*;interface-name:tunl*;interface-name:vxlan.calico;"
     "interface-name:vxlan-v6.calico;interface-name:wireguard.cali;interface-name:wg-v6.cali\n"
 ).encode()
+#: flannel's VXLAN devices and bridge (flannel's troubleshooting notes on NetworkManager)
+NM_FLANNEL_FILE = "/etc/NetworkManager/conf.d/flannel.conf"
+NM_FLANNEL_CONF = (
+    b"# Managed by homekube: NetworkManager must leave flannel's interfaces alone.\n"
+    b"[keyfile]\n"
+    b"unmanaged-devices=interface-name:flannel*;interface-name:cni0;interface-name:veth*\n"
+)
+
+
+def nm_file(cfg: ClusterConfig) -> tuple[str, bytes]:
+    """The NetworkManager drop-in for the configured CNI (path, content)."""
+    return (NM_FILE, NM_CONF) if cfg.network.cni == "calico" else (NM_FLANNEL_FILE, NM_FLANNEL_CONF)
 
 #: ports to open when firewalld stays on (facts.md §9)
 FIREWALL_PORTS = ("6443/tcp", "2379-2381/tcp", "10250/tcp", "10256/tcp", "10257/tcp",
                   "10259/tcp", "30000-32767/tcp", "30000-32767/udp", "4789/udp", "5473/tcp", "179/tcp")
+#: flannel's VXLAN uses the Linux kernel's port, not IANA's 4789; no Typha, no BGP
+FLANNEL_PORTS = (*FIREWALL_PORTS[:8], "8472/udp")
+
+
+def firewall_ports(cfg: ClusterConfig) -> tuple[str, ...]:
+    return FIREWALL_PORTS if cfg.network.cni == "calico" else FLANNEL_PORTS
 
 
 @dataclass(frozen=True)
@@ -112,8 +130,14 @@ def preflight(cfg: ClusterConfig, host: HostSpec, f: HostFacts) -> list[Finding]
     elif f.memory.total < WARN_RAM:
         warn(f"{f.memory.total / GIB:.1f} GiB RAM: under 4 GiB leaves little room for workloads")
     if cfg.kubernetes.enabled and f.cgroup != 2:
-        bad("cgroup v1: kubelet ≥ 1.35 refuses to start on cgroup v1 (boot with cgroup v2, "
-            "systemd.unified_cgroup_hierarchy=1)")
+        if cfg.kubernetes.allow_cgroup_v1:
+            warn("cgroup v1, allowed by kubernetes.allowCgroupV1: kubelet runs with "
+                 "failCgroupV1: false and kubeadm skips SystemVerification; cgroup v1 is "
+                 "deprecated (boot with cgroup v2 when you can)")
+        else:
+            bad("cgroup v1: kubelet ≥ 1.35 refuses to start on cgroup v1 (boot with cgroup v2, "
+                "systemd.unified_cgroup_hierarchy=1, or set kubernetes.allowCgroupV1 for a host "
+                "that cannot)")
     free = min(f.disk.values()) if f.disk else 0
     if f.disk and free < MIN_DISK:
         bad(f"{free / GIB:.1f} GiB free disk: at least {MIN_DISK // GIB} GiB is needed")
@@ -133,7 +157,8 @@ class HostPrepPhase:
     title = "Host preparation"
 
     def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
-        fam_paths = {MODULES_FILE: False, SYSCTL_FILE: False, NM_FILE: False, FIREWALL_MARKER: False}
+        fam_paths = {MODULES_FILE: False, SYSCTL_FILE: False, nm_file(config)[0]: False,
+                     FIREWALL_MARKER: False}
         return Probes(
             files=fam_paths,
             sysctls=set(wanted_sysctls(config)),
@@ -213,8 +238,10 @@ class HostPrepPhase:
 
         # NetworkManager: only where it runs
         if f.unit("NetworkManager.service").exists:
-            steps.append(file_step(f, ph, WriteFile(NM_FILE, NM_CONF, 0o644),
-                                   "NetworkManager must not manage Calico interfaces"))
+            path, conf = nm_file(cfg)
+            steps.append(file_step(f, ph, WriteFile(path, conf, 0o644),
+                                   "NetworkManager must not manage Calico interfaces" if cfg.network.cni == "calico"
+                                   else "NetworkManager must not manage flannel's interfaces"))
         else:
             steps.append(NoChange(h, ph, "NetworkManager", "NetworkManager is not installed"))
 
@@ -228,13 +255,15 @@ class HostPrepPhase:
                                 "Calico asks for no other iptables manager (facts.md §1.5)",
                                 (Run("systemctl disable --now firewalld"),)))
         elif mode == "open" and fw.is_active:
-            marker = ("\n".join(FIREWALL_PORTS) + "\n").encode()
+            ports_wanted = firewall_ports(cfg)
+            cni = "Calico" if cfg.network.cni == "calico" else "flannel"
+            marker = ("\n".join(ports_wanted) + "\n").encode()
             have = f.file(FIREWALL_MARKER)
             if have is not None and have.content == marker:
-                steps.append(NoChange(h, ph, "firewalld", "Kubernetes, etcd and Calico ports are open"))
+                steps.append(NoChange(h, ph, "firewalld", f"Kubernetes, etcd and {cni} ports are open"))
             else:
-                ports = " ".join(f"--add-port={p}" for p in FIREWALL_PORTS)
-                steps.append(Change(h, ph, "firewalld", "open Kubernetes, etcd and Calico ports",
+                ports = " ".join(f"--add-port={p}" for p in ports_wanted)
+                steps.append(Change(h, ph, "firewalld", f"open Kubernetes, etcd and {cni} ports",
                                     "hostPrep.firewall is `open` (facts.md §9)",
                                     (Run(f"firewall-cmd -q --permanent {ports} && firewall-cmd -q --reload"),
                                      WriteFile(FIREWALL_MARKER, marker, 0o644))))

@@ -35,6 +35,7 @@ from homekube.components.kubernetes import (
     installed_minor,
     is_node,
     kubernetes_probes,
+    package_pins,
     primary,
     upgrading_from,
 )
@@ -47,7 +48,7 @@ from homekube.osfamily import APT_NET_OPTIONS, OsFamily, family_of
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
 from homekube.render.kubernetes import CRIO_DROPIN_PATH, RepoFile, crio_dropin, repo_files
 
-__all__ = ["PHASE", "KubernetesUpgradePhase", "check_minor_step", "package_pins"]
+__all__ = ["PHASE", "KubernetesUpgradePhase", "check_minor_step", "package_pins"]  # pins: re-export
 
 PHASE = "k8s-upgrade"
 DRAIN_TIMEOUT = "600s"
@@ -69,19 +70,6 @@ def check_minor_step(host: str, have: str, want: str) -> str | None:
         return (f"{host}: Kubernetes {have} → {want} skips a minor: kubeadm upgrades one minor "
                 f"at a time (next: {nxt})")
     return None
-
-
-def package_pins(cfg: ClusterConfig, fam: OsFamily, packages: list[str]) -> list[str]:
-    """`pkg=1.36.*` (apt) / `pkg-1.36.*` (dnf); a configured patch pins the Kubernetes ones.
-
-    CRI-O follows the minor only (its patch numbers are independent, facts.md §2.1).
-    """
-    minor, version = cfg.kubernetes.minor, cfg.kubernetes.version
-    out = []
-    for p in packages:
-        glob = f"{version}-*" if version != minor and p != "cri-o" else f"{minor}.*"
-        out.append(f"{p}={glob}" if fam.family == "debian" else f"{p}-{glob}")
-    return out
 
 
 def _install(cfg: ClusterConfig, fam: OsFamily, packages: list[str]) -> Run:
@@ -170,23 +158,33 @@ def _upgrade_node(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, wave: in
 def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, wave: int) -> Change:
     minor = cfg.kubernetes.minor
     acts: list[Action] = []
-    pkgs = ["cri-o", "kubectl", "kubelet"]
+    crio = cfg.kubernetes.runtime == "cri-o"
+    pkgs = ["cri-o", "kubectl", "kubelet"] if crio else ["kubectl", "kubelet"]
     if not h.has("control-plane"):
         # a worker's kubeadm moves here; `upgrade node` rewrites its kubelet configuration
         acts += [_install(cfg, fam, ["kubeadm"]),
                  Run(_kubeadm("kubeadm upgrade node", "kubeadm upgrade node",
                               f"{LOG_DIR}/kubeadm-upgrade-node.log"), "kubeadm upgrade node")]
-    acts += [
-        _install(cfg, fam, pkgs),
-        WriteFile(CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), 0o644),
-        Run("systemctl daemon-reload && systemctl restart crio kubelet",
-            "systemctl daemon-reload && systemctl restart crio kubelet"),
-    ]
+    acts.append(_install(cfg, fam, pkgs))
+    if crio:
+        acts += [
+            WriteFile(CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), 0o644),
+            Run("systemctl daemon-reload && systemctl restart crio kubelet",
+                "systemctl daemon-reload && systemctl restart crio kubelet"),
+        ]
+        return Change(
+            h.name, PHASE, "kubelet", f"install kubelet, kubectl and cri-o {minor}, restart crio "
+            "and kubelet", f"{h.name} is drained; its kubelet and CRI-O move {have} → {minor} "
+            "(CRI-O minor = Kubernetes minor; the drop-in carries this minor's pause image)",
+            tuple(acts), wave=wave)
+    # containerd is not tied to a Kubernetes minor (cluster.yaml pins its version); its
+    # sandbox image follows kubeadm's pause version: k8s-packages rewrites config.toml once
+    # the node is on the new minor
+    acts.append(Run("systemctl daemon-reload && systemctl restart kubelet",
+                    "systemctl daemon-reload && systemctl restart kubelet"))
     return Change(
-        h.name, PHASE, "kubelet", f"install kubelet, kubectl and cri-o {minor}, restart crio and "
-        "kubelet", f"{h.name} is drained; its kubelet and CRI-O move {have} → {minor} (CRI-O minor "
-        "= Kubernetes minor; the drop-in carries this minor's pause image)",
-        tuple(acts), wave=wave)
+        h.name, PHASE, "kubelet", f"install kubelet and kubectl {minor}, restart kubelet",
+        f"{h.name} is drained; its kubelet moves {have} → {minor}", tuple(acts), wave=wave)
 
 
 def _drain(first: str, node: str, wave: int) -> Change:

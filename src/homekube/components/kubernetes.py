@@ -1,15 +1,17 @@
-"""The Kubernetes layer: packages, kubeadm, Calico and the web UI as four pure phases.
+"""The Kubernetes layer: packages and runtime, kubeadm, the CNI and the web UI as pure phases.
 
 Validated, not executed here: nothing on the machine this was written on can run kubeadm, a
-kubelet, CRI-O or Calico, so the commands below are built from the upstream documentation
-(facts.md §2, §6–§10) and checked by unit tests, not by a cluster.
+kubelet, a container runtime or a CNI, so the commands below are built from the upstream
+documentation (facts.md §2, §6–§10) and checked by unit tests, not by a cluster.
 
 Phases and waves (phases run in this order, after host preparation and etcd):
 
     k8s-packages  0  check that every artifact this host will download can be fetched — on the
                      first control plane first, so an offline machine stops with one message
                   1  the same check on every other node
-                  2  repositories, signing keys, CRI-O drop-in, packages, holds, units
+                  2  repositories, signing keys, the runtime (cri-o's drop-in, or containerd
+                     and runc from their release binaries with homekube's config and unit),
+                     registry files, packages, holds, units
     kubeadm       1  first control plane: cluster CA (if none yet), `kubeadm init` (its config
                      carries the 15-minute join token, so kubeadm makes no 24-hour default)
                   2  first control plane of a running cluster: a 15-minute bootstrap token,
@@ -18,6 +20,8 @@ Phases and waves (phases run in this order, after host preparation and etcd):
                   3+n  workers join, in parallel
     calico        0  manifests (pinned by version; SHA-256 from the mirror's SHA256SUMS), CRDs,
                      operator, Installation, wait for TigeraStatus `calico` Available
+    flannel       0  (network.cni: flannel, instead of calico) homekube's flannel objects,
+                     wait for the DaemonSet's rollout
     ui            0  Headlamp objects, wait for the rollout
 
 Secrets (bootstrap token, certificate key, the cluster CA key) are generated here at plan time,
@@ -55,7 +59,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from ruamel.yaml import YAML
 
+from homekube.components.artifacts import Artifact as DownloadArtifact
 from homekube.components.base import Context, Phase
+from homekube.components.downloads import TEMP_DIR, fetch_verified
+from homekube.components.runtime import (
+    containerd_artifacts,
+    containerd_steps,
+    registry_steps,
+    runtime_fact_lines,
+    runtime_files,
+)
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import RefusedError
 from homekube.facts.base import Fact, shell_quote, shell_words
@@ -66,14 +79,18 @@ from homekube.pki.issue import generate_key, issue_ca
 from homekube.pki.spec import CA_VALIDITY, CertSpec
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
 from homekube.plan.resources import file_step, unit_step
+from homekube.render.flannel import FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, flannel_objects
+from homekube.render.images import image
 from homekube.render.kubernetes import (
     CALICO_MANIFESTS,
     CALICO_VERSION,
     CERTIFICATES_DIR,
     CRIO_DROPIN_PATH,
     HEADLAMP_NAMESPACE,
+    PAUSE_VERSIONS,
     REDACTED_CERTIFICATE_KEY,
     REDACTED_TOKEN,
+    TIGERA_OPERATOR_IMAGE,
     Artifact,
     RepoFile,
     calico_installation,
@@ -84,6 +101,7 @@ from homekube.render.kubernetes import (
     kubeadm_join_config,
     repo_files,
 )
+from homekube.render.runtime import CONTAINERD_CONFIG, CONTAINERD_UNIT, registry_files
 from homekube.render.yamlout import dump_all
 
 if TYPE_CHECKING:  # the pydantic models cost ~55 ms to import: only when rendering
@@ -104,6 +122,7 @@ __all__ = [
     "TOKEN_CONFIG",
     "UPLOAD_CERTS_CONFIG",
     "CalicoPhase",
+    "FlannelPhase",
     "KubeFacts",
     "KubeadmPhase",
     "KubernetesPackagesPhase",
@@ -153,6 +172,41 @@ SSA = f"{KUBECTL} apply --server-side --field-manager=homekube"
 K8S_PACKAGES = ("cri-o", "kubelet", "kubeadm", "kubectl")
 #: the Kubernetes packages whose minor must equal kubernetes.version (CRI-O's minor follows it)
 VERSIONED = ("cri-o", "kubelet", "kubeadm", "kubectl")
+#: with containerd, the runtime comes from its release binaries and the CNI plugins (bridge,
+#: host-local, portmap, loopback) from the Kubernetes repository's kubernetes-cni package
+CONTAINERD_PACKAGES = ("kubelet", "kubeadm", "kubectl", "kubernetes-cni")
+
+
+def k8s_packages(cfg: ClusterConfig) -> tuple[str, ...]:
+    """The packages k8s-packages installs (and holds, on Debian) for the configured runtime."""
+    return K8S_PACKAGES if cfg.kubernetes.runtime == "cri-o" else CONTAINERD_PACKAGES
+
+
+def held_packages(cfg: ClusterConfig) -> tuple[str, ...]:
+    """The packages `apt-mark hold` keeps at the cluster's version."""
+    return K8S_PACKAGES if cfg.kubernetes.runtime == "cri-o" else ("kubelet", "kubeadm", "kubectl")
+
+
+def versioned_packages(cfg: ClusterConfig) -> tuple[str, ...]:
+    """The installed packages whose minor is the cluster's (kubernetes-cni has its own numbers)."""
+    return VERSIONED if cfg.kubernetes.runtime == "cri-o" else ("kubelet", "kubeadm", "kubectl")
+
+
+def package_pins(cfg: ClusterConfig, fam: OsFamily, packages: Sequence[str]) -> list[str]:
+    """`pkg=1.36.*` (apt) / `pkg-1.36.*` (dnf); a configured patch pins the Kubernetes ones.
+
+    CRI-O follows the minor only (its patch numbers are independent, facts.md §2.1);
+    kubernetes-cni and container-selinux are not Kubernetes-versioned and stay unpinned.
+    """
+    minor, version = cfg.kubernetes.minor, cfg.kubernetes.version
+    out = []
+    for p in packages:
+        if p not in VERSIONED:
+            out.append(p)
+            continue
+        glob = f"{version}-*" if version != minor and p != "cri-o" else f"{minor}.*"
+        out.append(f"{p}={glob}" if fam.family == "debian" else f"{p}-{glob}")
+    return out
 
 TOKEN_TTL = "15m0s"  # noqa: S105 - a duration
 TOKEN_GROUPS = ["system:bootstrappers:kubeadm:default-node-token"]
@@ -184,16 +238,23 @@ class KubeFacts:
     held: frozenset[str] = frozenset()  # apt-mark showhold
     readyz: str | None = None  # None: no admin.conf here; "ok" when the API answers
     crd: bool = False  # installations.operator.tigera.io exists
-    operator: bool = False  # deployment tigera-operator exists
+    operator_image: str | None = None  # image of deployment tigera-operator (None: missing)
     installation: bool = False  # Installation `default` exists
     calico_available: bool | None = None  # TigeraStatus calico Available (None: unknown)
     headlamp: bool = False  # deployment headlamp exists
     bindings: frozenset[str] = frozenset()  # ClusterRoleBindings managed by homekube
     nodes: frozenset[str] = field(default_factory=frozenset)
+    flannel: tuple[int, int] | None = None  # DaemonSet kube-flannel-ds: (ready, desired)
+    containerd: str | None = None  # installed by homekube, e.g. 2.3.4 (None: not there)
+    runc: str | None = None  # e.g. 1.4.3
 
     @property
     def api_ok(self) -> bool:
         return self.readyz == "ok"
+
+    @property
+    def operator(self) -> bool:
+        return self.operator_image is not None
 
 
 def parse_kube_fact(text: str) -> KubeFacts:
@@ -207,28 +268,57 @@ def parse_kube_fact(text: str) -> KubeFacts:
         return frozenset(kv.get(key, "").split())
 
     avail = kv.get("tigerastatus")
+    ds = kv.get("flannel", "").split()
+    flannel = (int(ds[0]), int(ds[1])) if len(ds) == 2 and all(x.isdigit() for x in ds) else None
     return KubeFacts(
         kubeadm=kv.get("kubeadm") or None,
         ipip=kv.get("ipip", "yes") != "no",
         held=words("held"),
         readyz=kv.get("readyz") if "readyz" in kv else None,
         crd=bool(kv.get("crd")),
-        operator=bool(kv.get("operator")),
+        operator_image=kv.get("operator") or None,
         installation=bool(kv.get("installation")),
         calico_available=None if avail is None else avail == "True",
         headlamp=bool(kv.get("headlamp")),
         bindings=words("bindings"),
         nodes=words("nodes"),
+        flannel=flannel,
+        containerd=(kv.get("containerd") or "").removeprefix("v") or None,
+        runc=(kv.get("runc") or "").removeprefix("v") or None,
     )
 
 
-def kube_fact() -> Fact[KubeFacts]:
-    """kubeadm version, IPIP support, holds; on a control plane the API's view (when it answers)."""
+def kube_fact(cfg: ClusterConfig) -> Fact[KubeFacts]:
+    """kubeadm and runtime versions, IPIP support, holds; on a control plane the API's view.
+
+    The API questions follow cluster.yaml: Calico's objects with Calico, the flannel
+    DaemonSet with flannel (each `kubectl` call costs ~50 ms of CPU on the host, every run).
+    """
     k = f"{KUBECTL} --request-timeout=5s"
     jp_avail = "{.status.conditions[?(@.type==\"Available\")].status}"
     jp_names = '{range .items[*]}{.metadata.name}{" "}{end}'
+    jp_image = "{.spec.template.spec.containers[0].image}"
+    jp_ds = "{.status.numberReady} {.status.desiredNumberScheduled}"
+    if cfg.network.cni == "calico":
+        cni = (
+            f"    kv crd \"$({k} get crd installations.operator.tigera.io -o name "
+            "--ignore-not-found)\"\n"
+            f"    kv operator \"$({k} -n tigera-operator get deployment tigera-operator "
+            f"-o jsonpath='{jp_image}' --ignore-not-found)\"\n"
+            f"    kv installation \"$({k} get installations.operator.tigera.io default -o name "
+            "--ignore-not-found 2>/dev/null)\"\n"
+            f"    s=$({k} get tigerastatuses.operator.tigera.io calico -o jsonpath='{jp_avail}' "
+            "2>/dev/null) && kv tigerastatus \"$s\"\n"
+        )
+    else:
+        cni = (
+            f"    kv flannel \"$({k} -n {FLANNEL_NAMESPACE} get daemonset {FLANNEL_DAEMONSET} "
+            f"-o jsonpath='{jp_ds}' --ignore-not-found)\"\n"
+        )
+    runtime = "".join(line + "\n" for line in runtime_fact_lines(cfg))
     cmd = (
         'kv() { printf "%s=%s\\n" "$1" "$2"; }\n'
+        + runtime +
         "command -v kubeadm >/dev/null && kv kubeadm \"$(kubeadm version -o short 2>/dev/null)\"\n"
         "if [ -d /sys/module/ipip ] || modinfo ipip >/dev/null 2>&1; then kv ipip yes; "
         "else kv ipip no; fi\n"
@@ -244,14 +334,7 @@ def kube_fact() -> Fact[KubeFacts]:
         '  kv readyz "${r:-no answer}"\n'
         '  if [ "$r" = ok ] && command -v kubectl >/dev/null; then\n'
         f"    kv nodes \"$({k} get nodes -o jsonpath='{jp_names}')\"\n"
-        f"    kv crd \"$({k} get crd installations.operator.tigera.io -o name "
-        "--ignore-not-found)\"\n"
-        f"    kv operator \"$({k} -n tigera-operator get deployment tigera-operator -o name "
-        "--ignore-not-found)\"\n"
-        f"    kv installation \"$({k} get installations.operator.tigera.io default -o name "
-        "--ignore-not-found 2>/dev/null)\"\n"
-        f"    s=$({k} get tigerastatuses.operator.tigera.io calico -o jsonpath='{jp_avail}' "
-        "2>/dev/null) && kv tigerastatus \"$s\"\n"
+        + cni +
         f"    kv headlamp \"$({k} -n {HEADLAMP_NAMESPACE} get deployment headlamp -o name "
         "--ignore-not-found)\"\n"
         f"    kv bindings \"$({k} get clusterrolebindings -l app.kubernetes.io/managed-by=homekube "
@@ -272,10 +355,15 @@ def is_node(h: HostSpec) -> bool:
 
 
 def _probes(config: ClusterConfig, host: HostSpec) -> Probes:
-    """Everything the four phases read, gathered once (probes are merged across phases)."""
+    """Everything the Kubernetes phases read, gathered once (probes are merged across phases)."""
     if not config.kubernetes.enabled or not is_node(host):
         return Probes()
-    files: dict[str, bool] = {CRIO_DROPIN_PATH: False, ADMIN_CONF: True, KUBELET_CONF: True}
+    files: dict[str, bool] = {ADMIN_CONF: True, KUBELET_CONF: True}
+    if config.kubernetes.runtime == "cri-o":
+        files[CRIO_DROPIN_PATH] = False
+    else:
+        files |= {CONTAINERD_CONFIG: False, CONTAINERD_UNIT: False}
+    files |= {path: False for path, _ in registry_files(config)}
     for fam in ("debian", "rhel"):
         for rf in repo_files(config, fam):
             files[rf.path] = False
@@ -283,13 +371,15 @@ def _probes(config: ClusterConfig, host: HostSpec) -> Probes:
                 files[rf.keyring] = True  # binary; existence and hash are enough
     if host.has("control-plane"):
         files |= {CA_CRT: False, CA_KEY: True}
-        files |= {f"{CALICO_DIR}/{name}": True for name in CALICO_MANIFESTS}
+        if config.network.cni == "calico":
+            files |= {f"{CALICO_DIR}/{name}": True for name in CALICO_MANIFESTS}
         files |= {path: False for path, _ in cluster_files(config)}
+    runtime_unit = "crio.service" if config.kubernetes.runtime == "cri-o" else "containerd.service"
     return Probes(
         files=files,
-        units={"crio.service", "kubelet.service"},
-        packages={*K8S_PACKAGES, "container-selinux", "gpg", "gnupg2"},
-        extra=[kube_fact()],
+        units={runtime_unit, "kubelet.service"},
+        packages={*k8s_packages(config), "container-selinux", "gpg", "gnupg2"},
+        extra=[kube_fact(config)],
     )
 
 
@@ -351,12 +441,18 @@ def _repo_index_url(rf: RepoFile) -> str:
 
 def _packages_missing(cfg: ClusterConfig, f: HostFacts, fam: OsFamily) -> list[str]:
     selinux = fam.packages(["container-selinux"]) if fam.family == "rhel" else []
-    want = list(K8S_PACKAGES) + selinux
+    want = list(k8s_packages(cfg)) + selinux
     return [p for p in want if not f.installed(p)]
 
 
+def _runtime_versions(f: HostFacts) -> dict[str, str | None]:
+    kf = kube_facts(f)
+    return {"containerd": kf.containerd, "runc": kf.runc}
+
+
 def artifact_urls(ctx: Context, h: HostSpec) -> list[str]:
-    """Every URL `h` will fetch in this plan (keys, repository indexes, Calico manifests)."""
+    """Every URL `h` will fetch in this plan (keys, repository indexes, runtime binaries with
+    their checksum files, Calico manifests)."""
     cfg = ctx.config
     f = ctx.facts[h.name]
     fam = family_of(f.os)
@@ -367,8 +463,11 @@ def artifact_urls(ctx: Context, h: HostSpec) -> list[str]:
         if _packages_missing(cfg, f, fam) or missing_keys:
             for rf in repos:
                 urls += [rf.key_url, _repo_index_url(rf)]
+    if cfg.kubernetes.runtime == "containerd":
+        for a in containerd_artifacts(cfg, f, _runtime_versions(f)):
+            urls += [a.url] + ([a.sums_url] if a.sums_url and not a.sha256 else [])
     p = primary(ctx)
-    if p is not None and p.host.name == h.name and p.state != "down":
+    if cfg.network.cni == "calico" and p is not None and p.host.name == h.name and p.state != "down":
         arts, sums = calico_artifacts(cfg)
         if any(f.file(f"{CALICO_DIR}/{a.filename}") is None for a in arts):
             urls += [a.url for a in arts] + ([sums] if sums else [])
@@ -535,7 +634,7 @@ def _render(fn: str, call: Any) -> Any:
 
 class KubernetesPackagesPhase:
     name = "k8s-packages"
-    title = "Kubernetes packages (repositories, cri-o, kubelet, kubeadm, kubectl)"
+    title = "Kubernetes packages (repositories, runtime, kubelet, kubeadm, kubectl)"
 
     def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
         return _probes(config, host)
@@ -613,35 +712,66 @@ class KubernetesPackagesPhase:
             add(file_step(f, ph, WriteFile(rf.path, rf.content.encode(), rf.mode),
                           f"Kubernetes {cfg.kubernetes.minor} packages come from this repository "
                           "(one per minor, facts.md §2.1)"))
-        dropin = add(file_step(f, ph, WriteFile(CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), 0o644),
-                               "systemd cgroups and the pause image kubeadm expects"))
+        crio = cfg.kubernetes.runtime == "cri-o"
+        restart: list[str] = []
+        if crio:
+            dropin = add(file_step(
+                f, ph, WriteFile(CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), 0o644),
+                f"{cfg.kubernetes.cgroup_driver} cgroups and the pause image kubeadm expects"))
+            if isinstance(dropin, Change) and not missing:
+                restart.append("the CRI-O drop-in")
+            for step in registry_steps(cfg, f, ph):
+                add(step)
+                if isinstance(step, Change) and step.resource.endswith(".conf") and not missing:
+                    restart.append("the registries drop-in")
+        else:
+            pause = PAUSE_VERSIONS[cfg.kubernetes.minor]
+            runtime = containerd_steps(cfg, f, ph, _runtime_versions(f), pause)
+            for step in runtime[:-1]:
+                add(step)
 
+        held = held_packages(cfg)
         if missing:
+            # the repository serves one minor; a configured patch is pinned (kubeadm refuses
+            # a kubelet newer than the control plane it was told to build)
+            pinned = (package_pins(cfg, fam, missing) if cfg.kubernetes.version != cfg.kubernetes.minor
+                      else missing)
             if fam.family == "debian":
-                cmd = (f"{fam.install_command(missing)} && "
-                       f"apt-mark hold {shell_words(list(K8S_PACKAGES))} >/dev/null")
+                cmd = (f"{fam.install_command(pinned)} && "
+                       f"apt-mark hold {shell_words(list(held))} >/dev/null")
                 how = "apt-mark hold keeps `apt upgrade` from changing the cluster's version"
             else:
                 cmd = ("dnf install -y -q --disableexcludes=kubernetes "
-                       f"{shell_words(sorted(missing))}")
+                       f"{shell_words(sorted(pinned))}")
                 how = "the repository's exclude= keeps `dnf upgrade` away from them"
+            what = ("with the matching CRI-O" if crio
+                    else "and the CNI plugins (kubernetes-cni) for containerd")
             add(Change(h, ph, "packages", f"install {', '.join(missing)}",
-                       f"Kubernetes {cfg.kubernetes.minor} with the matching CRI-O; {how}",
-                       (Run(cmd, f"install {' '.join(missing)}"),)))
+                       f"Kubernetes {cfg.kubernetes.version} {what}; {how}",
+                       (Run(cmd, f"install {' '.join(pinned)}"),)))
         else:
-            wrong = [f"{p} {f.packages[p].version}" for p in VERSIONED
+            version = cfg.kubernetes.version
+            wrong = [f"{p} {f.packages[p].version}" for p in versioned_packages(cfg)
                      if _minor(f.packages[p].version) != cfg.kubernetes.minor]
+            patch = [f"{p} {f.packages[p].version}" for p in versioned_packages(cfg)
+                     if p != "cri-o" and version.count(".") == 2
+                     and not (f.packages[p].version or "").startswith(f"{version}-")]
             if wrong:
                 steps.append(NoChange(
                     h, ph, "packages",
                     f"installed {', '.join(wrong)} but cluster.yaml wants {cfg.kubernetes.minor}: "
                     "homekube does not upgrade Kubernetes in place (yet)", warning=True))
+            elif patch:
+                steps.append(NoChange(
+                    h, ph, "packages",
+                    f"installed {', '.join(patch)} but cluster.yaml pins {version}: homekube "
+                    "does not change patch versions in place (yet)", warning=True))
             else:
                 steps.append(NoChange(
                     h, ph, "packages",
-                    f"installed: {', '.join(K8S_PACKAGES)} ({cfg.kubernetes.minor})"))
+                    f"installed: {', '.join(k8s_packages(cfg))} ({cfg.kubernetes.minor})"))
             if fam.family == "debian":
-                unheld = [p for p in K8S_PACKAGES if p not in kube_facts(f).held]
+                unheld = [p for p in held if p not in kube_facts(f).held]
                 if unheld:
                     add(Change(h, ph, "holds", f"hold {', '.join(unheld)}",
                                "keep `apt upgrade` from changing the cluster's version",
@@ -649,10 +779,12 @@ class KubernetesPackagesPhase:
                 else:
                     steps.append(NoChange(h, ph, "holds", "Kubernetes packages are held"))
 
-        restart = ["the CRI-O drop-in"] if isinstance(dropin, Change) and not missing else []
-        add(unit_step(f, ph, "crio.service", why="the kubelet talks to CRI-O",
-                      restart_because=restart,
-                      wait="[ -S /var/run/crio/crio.sock ]"))
+        if crio:
+            add(unit_step(f, ph, "crio.service", why="the kubelet talks to CRI-O",
+                          restart_because=restart,
+                          wait="[ -S /var/run/crio/crio.sock ]"))
+        else:
+            add(runtime[-1])
         kubelet = f.unit("kubelet.service")
         if missing or not kubelet.is_enabled:
             add(Change(h, ph, "unit kubelet.service", "enable kubelet",
@@ -679,6 +811,17 @@ def kubernetes_ca_spec() -> CertSpec:
                     validity=CA_VALIDITY)
 
 
+def cgroup_v1_warnings(ctx: Context, phase: str) -> list[Step]:
+    """One warning per cgroup v1 node that runs only because of `kubernetes.allowCgroupV1`."""
+    if not ctx.config.kubernetes.allow_cgroup_v1:
+        return []
+    return [NoChange(h.name, phase, "cgroup v1",
+                     "cgroup v1 host, allowed by kubernetes.allowCgroupV1: kubelet runs with "
+                     "failCgroupV1: false and kubeadm ignores its SystemVerification check "
+                     "(cgroup v1 is deprecated; boot with cgroup v2 when you can)", warning=True)
+            for h in ctx.hosts() if is_node(h) and ctx.facts[h.name].cgroup == 1]
+
+
 class KubeadmPhase:
     name = "kubeadm"
     title = "kubeadm (first control plane, then joining nodes)"
@@ -696,7 +839,7 @@ class KubeadmPhase:
                              warning=True) for h in ctx.hosts()]
         ph = self.name
         pf = ctx.facts[p.host.name]
-        steps: list[Step] = []
+        steps: list[Step] = cgroup_v1_warnings(ctx, ph)
         others = [h for h in ctx.hosts() if is_node(h) and h.name != p.host.name]
         joining = [h for h in others if ctx.facts[h.name].file(KUBELET_CONF) is None]
         for h in others:
@@ -787,11 +930,17 @@ class KubeadmPhase:
         if kv is None and cfg.kubernetes.version.count(".") == 1:
             # the plan was made before kubeadm was installed: pin the control plane to the
             # installed kubeadm's exact version instead of letting kubeadm look `stable-X.Y` up
+            # (a label that reaches kubeadm makes it ask dl.k8s.io: offline, that fails)
+            minor = cfg.kubernetes.minor
             actions.append(Run(
-                f'v=$(kubeadm version -o short) && sed -i "s/^kubernetesVersion: .*/'
-                f'kubernetesVersion: $v/" {INIT_CONFIG}',
-                "set kubernetesVersion to the installed kubeadm's version"))
-            why += "; kubernetesVersion becomes the installed kubeadm's version"
+                "v=$(kubeadm version -o short) || exit 1\n"
+                f'case "$v" in v{minor}.*) ;; *) echo "kubeadm reports $v, not {minor}.x" >&2; '
+                "exit 1;; esac\n"
+                f'sed -i "s/^kubernetesVersion: .*/kubernetesVersion: $v/" {INIT_CONFIG}\n'
+                f'grep -qx "kubernetesVersion: $v" {INIT_CONFIG} || '
+                f'{{ echo "kubernetesVersion could not be set in {INIT_CONFIG}" >&2; exit 1; }}',
+                f"set kubernetesVersion to the installed kubeadm's exact version (v{minor}.z)"))
+            why += "; kubernetesVersion becomes the installed kubeadm's exact version"
         actions.append(Run(f"kubeadm config validate --config {INIT_CONFIG}"))
         actions.append(Run(_kubeadm(
             "kubeadm init",
@@ -865,34 +1014,40 @@ class KubeadmPhase:
 # phase 3: Calico
 
 
+CALICO_FILE = f"{CLUSTER_DIR}/calico-installation.yaml"
+FLANNEL_FILE = f"{CLUSTER_DIR}/flannel.yaml"
+HEADLAMP_FILE = f"{CLUSTER_DIR}/headlamp.yaml"
+
+
 def cluster_files(cfg: ClusterConfig, *, kernel_has_ipip: bool = True) -> list[tuple[str, bytes]]:
-    """The object files kubectl applies from the first control plane (path, content)."""
+    """The object files kubectl applies from the first control plane (path, content).
+
+    The CNI's (Calico's Installation, or flannel's objects) first, then the UI's.
+    """
     header = _HEADER.format(name=cfg.name)
-    calico = calico_installation(cfg, kernel_has_ipip=kernel_has_ipip)
-    out = [(f"{CLUSTER_DIR}/calico-installation.yaml", (header + dump_all(calico)).encode())]
+    if cfg.network.cni == "calico":
+        calico = calico_installation(cfg, kernel_has_ipip=kernel_has_ipip)
+        out = [(CALICO_FILE, (header + dump_all(calico)).encode())]
+    else:
+        out = [(FLANNEL_FILE, (header + dump_all(flannel_objects(cfg))).encode())]
     if cfg.ui.kind == "headlamp":
         ui = headlamp_objects(cfg)
-        out.append((f"{CLUSTER_DIR}/headlamp.yaml", (header + dump_all(ui)).encode()))
+        out.append((HEADLAMP_FILE, (header + dump_all(ui)).encode()))
     return out
+
+
+def _cluster_file(cfg: ClusterConfig, path: str, *, kernel_has_ipip: bool = True) -> bytes:
+    return dict(cluster_files(cfg, kernel_has_ipip=kernel_has_ipip))[path]
 
 
 def _download_calico(cfg: ClusterConfig) -> Run:
     arts, sums = calico_artifacts(cfg)
-    lines = [f"install -d -m 0755 {CALICO_DIR}",
-             't=$(mktemp -d); trap \'rm -rf "$t"\' EXIT']
-    if sums:
-        lines.append(f'curl -fsSL --retry 3 -o "$t/SHA256SUMS" {shell_quote(sums)}')
+    lines = [f"install -d -m 0755 {CALICO_DIR}", TEMP_DIR]
     for a in arts:
-        lines.append(f'curl -fsSL --retry 3 -o "$t/{a.filename}" {shell_quote(a.url)}')
-        if a.sha256:
-            lines.append(f'echo "{a.sha256}  $t/{a.filename}" | sha256sum -c --quiet - || '
-                         f'{{ echo "checksum mismatch for {a.filename}" >&2; exit 1; }}')
-        elif sums:
-            lines.append(f'(cd "$t" && grep -E " \\*?{re.escape(a.filename)}$" SHA256SUMS | '
-                         f'sha256sum -c --quiet -) || {{ echo "{a.filename} is not in the '
-                         f'mirror\'s SHA256SUMS or does not match it" >&2; exit 1; }}')
+        lines += fetch_verified(DownloadArtifact(a.url, None if a.sha256 else sums, a.filename,
+                                                 a.sha256))
     for a in arts:
-        lines.append(f'install -m 0644 "$t/{a.filename}" {CALICO_DIR}/{a.filename}')
+        lines.append(f'install -m 0644 "$d/{a.filename}" {CALICO_DIR}/{a.filename}')
     how = ("checked against the mirror's SHA256SUMS" if sums
            else "from the immutable release tag over TLS")
     return Run("\n".join(lines), f"download Calico {CALICO_VERSION} manifests ({how})")
@@ -918,6 +1073,13 @@ def _wait_calico(seconds: int = 600) -> Run:
     return Run(cmd, "wait until TigeraStatus calico is Available (up to 10 min)")
 
 
+def _other_cni(ctx: Context, phase: str, resource: str) -> list[Step]:
+    """One line saying this CNI phase has nothing to do: cluster.yaml chose the other CNI."""
+    cps = [h for h in ctx.hosts() if h.has("control-plane")]
+    return [NoChange(cps[0].name, phase, resource, f"network.cni is {ctx.config.network.cni}")
+            ] if cps else []
+
+
 def _api_target(ctx: Context, phase: str, resource: str) -> str | list[Step]:
     """The host that applies objects through the API, or the steps saying why there is none."""
     if not ctx.config.kubernetes.enabled:
@@ -939,6 +1101,8 @@ class CalicoPhase:
 
     def plan(self, ctx: Context) -> list[Step]:
         cfg = ctx.config
+        if cfg.kubernetes.enabled and cfg.network.cni != "calico":
+            return _other_cni(ctx, self.name, "calico")
         target = _api_target(ctx, self.name, "calico")
         if isinstance(target, list):
             return target
@@ -971,18 +1135,32 @@ class CalicoPhase:
                      "wait until every CRD is Established"))))
         else:
             steps.append(NoChange(h, ph, "calico CRDs", "Calico CRDs exist"))
-        if download or not kf.operator:
+        want_image = image(cfg, TIGERA_OPERATOR_IMAGE)
+        stale = kf.operator_image is not None and not kf.operator_image.startswith(want_image + ":")
+        if download or not kf.operator or stale:
             changed = True
+            apply = f"{SSA} --force-conflicts -f {operator} >/dev/null"
+            why = "the operator installs and upgrades Calico from the Installation"
+            if cfg.artifacts.image_repository:
+                # the manifest names quay.io; the Installation's `registry` covers only the
+                # images the operator starts, not the operator itself (Calico's alternate-
+                # registry guide edits the manifest the same way)
+                repo = cfg.artifacts.image_repository
+                apply = (f"sed -E 's#(image: *\"?)quay\\.io/#\\1{repo}/#' {operator} | "
+                         f"{SSA} --force-conflicts -f - >/dev/null")
+                why += f"; its own image from {repo}"
+            if stale:
+                why = f"the operator runs {kf.operator_image}, cluster.yaml wants {want_image}"
             steps.append(Change(
-                h, ph, "tigera operator", "apply the Tigera operator (server-side)",
-                "the operator installs and upgrades Calico from the Installation",
-                (Run(f"{SSA} --force-conflicts -f {operator} >/dev/null"),
+                h, ph, "tigera operator", "apply the Tigera operator (server-side)", why,
+                (Run(apply),
                  Run(f"{KUBECTL} -n tigera-operator rollout status deployment/tigera-operator "
                      "--timeout=300s", "wait for the operator's rollout"))))
         else:
             steps.append(NoChange(h, ph, "tigera operator", "the Tigera operator is deployed"))
 
-        path, content = cluster_files(cfg, kernel_has_ipip=kf.ipip)[0]
+        path = CALICO_FILE
+        content = _cluster_file(cfg, path, kernel_has_ipip=kf.ipip)
         s = file_step(f, ph, WriteFile(path, content, 0o644),
                       "pools equal to the pod networks, natOutgoing Enabled, node addresses "
                       "from the kubelet's node-ip", resource="calico installation")
@@ -1008,6 +1186,60 @@ class CalicoPhase:
 
 
 # ---------------------------------------------------------------------------------------------
+# phase 3b: flannel
+
+
+def _wait_flannel(seconds: int = 300) -> Run:
+    ns, ds = FLANNEL_NAMESPACE, FLANNEL_DAEMONSET
+    return Run(
+        f"{KUBECTL} -n {ns} rollout status daemonset/{ds} --timeout={seconds}s || {{ "
+        f"echo 'flannel is not ready on every node after {seconds}s:' >&2; "
+        f"{KUBECTL} -n {ns} get pods -o wide >&2; "
+        f"{KUBECTL} get nodes -o custom-columns=NODE:.metadata.name,PODCIDRS:.spec.podCIDRs >&2; "
+        "exit 1; }",
+        f"wait for the {ds} rollout on every node (up to {seconds // 60} min)")
+
+
+class FlannelPhase:
+    """Flannel from homekube's own objects, applied like Calico's Installation."""
+
+    name = "flannel"
+    title = "flannel (pod network, VXLAN)"
+
+    def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
+        return _probes(config, host)
+
+    def plan(self, ctx: Context) -> list[Step]:
+        cfg = ctx.config
+        if cfg.kubernetes.enabled and cfg.network.cni != "flannel":
+            return _other_cni(ctx, self.name, "flannel")
+        target = _api_target(ctx, self.name, "flannel")
+        if isinstance(target, list):
+            return target
+        h, ph = target, self.name
+        f = ctx.facts[h]
+        kf = kube_facts(f)
+        path = FLANNEL_FILE
+        content = _cluster_file(cfg, path)
+        s = file_step(f, ph, WriteFile(path, content, 0o644),
+                      "VXLAN between the nodes; each node's subnet is its podCIDR from "
+                      "kube-controller-manager", resource="flannel")
+        if isinstance(s, Change) or kf.flannel is None:
+            why = s.why if isinstance(s, Change) else "the kube-flannel-ds DaemonSet is missing"
+            return [Change(h, ph, "flannel", s.summary if isinstance(s, Change) else f"apply {path}",
+                           why,
+                           (WriteFile(path, content, 0o644), Run(f"{SSA} -f {path}"),
+                            _wait_flannel()),
+                           diff=s.diff if isinstance(s, Change) else None)]
+        ready, desired = kf.flannel
+        if ready < desired or desired == 0:
+            return [s, Change(h, ph, "flannel ready", "wait until flannel runs on every node",
+                              f"{ready} of {desired} flannel pods are ready; nodes stay NotReady "
+                              "without the pod network", (_wait_flannel(),))]
+        return [s, NoChange(h, ph, "flannel ready", f"flannel runs on {ready} of {desired} node(s)")]
+
+
+# ---------------------------------------------------------------------------------------------
 # phase 4: the web UI
 
 
@@ -1027,14 +1259,15 @@ class UiPhase:
         f = ctx.facts[h]
         kf = kube_facts(f)
         if cfg.ui.kind == "none":
-            if kf.headlamp or kf.bindings:
+            if kf.headlamp or {"headlamp-view", "headlamp-cluster-admin"} & kf.bindings:
                 return [Change(h, ph, "headlamp", "remove Headlamp", "ui.kind is none",
                                (Run(f"{KUBECTL} delete namespace {HEADLAMP_NAMESPACE} "
                                     "--ignore-not-found && "
                                     f"{KUBECTL} delete clusterrolebinding headlamp-view "
                                     "headlamp-cluster-admin --ignore-not-found"),))]
             return [NoChange(h, ph, "headlamp", "ui.kind is none")]
-        path, content = cluster_files(cfg)[1]
+        path = HEADLAMP_FILE
+        content = _cluster_file(cfg, path)
         role = "cluster-admin" if cfg.ui.access == "admin" else "view"
         other = "headlamp-view" if role == "cluster-admin" else "headlamp-cluster-admin"
         s = file_step(f, ph, WriteFile(path, content, 0o644),
@@ -1061,7 +1294,7 @@ class UiPhase:
 
 
 def kubernetes_phases() -> list[Phase]:
-    return [KubernetesPackagesPhase(), KubeadmPhase(), CalicoPhase(), UiPhase()]
+    return [KubernetesPackagesPhase(), KubeadmPhase(), CalicoPhase(), FlannelPhase(), UiPhase()]
 
 
 ALL_PHASE_NAMES = tuple(p.name for p in kubernetes_phases())
@@ -1091,7 +1324,11 @@ def rendered_kubernetes_files(cfg: ClusterConfig) -> list[tuple[str, str, bytes,
         for fam in ("debian", "rhel"):
             for rf in repo_files(cfg, fam):
                 out.append((h.name, rf.path, rf.content.encode(), False))
-        out.append((h.name, CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), False))
+        if cfg.kubernetes.runtime == "cri-o":
+            out.append((h.name, CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), False))
+        pause = PAUSE_VERSIONS[cfg.kubernetes.minor]
+        out += [(h.name, path, content, False) for path, content in runtime_files(cfg, pause)]
+        out += [(h.name, path, content.encode(), False) for path, content in registry_files(cfg)]
         if h.name == first:
             init = with_bootstrap_token(kubeadm_init_config(cfg, h.name, certificate_key=key),
                                         REDACTED_TOKEN)

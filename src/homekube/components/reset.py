@@ -21,12 +21,22 @@ ETCD_USER_RECORD = f"{STATE_DIR}/etcd-user"
 
 UNITS = ("homekube-etcd-backup.timer", "homekube-etcd-backup.service", "etcd.service",
          "kubelet.service", "crio.service")
+#: written when homekube installed containerd from its release tarball: only then does reset
+#: stop containerd and remove its binaries, config and /var/lib/containerd (a containerd that
+#: was there before, e.g. Docker's, is left alone)
+CONTAINERD_RECORD = f"{STATE_DIR}/containerd-binary"
+CONTAINERD_FOOTPRINT = (
+    "/etc/containerd", "/etc/systemd/system/containerd.service", "/usr/local/bin/containerd",
+    "/usr/local/bin/containerd-shim-runc-v2", "/usr/local/bin/ctr", "/usr/local/sbin/runc",
+    "/var/lib/containerd", "/run/containerd",
+)
 
 #: files and directories homekube may create (data dir added from config)
 FOOTPRINT = (
     "/etc/sysctl.d/90-homekube.conf",
     "/etc/modules-load.d/homekube.conf",
     "/etc/NetworkManager/conf.d/calico.conf",
+    "/etc/NetworkManager/conf.d/flannel.conf",
     "/etc/homekube",
     "/etc/etcd",
     "/etc/kubernetes",
@@ -38,6 +48,7 @@ FOOTPRINT = (
     "/usr/local/bin/etcdctl",
     "/usr/local/bin/etcdutl",
     "/etc/crio/crio.conf.d/10-homekube.conf",
+    "/etc/containers/registries.conf.d/50-homekube.conf",
     "/etc/apt/sources.list.d/kubernetes.list",
     "/etc/apt/sources.list.d/cri-o.list",
     "/etc/apt/keyrings/kubernetes-apt-keyring.gpg",
@@ -46,6 +57,7 @@ FOOTPRINT = (
     "/etc/yum.repos.d/cri-o.repo",
     "/etc/cni/net.d",
     "/var/lib/calico",
+    "/run/flannel",
     "/var/lib/kubelet",
     "/var/log/homekube",
     "/run/homekube",
@@ -53,9 +65,18 @@ FOOTPRINT = (
 )
 
 
+def _registry_certs(config: ClusterConfig) -> tuple[str, ...]:
+    """cri-o's CA directories homekube made for `artifacts.registries` (containerd's live in
+    /etc/containerd)."""
+    return tuple(f"/etc/containers/certs.d/{r.host}" for r in config.artifacts.registries
+                 if r.ca or r.ca_file)
+
+
 def probes(config: ClusterConfig) -> Probes:
-    paths = {p: False for p in (*FOOTPRINT, config.etcd.data_dir, config.etcd.backup.dir)}
-    return Probes(files=paths | {PACKAGES_RECORD: False, ETCD_USER_RECORD: False},
+    paths = {p: False for p in (*FOOTPRINT, *_registry_certs(config), config.etcd.data_dir,
+                                config.etcd.backup.dir)}
+    return Probes(files=paths | {PACKAGES_RECORD: False, ETCD_USER_RECORD: False,
+                                 CONTAINERD_RECORD: False},
                   units=set(UNITS))
 
 
@@ -68,7 +89,8 @@ def recorded_packages(f: HostFacts) -> list[str]:
 
 def footprint(cfg: ClusterConfig, f: HostFacts) -> list[str]:
     """What of homekube's is on the host now (paths and active/enabled units)."""
-    found = [p for p in (*FOOTPRINT, cfg.etcd.data_dir, cfg.etcd.backup.dir) if f.file(p) is not None]
+    found = [p for p in (*FOOTPRINT, *_registry_certs(cfg), cfg.etcd.data_dir, cfg.etcd.backup.dir)
+             if f.file(p) is not None]
     found += [u for u in UNITS if f.unit(u).exists and (f.unit(u).is_active or f.unit(u).is_enabled)
               and u not in ("kubelet.service", "crio.service")]
     return found
@@ -86,14 +108,19 @@ def reset_script(cfg: ClusterConfig, f: HostFacts, *, purge_data: bool = True) -
         # kubeadm's own cleanup first (validated, not executed here: no kubeadm on lab hosts)
         "if command -v kubeadm >/dev/null; then kubeadm reset -f >/dev/null 2>&1 || true; fi",
         "for t in filter nat mangle raw; do "
-        "for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (KUBE-|cali-)/{print $2}'); do "
+        "for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (KUBE-|cali-|FLANNEL-)/{print $2}'); do "
         "iptables -t $t -F $c 2>/dev/null || true; done; "
-        "{ iptables -t $t -S 2>/dev/null | grep -E -- '-j (KUBE-|cali-)' | sed 's/^-A/-D/' | "
+        "{ iptables -t $t -S 2>/dev/null | grep -E -- '-j (KUBE-|cali-|FLANNEL-)' | sed 's/^-A/-D/' | "
         "while read -r r; do eval iptables -t $t $r 2>/dev/null || true; done; } || true; "
-        "for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (KUBE-|cali-)/{print $2}'); do "
+        "for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (KUBE-|cali-|FLANNEL-)/{print $2}'); do "
         "iptables -t $t -X $c 2>/dev/null || true; done; done",
-        "for l in vxlan.calico vxlan-v6.calico tunl0 cni0; do ip link del $l 2>/dev/null || true; done",
-        "rm -rf " + " ".join(shell_quote(p) for p in FOOTPRINT if p != STATE_DIR),
+        "for l in vxlan.calico vxlan-v6.calico tunl0 cni0 flannel.1 flannel-v6.1; do "
+        "ip link del $l 2>/dev/null || true; done",
+        # containerd only when homekube installed it (its stamp says so), after kubeadm reset
+        f"if [ -e {CONTAINERD_RECORD} ]; then systemctl disable --now containerd >/dev/null 2>&1 "
+        "|| true; rm -rf " + " ".join(CONTAINERD_FOOTPRINT) + "; fi",
+        "rm -rf " + " ".join(shell_quote(p) for p in (*FOOTPRINT, *_registry_certs(cfg))
+                             if p != STATE_DIR),
     ]
     if purge_data:
         lines.append(f"rm -rf {data} {shell_quote(cfg.etcd.backup.dir)}")

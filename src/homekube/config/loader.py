@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from homekube.config.checks import feature_checks, read_ca_files
 from homekube.config.model import ClusterConfig
 from homekube.errors import ConfigError, ConfigProblem
 
@@ -158,8 +159,13 @@ def load_text(text: str, filename: str = "cluster.yaml") -> ClusterConfig:
         problems.sort(key=lambda p: (p.line, p.column))
         raise ConfigError(problems) from None
 
+    # caFile is read here, where the config file's directory is known (config/checks.py)
+    cfg, unreadable = read_ca_files(cfg, Path(filename).parent)
+    for loc, msg in unreadable:
+        line, col = locate(root, loc)
+        problems.append(ConfigProblem(filename, line, col, _path(loc), msg))
     warnings: list[ConfigProblem] = []
-    for loc, msg, is_warning in semantic_checks(cfg):
+    for loc, msg, is_warning in [*semantic_checks(cfg), *feature_checks(cfg)]:
         line, col = locate(root, loc)
         p = ConfigProblem(filename, line, col, _path(loc), msg, warning=is_warning)
         (warnings if is_warning else problems).append(p)

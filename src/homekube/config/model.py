@@ -79,8 +79,168 @@ class Model(BaseModel):
     )
 
 
+#: the oldest containerd each Kubernetes minor supports (containerd RELEASES.md "Kubernetes
+#: Support"; 1.37 is UNCONFIRMED: assumed equal to 1.36)
+CONTAINERD_MIN: dict[str, str] = {"1.34": "2.0.6", "1.35": "2.1.5", "1.36": "2.2.0", "1.37": "2.2.0"}
+
+_QUANTITY = r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?"
+_PERCENT = r"[0-9]+(\.[0-9]+)?%"
+_EVICTION_SIGNALS = frozenset({
+    "memory.available", "nodefs.available", "nodefs.inodesFree", "imagefs.available",
+    "imagefs.inodesFree", "containerfs.available", "containerfs.inodesFree", "pid.available",
+})
+_RESERVED = frozenset({"cpu", "memory", "ephemeral-storage", "pid"})
+
+
+def _version3(v: str, what: str, major: str) -> str:
+    if not re.fullmatch(rf"v?{major}\.\d+\.\d+", v):
+        raise ValueError(f"{v!r} is not a {what} version like {major}.4.3")
+    return v.removeprefix("v")
+
+
+def _sha256(v: str | None) -> str | None:
+    if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
+        raise ValueError("must be 64 lowercase hex digits")
+    return v
+
+
+def _vtuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+class ContainerdSpec(Model):
+    """containerd and runc from their release binaries (used when `runtime` is `containerd`)."""
+
+    version: str = Field(
+        "2.3.7",
+        description="containerd release (2.3 is the LTS line), installed from `containerd-<V>-linux-<arch>.tar.gz` "
+        "(GitHub or `<mirror>containerd/v<V>/`) into /usr/local. Distro packages are too old "
+        "(Debian 12 ships 1.6); Kubernetes 1.36 wants 2.2 or later.",
+    )
+    sha256: str | None = Field(
+        None, description="SHA-256 of the containerd tarball (default: the SHA256SUMS beside it)."
+    )
+    runc_version: str = Field(
+        "1.5.2",
+        description="runc release, installed from `runc.<arch>` (GitHub or `<mirror>runc/v<V>/`) "
+        "as /usr/local/sbin/runc.",
+    )
+    runc_sha256: str | None = Field(
+        None, description="SHA-256 of the runc binary (default: the SHA256SUMS beside it)."
+    )
+    restrict_oom_score_adj: bool = Field(
+        False,
+        description="Never give a container a lower OOM score adjustment than containerd's own "
+        "(for hosts that cannot lower OOM scores: user namespaces, containers; kind sets it).",
+    )
+    snapshotter: Literal["overlayfs", "native", "btrfs"] = Field(
+        "overlayfs",
+        description="How image layers become root filesystems: `overlayfs`; `native` (plain "
+        "copies) where /var/lib/containerd is itself on overlayfs, e.g. inside a container; "
+        "`btrfs` on a btrfs /var/lib/containerd.",
+    )
+    oom_score_adjust: int = Field(
+        -999, ge=-1000, le=1000,
+        description="OOMScoreAdjust= of containerd's unit (upstream: -999, so the OOM killer "
+        "spares the runtime); 0 where the host may not lower scores.",
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _containerd_version(cls, v: str) -> str:
+        return _version3(v, "containerd 2.x", "2")
+
+    @field_validator("runc_version")
+    @classmethod
+    def _runc_version(cls, v: str) -> str:
+        return _version3(v, "runc", "1")
+
+    @field_validator("sha256", "runc_sha256")
+    @classmethod
+    def _shas(cls, v: str | None) -> str | None:
+        return _sha256(v)
+
+
+class KubeletSpec(Model):
+    """Kubelet settings shared by every node (KubeletConfiguration)."""
+
+    max_pods: int | None = Field(None, ge=1, le=2500, description="Pods per node (kubelet: 110).")
+    eviction_hard: dict[str, str] | None = Field(
+        None,
+        description="Hard eviction thresholds, e.g. `{memory.available: 100Mi, nodefs.available: "
+        "10%}`; list every signal you rely on (a partial map can drop kubelet's other defaults).",
+    )
+    image_gc_high_threshold_percent: int | None = Field(
+        None, ge=0, le=100, alias="imageGCHighThresholdPercent",
+        description="Disk usage (%) that starts image garbage collection (85)."
+    )
+    image_gc_low_threshold_percent: int | None = Field(
+        None, ge=0, le=100, alias="imageGCLowThresholdPercent",
+        description="Disk usage (%) image garbage collection frees down to (80)."
+    )
+    system_reserved: dict[str, str] | None = Field(
+        None, description="Resources kept for the OS (`cpu`, `memory`, `ephemeral-storage`, `pid`)."
+    )
+    kube_reserved: dict[str, str] | None = Field(
+        None, description="Resources kept for kubelet and the runtime (same keys)."
+    )
+    resolv_conf: str | None = Field(
+        None,
+        description="resolv.conf pods inherit; point it past a local stub resolver "
+        "(127.0.0.53 makes CoreDNS forward to itself), e.g. /run/systemd/resolve/resolv.conf.",
+    )
+
+    @field_validator("resolv_conf")
+    @classmethod
+    def _resolv(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"/[A-Za-z0-9_./-]*", v):
+            raise ValueError(f"{v!r} is not an absolute path")
+        return v
+
+    @field_validator("eviction_hard")
+    @classmethod
+    def _eviction(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v == {}:
+            # the kubelet reads an empty map as "unset" and keeps its defaults
+            raise ValueError("an empty map does not turn eviction off (kubelet keeps its "
+                             "defaults); set thresholds to 0% instead, e.g. {nodefs.available: 0%}")
+        for k, q in (v or {}).items():
+            if k not in _EVICTION_SIGNALS:
+                raise ValueError(f"{k!r} is not an eviction signal ({', '.join(sorted(_EVICTION_SIGNALS))})")
+            if not (re.fullmatch(_QUANTITY, str(q)) or re.fullmatch(_PERCENT, str(q))):
+                raise ValueError(f"{k}: {q!r} is not a quantity (100Mi) or a percentage (10%)")
+        return v
+
+    @field_validator("system_reserved", "kube_reserved")
+    @classmethod
+    def _reserved(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for k, q in (v or {}).items():
+            if k not in _RESERVED:
+                raise ValueError(f"{k!r} cannot be reserved ({', '.join(sorted(_RESERVED))})")
+            if not re.fullmatch(_QUANTITY, str(q)):
+                raise ValueError(f"{k}: {q!r} is not a quantity like 500m or 256Mi")
+        return v
+
+    @model_validator(mode="after")
+    def _gc(self) -> KubeletSpec:
+        hi, lo = self.image_gc_high_threshold_percent, self.image_gc_low_threshold_percent
+        if hi is not None and lo is not None and lo > hi:
+            raise ValueError(f"imageGCLowThresholdPercent ({lo}) must not exceed the high one ({hi})")
+        return self
+
+
+class KubeProxySpec(Model):
+    """kube-proxy settings (KubeProxyConfiguration)."""
+
+    conntrack_max_per_core: int | None = Field(
+        None, ge=0, le=2**31 - 1,
+        description="nf_conntrack_max per CPU core; 0 leaves the kernel's value alone (needed "
+        "where it is read-only, e.g. inside containers). Unset: kube-proxy's 32768.",
+    )
+
+
 class KubernetesSpec(Model):
-    """The Kubernetes layer (cri-o, kubeadm, Calico, UI). Off means: host prep and etcd only."""
+    """The Kubernetes layer (runtime, kubeadm, CNI, UI). Off means: host prep and etcd only."""
 
     enabled: bool = Field(
         True,
@@ -99,6 +259,39 @@ class KubernetesSpec(Model):
         "nftables", description="kube-proxy mode; ipvs is deprecated since 1.35."
     )
     cert_sans: tuple[str, ...] = Field((), description="Extra SANs for the API server certificate.")
+    runtime: Literal["cri-o", "containerd"] = Field(
+        "cri-o",
+        description="Container runtime: `cri-o` from its per-minor repository, or `containerd` "
+        "(+ runc) from the upstream release binaries and CNI plugins from `kubernetes-cni`.",
+    )
+    cgroup_driver: Literal["systemd", "cgroupfs"] = Field(
+        "systemd",
+        description="cgroup driver of the kubelet and the runtime (runc `SystemdCgroup`, cri-o "
+        "`cgroup_manager`); `cgroupfs` only where systemd does not manage cgroups.",
+    )
+    allow_cgroup_v1: bool = Field(
+        False,
+        description="Run on cgroup v1 hosts anyway: kubelet `failCgroupV1: false` and kubeadm "
+        "ignores `SystemVerification`. cgroup v1 is deprecated; prefer booting cgroup v2.",
+    )
+    ignore_preflight_errors: tuple[str, ...] = Field(
+        (),
+        description="kubeadm preflight checks to ignore on every node, by name (e.g. `Mem`, "
+        "`NumCPU`); `all` is refused: it would hide the real problem.",
+    )
+    containerd: ContainerdSpec = Field(default_factory=ContainerdSpec)
+    kubelet: KubeletSpec = Field(default_factory=KubeletSpec)
+    kube_proxy: KubeProxySpec = Field(default_factory=KubeProxySpec)
+
+    @field_validator("ignore_preflight_errors")
+    @classmethod
+    def _checks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name.lower() == "all":
+                raise ValueError("`all` hides every preflight error; name the checks to ignore")
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", name):
+                raise ValueError(f"{name!r} is not a kubeadm preflight check name")
+        return v
 
     @field_validator("version")
     @classmethod
@@ -111,13 +304,28 @@ class KubernetesSpec(Model):
             raise ValueError(f"Kubernetes {m.group(1)} is not supported (supported: {supported})")
         return v.removeprefix("v")
 
+    @model_validator(mode="after")
+    def _containerd_supports_minor(self) -> KubernetesSpec:
+        if self.runtime == "containerd":
+            need = CONTAINERD_MIN[self.minor]
+            if _vtuple(self.containerd.version) < _vtuple(need):
+                raise ValueError(
+                    f"containerd {self.containerd.version} is older than Kubernetes {self.minor} "
+                    f"supports (containerd {need} or later)")
+        return self
+
     @property
     def minor(self) -> str:
         return ".".join(self.version.split(".")[:2])
 
 
+#: node CIDR size kube-controller-manager hands out per family (its --node-cidr-mask-size
+#: defaults; kubeadm sets --allocate-node-cidrs whenever podSubnet is given), which flannel uses
+FLANNEL_NODE_PREFIX = {4: 24, 6: 64}
+
+
 class NetworkSpec(Model):
-    """Pod and service networks (single- or dual-stack) and Calico's encapsulation."""
+    """Pod and service networks (single- or dual-stack) and the CNI plugin."""
 
     pods: tuple[IPNet, ...] = Field(
         (ipaddress.IPv4Network("10.42.0.0/16"),),
@@ -135,6 +343,23 @@ class NetworkSpec(Model):
         "VXLANCrossSubnet",
         description="Calico encapsulation for the IPv4 pool (IPv6 pools always use VXLAN or None).",
     )
+    cni: Literal["calico", "flannel"] = Field(
+        "calico",
+        description="Pod network: `calico` (Tigera operator) or `flannel` (VXLAN; each node gets "
+        "a /24 (IPv4) and a /64 (IPv6) of the pod networks).",
+    )
+    flannel_iface: str | None = Field(
+        None,
+        description="Interface flannel sends VXLAN over (`--iface`); default: the one with the "
+        "default route. For hosts with several networks.",
+    )
+
+    @field_validator("flannel_iface")
+    @classmethod
+    def _iface(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", v):
+            raise ValueError(f"{v!r} is not an interface name")
+        return v
 
     @field_validator("pods", "services", mode="before")
     @classmethod
@@ -168,6 +393,14 @@ class NetworkSpec(Model):
                     f"pod network {pod} is too small: Calico hands out /{block} blocks, "
                     f"so it must be /{block} or larger"
                 )
+        if self.cni == "flannel":
+            for pod in self.pods:
+                node = FLANNEL_NODE_PREFIX[pod.version]
+                if not node - 16 <= pod.prefixlen <= node:
+                    raise ValueError(
+                        f"pod network {pod}: with flannel every node gets a /{node} of it, so it "
+                        f"must be between /{node - 16} and /{node} (kube-controller-manager's "
+                        "node CIDR allocator)")
         for svc in self.services:
             host_bits = svc.max_prefixlen - svc.prefixlen
             if host_bits > 20:
@@ -342,14 +575,122 @@ class HostSpec(Model):
         return role in self.roles
 
 
+def pem_certificates(text: str) -> str:
+    """Check that `text` holds PEM certificates; return it with one trailing newline."""
+    from cryptography import x509
+
+    try:
+        certs = x509.load_pem_x509_certificates(text.encode())
+    except ValueError:
+        certs = []
+    if not certs:
+        raise ValueError("is not a PEM certificate (-----BEGIN CERTIFICATE----- ...)")
+    return text.strip() + "\n"
+
+
+#: `host`, `host:port`, an IPv4 address or a bracketed IPv6 address, with an optional port
+_REGISTRY_HOST = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?"
+_PATH_PART = r"[a-z0-9]+([._-][a-z0-9]+)*"
+
+
+class RegistrySpec(Model):
+    """How the runtimes reach one registry host (containerd hosts.toml, cri-o registries.conf.d)."""
+
+    host: str = Field(
+        description="Registry host as it appears in image names: `registry.home.arpa`, "
+        "`192.0.2.250:5000`, `[2001:db8::250]:5000`."
+    )
+    plain_http: bool = Field(False, description="Speak plain HTTP to it (no TLS at all).")
+    ca: str | None = Field(
+        None, description="PEM certificate(s) of the CA that signed the registry's certificate."
+    )
+    ca_file: str | None = Field(
+        None,
+        description="The same, read from a file on this machine (relative to cluster.yaml).",
+    )
+    skip_verify: bool = Field(
+        False, description="TLS without verifying the certificate (testing only; prefer `ca`)."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not re.fullmatch(_REGISTRY_HOST, v):
+            raise ValueError(f"{v!r} is not a registry host like registry.home.arpa:5000 "
+                             "(no scheme, no path)")
+        return v
+
+    @field_validator("ca")
+    @classmethod
+    def _pem(cls, v: str | None) -> str | None:
+        return None if v is None else pem_certificates(v)
+
+    @model_validator(mode="after")
+    def _one_trust(self) -> RegistrySpec:
+        if self.ca is not None and self.ca_file is not None:
+            raise ValueError("give the CA either as `ca` or as `caFile`, not both")
+        if self.plain_http and (self.ca or self.ca_file or self.skip_verify):
+            raise ValueError("plainHttp uses no TLS: ca, caFile and skipVerify do not apply")
+        return self
+
+    def ca_pem(self) -> str | None:
+        """The CA text; `caFile` is read into `ca` when cluster.yaml is loaded (config.files)."""
+        if self.ca_file is not None and self.ca is None:
+            raise ValueError(f"registry {self.host}: caFile {self.ca_file} was not read "
+                             "(load cluster.yaml with homekube.config.loader)")
+        return self.ca
+
+    @property
+    def url(self) -> str:
+        return ("http://" if self.plain_http else "https://") + self.host
+
+
 class ArtifactsSpec(Model):
-    """Where downloads come from."""
+    """Where downloads and container images come from."""
 
     mirror: str | None = Field(
         None,
         description="Base URL of a local mirror that replaces every upstream download "
-        "(etcd tarballs under etcd/vX.Y.Z/, manifests under calico/ and headlamp/).",
+        "(etcd, containerd and runc under etcd/, containerd/ and runc/v<V>/ with SHA256SUMS; "
+        "package repositories under kubernetes/ and cri-o/; manifests under calico/).",
     )
+    image_repository: str | None = Field(
+        None,
+        description="Registry (and path) every image comes from, e.g. `registry.home.arpa:5000/k8s`: "
+        "kubeadm's `imageRepository` (`<repo>/kube-apiserver`, `<repo>/pause`, `<repo>/coredns`); "
+        "other images keep their path without the registry host "
+        "(`ghcr.io/flannel-io/flannel:v0.28.10` → `<repo>/flannel-io/flannel:v0.28.10`).",
+    )
+    registries: tuple[RegistrySpec, ...] = Field(
+        (), description="Registries that need plain HTTP or a private CA (`artifacts.registries[]` below)."
+    )
+
+    @field_validator("image_repository")
+    @classmethod
+    def _repo(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.rstrip("/")
+        host, _, path = v.partition("/")
+        if not re.fullmatch(_REGISTRY_HOST, host) or (
+            path and not all(re.fullmatch(_PATH_PART, p) for p in path.split("/"))
+        ):
+            raise ValueError(f"{v!r} is not a registry[:port][/path] like registry.home.arpa:5000/k8s "
+                             "(no scheme, no tag; path parts lowercase)")
+        return v
+
+    @field_validator("registries")
+    @classmethod
+    def _unique(cls, v: tuple[RegistrySpec, ...]) -> tuple[RegistrySpec, ...]:
+        hosts = [r.host for r in v]
+        dup = sorted({h for h in hosts if hosts.count(h) > 1})
+        if dup:
+            raise ValueError(f"registry {', '.join(dup)} is listed twice")
+        return v
+
+    @property
+    def image_registry_host(self) -> str | None:
+        return self.image_repository.split("/", 1)[0] if self.image_repository else None
 
     @field_validator("mirror")
     @classmethod

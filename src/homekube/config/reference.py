@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 from pydantic import BaseModel
@@ -54,6 +55,10 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str], nested: list[tupl
         key = f.alias or name
         ann = f.annotation
         sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        items = typing.get_args(ann)
+        if (typing.get_origin(ann) is tuple and items and isinstance(items[0], type)
+                and issubclass(items[0], BaseModel) and model is not ClusterConfig):
+            nested.append((f"{prefix}{key}[]", items[0]))
         desc = (f.description or "").replace("|", "\\|").replace("\n", " ")
         if sub is not None:
             nested.append((f"{prefix}{key}", sub))

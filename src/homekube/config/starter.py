@@ -21,12 +21,14 @@ kubernetes:
   # A DNS name here lets you add control planes later (kubeadm cannot add one after init).
   # controlPlaneEndpoint: k8s.home.arpa:6443
   proxyMode: nftables
+  runtime: cri-o                  # or containerd (release binaries; CNI plugins from kubernetes-cni)
 network:
   # One network per family; add an IPv6 network to each for dual-stack (then every host
   # needs address6).
   pods: [10.42.0.0/16]
   services: [10.96.0.0/16]
-  encapsulation: VXLANCrossSubnet
+  encapsulation: VXLANCrossSubnet  # Calico's; `cni: flannel` uses VXLAN always
+  cni: calico
 etcd:
   install: tarball                # upstream release, checked by SHA-256
   snapshotCount: 5000
@@ -36,7 +38,10 @@ etcd:
 ui: {{kind: headlamp, access: read-only}}
 hostPrep: {{swap: "off", firewall: disable}}
 ssh: {{user: root, key: ~/.ssh/id_ed25519, knownHosts: ~/.ssh/known_hosts}}
-artifacts: {{mirror: null}}        # a local mirror for offline installs
+artifacts:
+  mirror: null                    # a local mirror for offline installs
+  # imageRepository: registry.home.arpa:5000/k8s   # every image from your own registry
+  # registries: [{{host: "registry.home.arpa:5000", plainHttp: true}}]
 hosts:
 {chr(10).join(host_lines)}
 """

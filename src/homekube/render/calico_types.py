@@ -182,6 +182,14 @@ class InstallationSpec(KubeModel):
     kubelet_volume_plugin_path: str | None = omitempty("kubeletVolumePluginPath")
     service_cidrs: list[str] | None = omitempty("serviceCIDRs")
 
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        """The operator concatenates ``<registry><imagePath>/``: it must end with a slash."""
+        if v and v != "UseDefault" and not v.endswith("/"):
+            raise ValueError(f"registry {v!r} must end with '/' (or be UseDefault)")
+        return v
+
 
 class Installation(KubeModel):
     """The single ``Installation``; the operator only honours one named ``default``."""

@@ -63,6 +63,7 @@ __all__ = [
     "JoinControlPlane",
     "KubeModel",
     "KubeProxyConfiguration",
+    "KubeProxyConntrackConfiguration",
     "KubeProxyIPTablesConfiguration",
     "KubeProxyNFTablesConfiguration",
     "KubeletConfiguration",
@@ -484,6 +485,12 @@ class KubeletConfiguration(KubeModel):
     cluster_domain: str | None = omitempty("clusterDomain")
     cluster_dns: list[str] | None = omitempty("clusterDNS")
     cgroup_driver: Literal["systemd", "cgroupfs"] | None = omitempty("cgroupDriver")
+    image_gc_high_threshold_percent: int | None = Field(
+        None, alias="imageGCHighThresholdPercent", ge=0, le=100
+    )
+    image_gc_low_threshold_percent: int | None = Field(
+        None, alias="imageGCLowThresholdPercent", ge=0, le=100
+    )
     max_pods: int | None = omitempty("maxPods", ge=0)
     pod_pids_limit: int | None = Field(None, alias="podPidsLimit")
     resolv_conf: str | None = Field(None, alias="resolvConf")
@@ -545,6 +552,13 @@ class KubeProxyNFTablesConfiguration(KubeModel):
     min_sync_period: Duration | None = Field(None, alias="minSyncPeriod")
 
 
+class KubeProxyConntrackConfiguration(KubeModel):
+    """``conntrack``: ``maxPerCore: 0`` leaves the kernel's nf_conntrack_max alone."""
+
+    max_per_core: int | None = Field(None, alias="maxPerCore", ge=0)
+    min: int | None = Field(None, alias="min", ge=0)
+
+
 class KubeProxyConfiguration(KubeModel):
     """The kube-proxy settings homekube may set. A subset: see the module doc."""
 
@@ -566,4 +580,5 @@ class KubeProxyConfiguration(KubeModel):
     cluster_cidr: str | None = Field(None, alias="clusterCIDR")
     node_port_addresses: list[str] | None = Field(None, alias="nodePortAddresses")
     oom_score_adj: int | None = Field(None, alias="oomScoreAdj", ge=-1000, le=1000)
+    conntrack: KubeProxyConntrackConfiguration | None = Field(None, alias="conntrack")
     config_sync_period: Duration | None = Field(None, alias="configSyncPeriod")

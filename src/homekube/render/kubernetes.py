@@ -26,19 +26,24 @@ is replaced by a path under the mirror that keeps the upstream tree below it, so
     (etcd tarballs live under <mirror>etcd/vX.Y.Z/ — rendered elsewhere)
 
 Package signatures are still checked with the upstream keys, fetched from the same mirror
-path (``Release.key`` / ``repodata/repomd.xml.key``); container images are not mirrored.
+path (``Release.key`` / ``repodata/repomd.xml.key``). Container images come from
+`artifacts.imageRepository` when set (:mod:`images`); containerd's and cri-o's own files are
+in :mod:`runtime`, flannel's objects in :mod:`flannel`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from homekube.config.model import ClusterConfig, HostSpec
+from homekube.render import tomlout
+from homekube.render.flannel import flannel_objects
+from homekube.render.images import image, pause_image
+from homekube.render.runtime import CRIO_SOCKET, cri_socket
 from homekube.render.yamlout import dump_all
 
 if TYPE_CHECKING:  # the pydantic models cost ~55 ms to import: only when rendering
@@ -62,6 +67,7 @@ __all__ = [
     "REDACTED_CA_CERT_HASH",
     "REDACTED_CERTIFICATE_KEY",
     "REDACTED_TOKEN",
+    "TIGERA_OPERATOR_IMAGE",
     "Artifact",
     "RepoFile",
     "all_cluster_objects",
@@ -81,8 +87,8 @@ __all__ = [
 # Constants (each with its source)
 # --------------------------------------------------------------------------------------------
 
-CRI_SOCKET = "unix:///var/run/crio/crio.sock"
-"""CRI-O's socket (facts.md §2.4; crio.conf.5 ``listen``)."""
+CRI_SOCKET = CRIO_SOCKET
+"""CRI-O's socket (facts.md §2.4); the configured runtime's is :func:`runtime.cri_socket`."""
 
 CERTIFICATES_DIR = "/etc/kubernetes/pki"
 """kubeadm's ``certificatesDir``; the apiserver pod mounts it, so the etcd files live here."""
@@ -110,6 +116,10 @@ v1.35.8 constants; 1.36 = 3.10.2 comes from a third-party report (kubeclipper PR
 
 CALICO_VERSION = "v3.32.1"
 """Calico release (facts.md §0); tested by Calico on Kubernetes 1.34–1.36 (§8.1)."""
+
+TIGERA_OPERATOR_IMAGE = "quay.io/tigera/operator"
+"""The operator's image repository in ``tigera-operator.yaml`` (v1.42.3 for Calico v3.32.1,
+facts.md §0); the tag stays whatever the pinned manifest says."""
 
 CALICO_MANIFESTS: tuple[str, ...] = ("v1_crd_projectcalico_org.yaml", "tigera-operator.yaml")
 """Apply order: the CRDs first (split out since 3.30), then the operator (facts.md §8.1)."""
@@ -283,6 +293,13 @@ def kubernetes_version(cfg: ClusterConfig, kubeadm_version: str | None = None) -
     return f"stable-{minor}"
 
 
+def _ignored_checks(cfg: ClusterConfig) -> list[str]:
+    """kubeadm preflight checks to ignore: SystemVerification fails on cgroup v1, so
+    `allowCgroupV1` is the explicit opt-in for it; the rest are the user's, by name."""
+    checks = ["SystemVerification"] if cfg.kubernetes.allow_cgroup_v1 else []
+    return _dedupe([*checks, *cfg.kubernetes.ignore_preflight_errors])
+
+
 def _node_registration(cfg: ClusterConfig, host: HostSpec) -> kt.NodeRegistrationOptions:
     """Name, CRI socket, node IPs, and the taint decision for ``host``.
 
@@ -297,9 +314,10 @@ def _node_registration(cfg: ClusterConfig, host: HostSpec) -> kt.NodeRegistratio
     node_ip = ",".join(str(a) for a in _node_ips(cfg, host))
     return kt.NodeRegistrationOptions(
         name=host.name,
-        cri_socket=CRI_SOCKET,
+        cri_socket=cri_socket(cfg),
         taints=[] if untainted else None,
         kubelet_extra_args=[kt.Arg(name="node-ip", value=node_ip)],
+        ignore_preflight_errors=_ignored_checks(cfg) or None,
     )
 
 
@@ -331,6 +349,7 @@ def _cluster_configuration(
         control_plane_endpoint=control_plane_endpoint(cfg),
         api_server=kt.APIServer(cert_sans=_cert_sans(cfg)),
         certificates_dir=CERTIFICATES_DIR,
+        image_repository=cfg.artifacts.image_repository,
         cluster_name=cfg.name,
         encryption_algorithm=_encryption_algorithm(cfg),
     )
@@ -339,25 +358,41 @@ def _cluster_configuration(
 def _kubelet_configuration(cfg: ClusterConfig) -> kt.KubeletConfiguration:
     """Kubelet settings shared by every node (kubeadm stores them in kubelet-config).
 
-    ``cgroupDriver: systemd`` is informational since 1.34 (the kubelet asks CRI-O, §1.3);
-    ``failCgroupV1: true`` states the 1.35 default explicitly, so 1.34 behaves the same;
-    swap is allowed only through NodeSwap's ``LimitedSwap`` (§1.4).
+    ``cgroupDriver`` matches the runtime's (runc ``SystemdCgroup``, cri-o ``cgroup_manager``);
+    since 1.34 the kubelet asks the runtime anyway (§1.3), older ones read it here.
+    ``failCgroupV1: true`` states the 1.35 default explicitly, so 1.34 behaves the same, unless
+    ``kubernetes.allowCgroupV1`` opts out. Swap is allowed only through NodeSwap's
+    ``LimitedSwap`` (§1.4). The rest comes from ``kubernetes.kubelet`` when set.
     """
     from homekube.render import kubeadm_types as kt
+    k = cfg.kubernetes
+    kl = k.kubelet
     swap = cfg.host_prep.swap == "allowed"
     return kt.KubeletConfiguration(
-        cgroup_driver="systemd",
-        container_runtime_endpoint=CRI_SOCKET,
-        fail_cgroup_v1=True,
+        cgroup_driver=k.cgroup_driver,
+        image_gc_high_threshold_percent=kl.image_gc_high_threshold_percent,
+        image_gc_low_threshold_percent=kl.image_gc_low_threshold_percent,
+        max_pods=kl.max_pods,
+        eviction_hard=dict(kl.eviction_hard) if kl.eviction_hard is not None else None,
+        container_runtime_endpoint=cri_socket(cfg),
+        fail_cgroup_v1=not k.allow_cgroup_v1,
         fail_swap_on=False if swap else None,
         memory_swap=kt.MemorySwapConfiguration(swap_behavior="LimitedSwap") if swap else None,
+        resolv_conf=kl.resolv_conf,
+        system_reserved=dict(kl.system_reserved) if kl.system_reserved else None,
+        kube_reserved=dict(kl.kube_reserved) if kl.kube_reserved else None,
     )
 
 
 def _kube_proxy_configuration(cfg: ClusterConfig) -> kt.KubeProxyConfiguration:
-    """Only the mode (§7.3a); kubeadm fills ``clusterCIDR`` from ``podSubnet`` itself."""
+    """The mode (§7.3a) and conntrack sizing; kubeadm fills ``clusterCIDR`` from ``podSubnet``."""
     from homekube.render import kubeadm_types as kt
-    return kt.KubeProxyConfiguration(mode=cfg.kubernetes.proxy_mode)
+    per_core = cfg.kubernetes.kube_proxy.conntrack_max_per_core
+    return kt.KubeProxyConfiguration(
+        mode=cfg.kubernetes.proxy_mode,
+        conntrack=kt.KubeProxyConntrackConfiguration(max_per_core=per_core)
+        if per_core is not None else None,
+    )
 
 
 def kubeadm_init_config(
@@ -386,13 +421,19 @@ def kubeadm_init_config(
         ),
         certificate_key=certificate_key,
     )
+    cluster = _cluster_configuration(cfg, kubeadm_version)
     docs = [
         init.to_dict(),
-        _cluster_configuration(cfg, kubeadm_version).to_dict(),
+        cluster.to_dict(),
         _kubelet_configuration(cfg).to_dict(),
         _kube_proxy_configuration(cfg).to_dict(),
     ]
-    return _HEADER.format(name=cfg.name) + dump_all(docs)
+    note = ""
+    if cluster.kubernetes_version and not cluster.kubernetes_version.startswith("v"):
+        note = (f"# kubernetesVersion {cluster.kubernetes_version} is a placeholder: apply sets "
+                "the installed kubeadm's exact version\n# before kubeadm runs (kubeadm itself "
+                "would look the label up on dl.k8s.io).\n")
+    return _HEADER.format(name=cfg.name) + note + dump_all(docs)
 
 
 def kubeadm_join_config(
@@ -449,28 +490,26 @@ def kubeadm_join_config(
 # --------------------------------------------------------------------------------------------
 
 
-def _toml_str(value: str) -> str:
-    # JSON string escapes are a subset of TOML basic-string escapes (with ensure_ascii)
-    return json.dumps(value, ensure_ascii=True)
-
-
 def crio_dropin(cfg: ClusterConfig) -> str:
     """Render ``/etc/crio/crio.conf.d/10-homekube.conf`` (TOML).
 
-    ``cgroup_manager = "systemd"`` matches the kubelet (CRI-O's own default too, but stating it
-    survives a distro config that says otherwise — facts.md §1.3). ``pause_image`` is the tag
-    kubeadm of this minor expects (:data:`PAUSE_VERSIONS`). The bridge CNI config the package
-    ships stays ``.disabled`` (§2.1): Calico provides the pod network, so nothing is written for
-    it here.
+    ``cgroup_manager`` matches the kubelet's ``cgroupDriver`` (CRI-O's own default is systemd,
+    but stating it survives a distro config that says otherwise — facts.md §1.3); with
+    ``cgroupfs`` CRI-O needs ``conmon_cgroup = "pod"``. ``pause_image`` is the image kubeadm
+    of this minor expects (:data:`PAUSE_VERSIONS`, under `artifacts.imageRepository`). The
+    bridge CNI config the package ships stays ``.disabled`` (§2.1): the CNI provides the pod
+    network, so nothing is written for it here.
     """
     pause = PAUSE_VERSIONS[cfg.kubernetes.minor]
+    runtime: dict[str, Any] = {"cgroup_manager": cfg.kubernetes.cgroup_driver}
+    if cfg.kubernetes.cgroup_driver == "cgroupfs":
+        runtime["conmon_cgroup"] = "pod"
+    cni = "Calico" if cfg.network.cni == "calico" else "flannel"
+    doc = {"crio": {"runtime": runtime, "image": {"pause_image": pause_image(cfg, pause)}}}
     return (
         _HEADER.format(name=cfg.name)
-        + "# The bridge CNI config CRI-O ships stays disabled: Calico provides the pod network.\n"
-        + "\n[crio.runtime]\n"
-        + f"cgroup_manager = {_toml_str('systemd')}\n"
-        + "\n[crio.image]\n"
-        + f"pause_image = {_toml_str(f'registry.k8s.io/pause:{pause}')}\n"
+        + f"# The bridge CNI config CRI-O ships stays disabled: {cni} provides the pod network.\n"
+        + "\n" + tomlout.dumps(doc)
     )
 
 
@@ -502,7 +541,7 @@ def repo_files(cfg: ClusterConfig, os_family: Literal["debian", "rhel"]) -> list
     projects: tuple[tuple[Literal["kubernetes", "cri-o"], str], ...] = (
         ("kubernetes", "Kubernetes"),
         ("cri-o", "CRI-O"),
-    )
+    ) if cfg.kubernetes.runtime == "cri-o" else (("kubernetes", "Kubernetes"),)
     for project, title in projects:
         base = _repo_base(cfg, project)
         if os_family == "debian":
@@ -597,8 +636,12 @@ def calico_installation(
     families = {net.version for net in cfg.network.pods}
     by_k8s = calico.NodeAddressAutodetection(kubernetes="NodeInternalIP")
     vxlan_only = all(p.encapsulation in ("VXLAN", "VXLANCrossSubnet") for p in pools)
+    repo = cfg.artifacts.image_repository
     installation = calico.Installation(
         spec=calico.InstallationSpec(
+            # <registry><imagePath>/<name>: with the default path `calico` this is the same
+            # rule as every other image (render/images.py)
+            registry=f"{repo}/" if repo else None,
             calico_network=calico.CalicoNetworkSpec(
                 bgp="Disabled" if vxlan_only else None,
                 ip_pools=pools,
@@ -698,7 +741,7 @@ def headlamp_objects(cfg: ClusterConfig) -> list[dict[str, Any]]:
     probe = {"httpGet": {"path": "/", "port": "http", "scheme": "HTTP"}}
     container = {
         "name": "headlamp",
-        "image": HEADLAMP_IMAGE,
+        "image": image(cfg, HEADLAMP_IMAGE),
         "imagePullPolicy": "IfNotPresent",
         "args": [
             "-in-cluster",
@@ -783,12 +826,16 @@ def all_cluster_objects(
 ) -> list[dict[str, Any]]:
     """Return every object homekube applies through the API, in apply order.
 
-    Calico first (its CRDs and operator come from :func:`calico_manifest_urls`, created
-    before these), then the UI. Empty when the Kubernetes layer is switched off.
+    The CNI first (Calico's CRDs and operator come from :func:`calico_manifest_urls`,
+    created before these; flannel is built-in kinds only), then the UI. Empty when the
+    Kubernetes layer is switched off.
     """
     if not cfg.kubernetes.enabled:
         return []
-    objects = calico_installation(cfg, kernel_has_ipip=kernel_has_ipip)
+    if cfg.network.cni == "flannel":
+        objects = flannel_objects(cfg)
+    else:
+        objects = calico_installation(cfg, kernel_has_ipip=kernel_has_ipip)
     if cfg.ui.kind == "headlamp":
         objects += headlamp_objects(cfg)
     return objects

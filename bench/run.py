@@ -548,8 +548,11 @@ def ansible_failed(b: Bench, what: str, err: str, hosts: str = "all") -> None:
     """A missing or broken Ansible fails its row (and the run), never a silent skip."""
     say(f"ANSIBLE FAILED ({what}): {err}")
     b.failures.append(f"Ansible ({what})")
-    b.rows.append(Row("2", f"Ansible comparison ({what})", hosts, "**FAILED**",
-                      err.splitlines()[0][:300] if err else "no detail", "runs", "FAIL"))
+    lines = err.strip().splitlines()
+    why = next((ln for ln in lines if ln.startswith(("fatal:", "ERROR", "E:"))), "")
+    detail = " ".join(x for x in (lines[0] if lines else "no detail", why) if x)
+    b.rows.append(Row("2", f"Ansible comparison ({what})", hosts, "FAILED",
+                      detail[:400].replace("|", "/"), "runs", "FAIL"))
 
 
 #: what the playbook copies, as homekube wrote it: (name in hk_files, path on the host, etcd only)

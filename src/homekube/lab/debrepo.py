@@ -49,6 +49,7 @@ REPO_PACKAGES: tuple[str, ...] = tuple(
             *_DEBIAN.packages(HOST_PACKAGES),  # host preparation
             *_DEBIAN.packages(["gpg", "etcd-server", "etcd-client"]),  # keys, etcd from packages
             "gnupg",
+            "python3-apt",  # Ansible's apt module (bench/run.py's comparison) installs it
             # kubelet's and kubeadm's deb dependencies (pkgs.k8s.io), and what cri-o needs
             "conntrack",
             "ebtables",

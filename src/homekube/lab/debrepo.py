@@ -14,9 +14,9 @@ namespace, so nothing stays mounted whatever happens), talking directly to this 
 Debian mirror. So the repository holds what a host needs beyond the image, at versions that
 fit what the image has installed.
 
-Cache: <HOMEKUBE_LAB_CACHE>-apt/<key>/repo, key = hash of (REPO_PACKAGES, suite, the base
+Cache: <HOMEKUBE_LAB_CACHE>.apt-repo/<key>/repo, key = hash of (REPO_PACKAGES, suite, the base
 image's marker). A new key means a new build (tmp dir + rename); old keys are pruned.
-The signing key lives in <HOMEKUBE_LAB_CACHE>-apt/gnupg (0700), generated on first use.
+The signing key lives in <HOMEKUBE_LAB_CACHE>.apt-repo/gnupg (0700), generated on first use.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ class LabRepo:
 
 
 def cache_dir(paths: settings.LabPaths) -> Path:
-    return paths.base.with_name(paths.base.name + "-apt")
+    # a dot, never a dash: `lab-base-<name>` is how people name their own HOMEKUBE_LAB_CACHE
+    return paths.base.with_name(paths.base.name + ".apt-repo")
 
 
 def cache_key(packages: tuple[str, ...], suite: str, base_marker: str) -> str:

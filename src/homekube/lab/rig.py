@@ -455,7 +455,9 @@ def _reuse(paths: LabPaths, n: int, cfg: Path | None) -> Lab | None:
     network.bridge_up()
     network.guard_up()
     sha = mirror.ensure_mirror(paths.mirror)
-    debrepo.ensure(paths, image.apt_sources())
+    repo = debrepo.ensure(paths, image.apt_sources())
+    for h in lab.hosts:  # the signing key may be new if its cache dir was deleted meanwhile
+        _write_apt_files(paths.host_dir(h.name) / "root", repo)
     services.mirror_up(paths)
     for h in lab.hosts:
         if not live_pid(paths.host_dir(h.name) / "nspawn.pid", _nspawn_match(paths, h.name)):
@@ -571,11 +573,7 @@ def _create_host(
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     (root / "etc/resolv.conf").write_text(f"nameserver {settings.GATEWAY4}\n")
     # per slot too: the repository's address is this slot's bridge
-    for rel, data in repo.host_files().items():
-        f = root / rel.lstrip("/")
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_bytes(data)
-        f.chmod(0o644)
+    _write_apt_files(root, repo)
     auth = root / "root/.ssh/authorized_keys"
     auth.write_text(paths.key.with_suffix(".pub").read_text())
     auth.chmod(0o600)
@@ -583,6 +581,14 @@ def _create_host(
     cgroups = _make_cgroups(settings.netns_name(idx))
     (d / "cgroups").write_text("".join(f"{c}\n" for c in cgroups))
     return known
+
+
+def _write_apt_files(root: Path, repo: debrepo.LabRepo) -> None:
+    for rel, data in repo.host_files().items():
+        f = root / rel.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+        f.chmod(0o644)
 
 
 def _cgroup_mount(controller: str) -> Path | None:

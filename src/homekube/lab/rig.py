@@ -63,6 +63,7 @@ from homekube.lab.system import (
 
 READY_TIMEOUT = 60.0  # per host; boots take 1.5-3 s here, with a rare outlier near 20 s
 STOP_GRACE = 20.0  # seconds between SIGTERM (clean poweroff) and SIGKILL
+LAUNCH_GRACE = 5.0  # seconds a just-spawned supervisor may take to exec
 # Another lab directory may own the bridge; this file says which (it lives in /run so a
 # reboot, which removes the bridge too, forgets it).
 OWNER_FILE = settings.OWNER_FILE
@@ -734,7 +735,12 @@ def _wait_ready(paths: LabPaths, name: str, deadline: float) -> None:
     last = ""
     while True:
         remaining = deadline - time.monotonic()
-        launcher_alive = live_pid(d / "launcher.pid", _launcher_match(paths, name))
+        # right after _launch the supervisor may not have exec'd yet (its command line is
+        # still its parent's; seen under load): only one that stays unrecognisable has died
+        launcher_alive = (
+            live_pid(d / "launcher.pid", _launcher_match(paths, name)) is not None
+            or time.monotonic() - t0 < LAUNCH_GRACE
+        )
         if remaining <= 0 or not launcher_alive:
             why = "did not become ready within" if launcher_alive else "stopped while booting after"
             raise LabError(

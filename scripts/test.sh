@@ -6,15 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in systemd-container debootstrap nftables apt-cacher-ng iproute2 openssl curl; do
+for p in systemd-container debootstrap nftables iproute2 openssl curl gpg; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# apt-cacher-ng's package starts a daemon on 3142; the lab runs its own on the bridge.
-systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 trap '.venv/bin/homekube lab down >/dev/null 2>&1 || true' EXIT

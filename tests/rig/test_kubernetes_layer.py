@@ -29,7 +29,6 @@ from homekube import lab as hklab
 from homekube.components.kubernetes import INIT_CONFIG, JOIN_CONFIG, kube_facts
 from homekube.config.loader import load
 from homekube.kube import forward_port
-from homekube.lab import settings
 from homekube.ops import session as sess
 from homekube.render.kubernetes import REDACTED_TOKEN
 from homekube.transport.ssh import SshTransport
@@ -45,19 +44,6 @@ def sh(name: str, cmd: str) -> str:
     res = hklab.host_exec(name, cmd)
     assert res.returncode == 0, (name, cmd, res.stderr)
     return res.stdout
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _slot_apt_proxy(lab: hklab.Lab) -> None:
-    """Point apt at this slot's proxy.
-
-    Works around a lab bug: the shared base image bakes slot 0's proxy (10.77.0.1:3150) into
-    /etc/apt/apt.conf.d/01homekube-lab-proxy, which hosts of any other slot cannot reach. A
-    no-op in slot 0 and once the lab writes the right address itself.
-    """
-    line = f'Acquire::http::Proxy "http://{settings.GATEWAY4}:{settings.PROXY_PORT}";'
-    for h in lab.hosts:
-        sh(h.name, f"printf '%s\\n' '{line}' > /etc/apt/apt.conf.d/01homekube-lab-proxy")
 
 
 @pytest.fixture(scope="module")

@@ -183,15 +183,26 @@ def test_hosts_cannot_reach_the_outside(lab: hklab.Lab) -> None:
     route = sh("h1", "ip route get 192.0.2.1")
     assert f"via {settings.GATEWAY4} dev eth0" in route
     # an unassigned lab address: nothing answers, and the probe gives up quickly
-    out = sh("h1", f"python3 -c '{CONNECT_PROBE}' 10.77.0.250 80").split()
+    out = sh("h1", f"python3 -c '{CONNECT_PROBE}' {settings.NET4_PREFIX}.250 80").split()
     assert out[0] != "connected"
+    # apt has no way out either: its one source is the lab's repository on the bridge, and
+    # the server there is a file server, not a proxy that would fetch a Debian URL for a host
+    sources = sh("h1", "grep -rhs '^deb' /etc/apt/sources.list /etc/apt/sources.list.d/ || true")
+    assert [ln.split()[2] for ln in sources.splitlines()] == [f"{settings.MIRROR_URL}debian/"]
+    assert sh("h1", "apt-config dump Acquire::http::Proxy Acquire::https::Proxy") == ""
+    code = sh(
+        "h1",
+        f"curl -s -o /dev/null -w '%{{http_code}}' -x {settings.MIRROR_URL}"
+        " http://deb.debian.org/debian/dists/bookworm/InRelease || true",
+    )
+    assert code == "404"
 
 
 # --------------------------------------------------------------------------- mirror, apt
 
 
 def test_mirror_serves_the_etcd_tarball_with_the_right_sha256(lab: hklab.Lab) -> None:
-    assert lab.mirror_url == "http://10.77.0.1:8077/" == hklab.mirror_url()
+    assert lab.mirror_url == f"http://{settings.GATEWAY4}:{8077 + settings.SLOT}/" == hklab.mirror_url()
     base = f"{lab.mirror_url}etcd/v3.5.1"
     got = sh("h2", f"curl -sSf {base}/etcd-v3.5.1-linux-amd64.tar.gz | sha256sum").split()[0]
     assert got == lab.etcd_sha256
@@ -222,19 +233,19 @@ def test_etcd_tarball_is_laid_out_like_upstream(lab: hklab.Lab) -> None:
     assert hklab.etcd_tarball_sha256() == lab.etcd_sha256  # reproducible: rebuilt = same
 
 
-def test_apt_installs_through_the_proxy(lab: hklab.Lab) -> None:
-    proxy = sh("h3", "apt-config dump Acquire::http::Proxy")
-    assert f"http://{settings.GATEWAY4}:{settings.PROXY_PORT}" in proxy
-    sh(
-        "h3",
-        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
-        " etcd-server >/dev/null",
-        timeout=300,
-    )
+def test_apt_installs_from_the_lab_repository(lab: hklab.Lab) -> None:
+    # apt's own defaults here (no --no-install-recommends), as a person at the host would type
+    out = hklab.host_exec("h3", "apt-get update 2>&1", timeout=120)
+    assert out.returncode == 0, out.stdout
+    assert f"{settings.MIRROR_URL}debian bookworm InRelease" in out.stdout
+    assert "W:" not in out.stdout and "E:" not in out.stdout, out.stdout
+    sh("h3", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null", 300)
     try:
         status = sh("h3", "dpkg-query -W -f='${Status}' etcd-server")
         assert status == "install ok installed"
         assert "etcd Version: 3.4" in sh("h3", "etcd --version")
+        origin = sh("h3", "apt-cache policy etcd-server")
+        assert f"500 {settings.MIRROR_URL}debian bookworm/main amd64 Packages" in origin
     finally:  # leave no etcd on :2379 behind for homekube's own etcd tests
         sh(
             "h3",
@@ -243,6 +254,50 @@ def test_apt_installs_through_the_proxy(lab: hklab.Lab) -> None:
             " rm -rf /var/lib/etcd; ! ss -ltn | grep -q ':2379 '",
             timeout=300,
         )
+
+
+def test_every_lab_package_installs_on_a_host(lab: hklab.Lab) -> None:
+    """The repository holds the whole closure: apt can install every listed package at once."""
+    from homekube.lab import debrepo
+
+    cp = hklab.host_exec(
+        "h2",
+        "apt-get update -qq && apt-get install -s --no-install-recommends "
+        + " ".join(debrepo.REPO_PACKAGES),
+        timeout=120,
+    )
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert "E:" not in cp.stderr
+    # the simulation installs only from the lab repository (every Inst line names it)
+    inst = [ln for ln in cp.stdout.splitlines() if ln.startswith("Inst ")]
+    assert inst and all("homekube lab" in ln for ln in inst), inst
+
+
+def test_apt_accepts_the_repository_only_with_the_lab_key(lab: hklab.Lab) -> None:
+    """InRelease is signed by the lab key; with any other key apt refuses the repository."""
+    keyring = "/etc/apt/keyrings/homekube-lab.gpg"
+    line = sh("h1", "cat /etc/apt/sources.list.d/homekube-lab.list").splitlines()[-1]
+    assert line == f"deb [signed-by={keyring}] {settings.MIRROR_URL}debian/ bookworm main"
+    base = f"{settings.MIRROR_URL}debian/dists/bookworm"
+    good = sh("h1", f"curl -sSf {base}/InRelease | gpgv --keyring {keyring} - 2>&1")
+    assert "Good signature" in good
+    detached = sh(
+        "h1",
+        f"cd /tmp && curl -sSfO {base}/Release && curl -sSfO {base}/Release.gpg"
+        f" && gpgv --keyring {keyring} Release.gpg Release 2>&1; rm -f Release Release.gpg",
+    )
+    assert "Good signature" in detached
+    # the same source trusting Debian's archive key instead: refused, nothing indexed
+    wrong = line.replace(keyring, "/usr/share/keyrings/debian-archive-keyring.gpg")
+    cp = hklab.host_exec(
+        "h1",
+        f"d=$(mktemp -d); mkdir -p $d/lists/partial; echo '{wrong}' > $d/src.list;"
+        " apt-get update -o Dir::Etc::SourceList=$d/src.list -o Dir::Etc::SourceParts=/nonexistent"
+        " -o Dir::State::Lists=$d/lists 2>&1; echo rc=$?; ls $d/lists; rm -rf $d",
+        timeout=120,
+    )
+    assert "NO_PUBKEY" in cp.stdout and "is not signed" in cp.stdout, cp.stdout
+    assert "_Packages" not in cp.stdout  # no index was accepted
 
 
 # --------------------------------------------------------------------------- config, CLI
@@ -268,16 +323,17 @@ def test_written_config_points_at_the_lab(lab: hklab.Lab, lab_config: Path) -> N
     assert Path(doc["ssh"]["key"]).is_file()
     assert doc["state"] == {"dir": str(lab.dir / "state")}
     assert doc["hosts"] == [
-        {"name": "h1", "address": "10.77.0.11", "address6": "fd77::11",
+        {"name": "h1", "address": settings.host_ipv4(1), "address6": settings.host_ipv6(1),
          "roles": ["control-plane", "etcd", "worker"]},
-        {"name": "h2", "address": "10.77.0.12", "address6": "fd77::12", "roles": ["worker"]},
-        {"name": "h3", "address": "10.77.0.13", "address6": "fd77::13", "roles": ["worker"]},
+        {"name": "h2", "address": settings.host_ipv4(2), "address6": settings.host_ipv6(2), "roles": ["worker"]},
+        {"name": "h3", "address": settings.host_ipv4(3), "address6": settings.host_ipv6(3), "roles": ["worker"]},
     ]  # fmt: skip
 
 
 def test_status_api_and_cli(lab: hklab.Lab) -> None:
     st = hklab.status()
-    assert st.up and st.proxy_running and st.mirror_running
+    assert st.up and st.mirror_running
+    assert st.apt_repo_url == f"{settings.MIRROR_URL}debian/"
     assert [(h.name, h.ipv4, h.ipv6, h.state) for h in st.hosts] == [
         (h.name, h.ipv4, h.ipv6, "running") for h in lab.hosts
     ]
@@ -287,6 +343,7 @@ def test_status_api_and_cli(lab: hklab.Lab) -> None:
     for h in lab.hosts:
         assert h.name in result.output and h.ipv4 in result.output
     assert "running" in result.output
+    assert f"Debian repository: {settings.MIRROR_URL}debian/" in result.output
 
 
 def test_cli_reports_user_errors_without_traceback(lab: hklab.Lab) -> None:
@@ -371,9 +428,10 @@ def _lab_processes(lab_dir: Path) -> list[str]:
 
 def _assert_nothing_left(lab_dir: Path) -> None:
     assert machine("ip", "link", "show", "dev", settings.BRIDGE).returncode != 0
-    assert not [ns for ns in machine("ip", "netns", "list").stdout.split() if ns.startswith("hk-")]
+    # this slot's names only: other slots' labs may be up beside this one
+    assert not [ns for ns in machine("ip", "netns", "list").stdout.split() if settings.NETNS_RE.match(ns)]
     veths = machine("ip", "-o", "link", "show", "type", "veth").stdout
-    assert "hk-v-" not in veths
+    assert not [v for v in veths.split() if settings.VETH_RE.match(v.split("@")[0])]
     assert machine("nft", "list", "table", "inet", settings.NFT_TABLE).returncode != 0
     assert f"{lab_dir}/" not in Path("/proc/self/mountinfo").read_text()  # (other slots: lab7/...)
     assert _lab_processes(lab_dir) == []
@@ -385,7 +443,7 @@ def test_resize_then_clean_up_after_a_crash(lab: hklab.Lab, lab_config: Path) ->
     try:
         assert [h.name for h in small.hosts] == ["h1", "h2"]
         assert [h.name for h in hklab.status().hosts] == ["h1", "h2"]
-        assert "hk-h3" not in machine("ip", "netns", "list").stdout
+        assert settings.netns_name(3) not in machine("ip", "netns", "list").stdout
         assert "h3" not in lab_config.read_text()
         sh("h2", "true")
         # a crash loses the records: no lab.json, no PID files; everything still runs
@@ -393,7 +451,7 @@ def test_resize_then_clean_up_after_a_crash(lab: hklab.Lab, lab_config: Path) ->
         for pid_file in [*lab.dir.glob("run/*.pid"), *lab.dir.glob("hosts/*/*.pid")]:
             pid_file.unlink()
         assert hklab.current() is None
-        assert _lab_processes(lab.dir)  # nspawn, supervisors, proxy, mirror
+        assert _lab_processes(lab.dir)  # nspawn, supervisors, mirror
         hklab.down()
         _assert_nothing_left(lab.dir)
         hklab.down()  # nothing up: still fine

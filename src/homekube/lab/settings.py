@@ -24,9 +24,6 @@ NET4_PREFIX = f"10.77.{SLOT}"
 NET6_PREFIX = "fd77:" if SLOT == 0 else f"fd77:{SLOT}:"
 GATEWAY4 = f"{NET4_PREFIX}.1"
 GATEWAY6 = f"{NET6_PREFIX}:1"
-# Not 3142 (a packaged apt-cacher-ng started by its postinst may hold it) and not 3149 (the
-# reference rig's), so both can coexist on one machine.
-PROXY_PORT = 3150 + SLOT
 MIRROR_PORT = 8077 + SLOT
 MIRROR_URL = f"http://{GATEWAY4}:{MIRROR_PORT}/"
 # The lab's OCI registry (Debian's docker-registry, plain HTTP on the bridge). Not 5000, the
@@ -124,15 +121,6 @@ class LabPaths:
     @property
     def mirror(self) -> Path:
         return self.root / "mirror"
-
-    @property
-    def acng_conf(self) -> Path:
-        return self.root / "acng-conf"
-
-    @property
-    def apt_cache(self) -> Path:
-        """Kept across `down` so a second run installs packages without the mirror."""
-        return self.root / "apt-cache"
 
     @property
     def registry(self) -> Path:

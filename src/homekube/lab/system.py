@@ -33,7 +33,9 @@ HOST_TOOLS: dict[str, str] = {
     "debootstrap": "debootstrap",
     "nft": "nftables",
     "ip": "iproute2",
-    "/usr/sbin/apt-cacher-ng": "apt-cacher-ng",
+    "gpg": "gpg",
+    "dpkg-deb": "dpkg",
+    "unshare": "util-linux",
     "ssh": "openssh-client",
 }
 
@@ -47,28 +49,52 @@ def run(
     *,
     check: bool = True,
     input: str | None = None,
-    timeout: float | None = 120,
+    timeout: float = 120,
     env: Mapping[str, str] | None = None,
+    step: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a machine command; a failure becomes a LabError carrying its stderr."""
+    """Run a machine command; a failure becomes a LabError carrying its stderr.
+
+    Every command has a time limit: one still running after `timeout` seconds is killed with
+    everything it started (its own session) and the step fails with a LabError naming
+    `step` (default: the command line).
+    """
+    what = step or " ".join(argv)
     try:
-        cp = subprocess.run(
+        proc = subprocess.Popen(
             list(argv),
-            input=input,
-            capture_output=True,
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
             env=None if env is None else dict(env),
+            start_new_session=True,
         )
     except FileNotFoundError as e:
-        raise LabError(f"command not found: {argv[0]}") from e
-    except subprocess.TimeoutExpired as e:
-        raise LabError(f"{' '.join(argv)} did not finish within {timeout} s") from e
+        raise LabError(f"{what}: command not found: {argv[0]}") from e
+    try:
+        stdout, stderr = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        raise LabError(
+            f"{what}: did not finish within {timeout:.0f} s (stopped)",
+            hint="the machine may be overloaded, or a download stalled; run it again",
+        ) from None
+    except BaseException:  # Ctrl-C: the child has its own session, so it never saw the signal
+        _kill_session(proc)
+        raise
+    cp = subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
     if check and cp.returncode != 0:
         detail = (cp.stderr or cp.stdout).strip()
-        raise LabError(f"{' '.join(argv)} failed (exit {cp.returncode}): {detail}")
+        raise LabError(f"{what} failed (exit {cp.returncode}): {detail}")
     return cp
+
+
+def _kill_session(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=10)
 
 
 def require_root() -> None:
@@ -94,11 +120,12 @@ def ensure_host_tools() -> None:
         raise LabError(f"missing host tools ({', '.join(missing)}) and no apt-get to install them")
     log.info("installing host packages: %s", " ".join(missing))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    run(["apt-get", "update", "-qq"], timeout=600, env=env)
+    run(["apt-get", "update", "-qq"], timeout=600, env=env, step="apt-get update (host tools)")
     run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
         timeout=900,
         env=env,
+        step=f"installing host tools ({', '.join(missing)})",
     )
 
 
@@ -166,24 +193,27 @@ def run_long(
         except FileNotFoundError as e:
             raise LabError(f"{what}: command not found: {argv[0]}") from e
         next_beat = t0 + every
-        while True:
-            try:
-                rc = proc.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if now - t0 > timeout:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise LabError(
-                    f"{what}: did not finish within {timeout:.0f} s; last lines of {log_path}:\n"
-                    + log_tail(log_path)
-                )
-            if heartbeat is not None and now >= next_beat:
-                heartbeat(now - t0, log_path)
-                next_beat = now + every
+        try:
+            while True:
+                try:
+                    rc = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if now - t0 > timeout:
+                    raise LabError(
+                        f"{what}: did not finish within {timeout:.0f} s (stopped); last lines of "
+                        f"{log_path}:\n" + log_tail(log_path)
+                    )
+                if heartbeat is not None and now >= next_beat:
+                    heartbeat(now - t0, log_path)
+                    next_beat = now + every
+        except BaseException:  # timeout or Ctrl-C: the child's own session never saw a signal
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     if rc != 0:
         raise LabError(
             f"{what}: failed (exit {rc}); last lines of {log_path}:\n" + log_tail(log_path)

@@ -171,11 +171,13 @@ def run_long(
     env: Mapping[str, str] | None = None,
     heartbeat: Callable[[float, Path], None] | None = None,
     every: float = 30.0,
+    summarize: Callable[[Path], str] = lambda p: log_tail(p),
 ) -> None:
     """Run a long command with its output in log_path; heartbeat(elapsed, log) every `every` s.
 
     It runs in its own session so a timeout can kill it with all its children (a go build's
-    compilers). A failure raises LabError naming `what` and quoting the log's last lines.
+    compilers). A failure raises LabError naming `what` and quoting summarize(log), by default
+    the log's last lines.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -203,8 +205,8 @@ def run_long(
                 now = time.monotonic()
                 if now - t0 > timeout:
                     raise LabError(
-                        f"{what}: did not finish within {timeout:.0f} s (stopped); last lines of "
-                        f"{log_path}:\n" + log_tail(log_path)
+                        f"{what}: did not finish within {timeout:.0f} s (stopped); from "
+                        f"{log_path}:\n" + summarize(log_path)
                     )
                 if heartbeat is not None and now >= next_beat:
                     heartbeat(now - t0, log_path)
@@ -216,7 +218,7 @@ def run_long(
             raise
     if rc != 0:
         raise LabError(
-            f"{what}: failed (exit {rc}); last lines of {log_path}:\n" + log_tail(log_path)
+            f"{what}: failed (exit {rc}); from {log_path}:\n" + summarize(log_path)
         )
 
 

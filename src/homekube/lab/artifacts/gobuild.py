@@ -29,6 +29,7 @@ from homekube.lab.system import (
     LabError,
     ensure_packages,
     exclusive_lock,
+    log_tail,
     package_version,
     run,
     run_long,
@@ -154,6 +155,31 @@ def _packages_compiled(log: Path) -> int:
     return sum(1 for ln in lines if ln and not ln.startswith(("#", "go: ", " ", "\t")))
 
 
+def build_errors(log: Path, limit: int = 30) -> str:
+    """The compiler's complaints from a `go build -v` log, else its last lines.
+
+    -v interleaves package names with the errors, so the tail alone often shows no error:
+    the errors are the `# package` headers, the lines under them, and `go: ...` lines.
+    """
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no output)"
+    picked: list[str] = []
+    in_error = False
+    for ln in lines:
+        if ln.startswith("# ") or ln.startswith("go: "):
+            in_error = True
+            picked.append(ln)
+        elif in_error and (ln.startswith((" ", "\t")) or ".go:" in ln or ":" in ln.split(" ")[0]):
+            picked.append(ln)
+        else:
+            in_error = False
+    if not picked:
+        return log_tail(log, limit)
+    return "\n".join(picked[:limit]) + ("\n..." if len(picked) > limit else "")
+
+
 def _fmt(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
@@ -203,6 +229,7 @@ def _build(recipe: GoRecipe, entry: Path, paths: ArtifactPaths, progress: Progre
             cwd=recipe.module_dir,
             env=go_env(paths, cgo=recipe.cgo),
             heartbeat=beat,
+            summarize=build_errors,
         )
         for old, new in recipe.renames.items():
             (tmp / old).rename(tmp / new)

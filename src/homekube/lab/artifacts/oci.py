@@ -202,9 +202,14 @@ class BlobStore:
         tmp = d / f".layer.tmp-{os.getpid()}"
         with tmp.open("wb") as raw:
             packed = _Hashing(raw)
-            with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=level) as gz:  # type: ignore[arg-type]
+            with gzip.GzipFile(
+                filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=level
+            ) as gz:
                 plain = _Hashing(gz)
-                with tarfile.open(fileobj=plain, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+                # the tar stream only ever writes: _Hashing is all the file it needs
+                with tarfile.open(  # type: ignore[call-overload]
+                    fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT
+                ) as tar:
                     fill(tar)
         blob = Blob(
             "sha256:" + packed.hash.hexdigest(),

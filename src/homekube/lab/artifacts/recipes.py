@@ -285,7 +285,8 @@ FLANNEL_CNI_PLUGIN = GoRecipe(
     ),
 )
 
-# CGO off: upstream enables cgo on amd64 only for the UDP backend; the lab uses VXLAN.
+# cgo, as upstream builds it on amd64: the UDP backend (compiled in on amd64 whatever the lab
+# uses) is C. Linked statically like upstream's, so the image's libc does not matter.
 FLANNEL = GoRecipe(
     name="flannel",
     version="0.28.10",
@@ -303,6 +304,9 @@ FLANNEL = GoRecipe(
         {"github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc": "./tencentvpc-standin"}
     ),
     ldflags_x=_frozen({"github.com/flannel-io/flannel/pkg/version.Version": "v0.28.10"}),
+    tags=("netgo", "osusergo"),
+    cgo=True,
+    build_deps=("gcc", "libc6-dev"),
 )
 
 # Our own pause program (modules/pause-3.10.2/main.go), tagged as the pause kubeadm 1.36 pins.
@@ -334,3 +338,117 @@ def by_key(key: str) -> GoRecipe:
             return r
     known = ", ".join(r.key for r in RECIPES)
     raise KeyError(f"no recipe {key!r} (known: {known})")
+
+
+# ---------------------------------------------------------------------------------- images
+
+#: The flannel CNI plugin image tag flannel v0.28.10's kube-flannel.yml names.
+FLANNEL_CNI_PLUGIN_TAG = "v1.9.1-flannel3"
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A binary from a recipe's cache entry, placed at `path` (no leading /) in an image."""
+
+    path: str
+    recipe: str
+    binary: str
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """An image of the lab registry and the upstream image it stands in for.
+
+    `repository` is the path under the lab registry. kubeadm's images are named the way
+    kubeadm names them for a custom imageRepository (`<repo>/coredns`, not
+    `<repo>/coredns/coredns`); every other image keeps its upstream path minus the host.
+    """
+
+    repository: str
+    tag: str
+    upstream: str  # e.g. ghcr.io/flannel-io/flannel:v0.28.10
+    files: tuple[ImageFile, ...]
+    entrypoint: tuple[str, ...] = ()
+    debian_base: bool = False  # on the Debian base layer (rootfs.py) instead of scratch
+    kubeadm: bool = False  # one of the images `kubeadm config images list` names
+
+    def ref(self, registry: str) -> str:
+        return f"{registry}/{self.repository}:{self.tag}"
+
+    @property
+    def recipes(self) -> frozenset[str]:
+        return frozenset(f.recipe for f in self.files)
+
+
+def strip_registry(upstream: str) -> str:
+    """`ghcr.io/flannel-io/flannel:v1` -> `flannel-io/flannel:v1` (a first component with a dot
+    or a port, or `localhost`, is a registry host; Docker Hub's `library/` stays implicit)."""
+    first, sep, rest = upstream.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return rest
+    return upstream
+
+
+def lab_image(upstream: str, registry: str) -> str:
+    """Where the lab registry serves the image that upstream publishes as `upstream`."""
+    for spec in IMAGES:
+        if spec.upstream == upstream:
+            return spec.ref(registry)
+    return f"{registry}/{strip_registry(upstream)}"
+
+
+def _control_plane(command: str) -> ImageSpec:
+    tag = f"v{KUBERNETES.version}"
+    return ImageSpec(
+        repository=command,
+        tag=tag,
+        upstream=f"registry.k8s.io/{command}:{tag}",
+        files=(ImageFile(f"usr/local/bin/{command}", "kubernetes", command),),
+        entrypoint=(f"/usr/local/bin/{command}",),
+        # kube-proxy runs iptables/nft/conntrack; the others need nothing but their binary
+        debian_base=command == "kube-proxy",
+        kubeadm=True,
+    )
+
+
+IMAGES: tuple[ImageSpec, ...] = (
+    *(
+        _control_plane(c)
+        for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+    ),
+    ImageSpec(
+        repository="pause",
+        tag=PAUSE.version,
+        upstream=f"registry.k8s.io/pause:{PAUSE.version}",
+        files=(ImageFile("pause", "pause", "pause"),),
+        entrypoint=("/pause",),
+        kubeadm=True,
+    ),
+    ImageSpec(
+        repository="coredns",
+        tag=f"v{COREDNS.version}",
+        upstream=f"registry.k8s.io/coredns/coredns:v{COREDNS.version}",
+        files=(ImageFile("coredns", "coredns", "coredns"),),
+        entrypoint=("/coredns",),
+        kubeadm=True,
+    ),
+    ImageSpec(
+        repository="flannel-io/flannel",
+        tag=f"v{FLANNEL.version}",
+        upstream=f"ghcr.io/flannel-io/flannel:v{FLANNEL.version}",
+        files=(
+            ImageFile("opt/bin/flanneld", "flannel", "flanneld"),
+            ImageFile("opt/bin/install-conf", "flannel", "install-conf"),
+        ),
+        entrypoint=("/opt/bin/flanneld",),
+        debian_base=True,
+    ),
+    ImageSpec(
+        repository="flannel-io/flannel-cni-plugin",
+        tag=FLANNEL_CNI_PLUGIN_TAG,
+        upstream=f"ghcr.io/flannel-io/flannel-cni-plugin:{FLANNEL_CNI_PLUGIN_TAG}",
+        # the init container runs `cp -f /flannel /opt/cni/bin/flannel`: cp comes from the base
+        files=(ImageFile("flannel", "flannel-cni-plugin", "flannel"),),
+        debian_base=True,
+    ),
+)

@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in systemd-container debootstrap nftables apt-cacher-ng iproute2 openssl curl; do
+# docker-registry: the lab's image registry; gcc, libc6-dev, libseccomp-dev, pkg-config: the
+# lab's cgo builds (runc with seccomp, flannel), see src/homekube/lab/artifacts/recipes.py
+for p in systemd-container debootstrap nftables apt-cacher-ng iproute2 openssl curl \
+    docker-registry gcc libc6-dev libseccomp-dev pkg-config; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -15,6 +18,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # apt-cacher-ng's package starts a daemon on 3142; the lab runs its own on the bridge.
 systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
+systemctl disable --now docker-registry >/dev/null 2>&1 || true
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 trap '.venv/bin/homekube lab down >/dev/null 2>&1 || true' EXIT

@@ -47,6 +47,17 @@ def _progress_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
+def _stderr_progress(what: str, t0: float) -> Callable[[str], None]:
+    """Progress lines on stderr with the time since t0: a cold artifact build takes minutes."""
+
+    def progress(line: str) -> None:
+        m, s = divmod(int(time.monotonic() - t0), 60)
+        sys.stderr.write(f"{time.strftime('%H:%M:%S')} {what} [{m}:{s:02d}]: {line}\n")
+        sys.stderr.flush()
+
+    return progress
+
+
 def _guard(action: Callable[[], T]) -> T:
     """Turn lab errors into a message, a hint and an exit code; never a traceback."""
     _progress_logging()
@@ -82,7 +93,10 @@ def up_cmd(
     from homekube import lab
 
     t0 = time.monotonic()
-    result = _guard(lambda: lab.up(n, config_path=config, kubernetes=kubernetes))
+    progress = _stderr_progress("lab up", t0)
+    result = _guard(
+        lambda: lab.up(n, config_path=config, kubernetes=kubernetes, progress=progress)
+    )
     typer.echo(
         f"lab up: {len(result.hosts)} host(s) in {time.monotonic() - t0:.1f} s; "
         f"config written to {config}"
@@ -173,12 +187,7 @@ def artifacts_cmd(
     from homekube.lab import artifacts
 
     t0 = time.monotonic()
-
-    def progress(line: str) -> None:
-        m, s = divmod(int(time.monotonic() - t0), 60)
-        sys.stderr.write(f"{time.strftime('%H:%M:%S')} artifacts [{m}:{s:02d}]: {line}\n")
-        sys.stderr.flush()
-
+    progress = _stderr_progress("artifacts", t0)
     report = _guard(lambda: artifacts.run(progress, only=only, force=force))
     worked = {k: v for k, v in report.steps.items() if v >= 0.5}
     for step, seconds in worked.items():

@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -174,23 +174,31 @@ def build(force: bool = False) -> Path:
     return paths.base
 
 
-def up(n: int, config_path: Path | str | None = None, *, kubernetes: bool = False) -> Lab:
+def up(
+    n: int,
+    config_path: Path | str | None = None,
+    *,
+    kubernetes: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Lab:
     """Start hosts h1..hN (reusing a running lab of the same size) and wait until ready.
 
     With config_path, also write a ready cluster.yaml there. A lab of another size is torn
     down and re-created; a lab left by a crashed run is cleaned first. New hosts come with
     an empty <labdir>/state, since homekube's state there described the old hosts' cluster.
     With kubernetes, also build what is missing of the Kubernetes artifacts (the first time
-    ~15-25 min), publish them into the mirror and start the registry with their images.
+    ~15-25 min), publish them into the mirror and start the registry with their images;
+    progress gets a line per step (default: the lab's log).
     """
     if not 1 <= n <= settings.MAX_HOSTS:
         raise LabError(f"the lab takes 1 to {settings.MAX_HOSTS} hosts, not {n}")
     require_root()
     paths = LabPaths.from_env()
     cfg = Path(config_path).absolute() if config_path is not None else None
+    say = progress or _progress
     if kubernetes:
         # the long part, before the lab lock: `status` and other slots stay usable meanwhile
-        artifacts.run(_progress, publish=False)
+        artifacts.run(say, publish=False)
     with exclusive_lock(paths.lock_file):
         _check_owner(paths)
         ensure_host_tools()
@@ -198,7 +206,7 @@ def up(n: int, config_path: Path | str | None = None, *, kubernetes: bool = Fals
         if lab is None:
             lab = _create(paths, n, cfg)
         if kubernetes:
-            artifacts.run(_progress)  # all cached by now: publish and push only
+            artifacts.run(say)  # all cached by now: publish and push only
             lab = dataclasses.replace(lab, artifacts=artifacts.describe(published=True))
     if cfg is not None:
         write_config(lab, cfg)

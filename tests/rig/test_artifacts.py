@@ -60,6 +60,7 @@ def test_kubeadm_asks_for_exactly_the_images_the_registry_serves(
     assert wanted == served
     assert arts.pause_image == f"{R}/pause:3.10.2" in wanted
     assert arts.coredns_image == f"{R}/coredns:v1.14.2" in wanted
+    assert hklab.status().registry_running
     catalog = sh("h1", f"curl -sSf http://{R}/v2/_catalog")
     for s in recipes.IMAGES:
         assert f'"{s.repository}"' in catalog

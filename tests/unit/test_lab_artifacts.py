@@ -332,3 +332,22 @@ def test_images_use_only_built_binaries() -> None:
         for f in s.files:
             assert f.binary in built[f.recipe], (s.repository, f)
         assert not s.entrypoint or s.entrypoint[0].lstrip("/") in {f.path for f in s.files}
+
+
+def test_build_errors_quotes_the_compiler_not_the_package_list(tmp_path: Path) -> None:
+    log = tmp_path / "build.log"
+    log.write_text(
+        "k8s.io/client-go/kubernetes\n"
+        "# github.com/flannel-io/flannel/pkg/backend/udp\n"
+        "/m/udp_network_amd64.go:107:3: undefined: runCProxy\n"
+        "/m/udp_network_amd64.go:125:4: undefined: stopProxy\n"
+        "github.com/flannel-io/flannel/pkg/backend/vxlan\n"
+        "github.com/flannel-io/flannel/pkg/ipmatch\n"
+    )
+    assert gobuild.build_errors(log) == (
+        "# github.com/flannel-io/flannel/pkg/backend/udp\n"
+        "/m/udp_network_amd64.go:107:3: undefined: runCProxy\n"
+        "/m/udp_network_amd64.go:125:4: undefined: stopProxy"
+    )
+    log.write_text("a\nb\nsignal: killed\n")
+    assert gobuild.build_errors(log) == "a\nb\nsignal: killed"

@@ -79,6 +79,7 @@ class LabArtifacts:
     apt_key_url: str  # Release.key (armored), as pkgs.k8s.io serves it
     deb_versions: Mapping[str, str]  # package -> Debian version
     published: bool  # mirror files and apt repository in this lab's mirror, images pushed
+    #: step -> seconds it took in the run that made this (0: cached)
     seconds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def image(self, upstream: str) -> str:
@@ -428,7 +429,7 @@ def run(
     return report
 
 
-def describe(*, published: bool) -> LabArtifacts:
+def describe(*, published: bool, seconds: Mapping[str, float] | None = None) -> LabArtifacts:
     """The artifacts as a lab cluster.yaml sees them (after `run` built and packed them)."""
     paths = ArtifactPaths.from_env()
     shas = {}
@@ -471,6 +472,7 @@ def describe(*, published: bool) -> LabArtifacts:
             }
         ),
         published=published,
+        seconds=MappingProxyType(dict(seconds or {})),
     )
 
 
@@ -482,5 +484,5 @@ def ensure(progress: Progress | None = None, *, force: bool = False) -> LabArtif
     """
     say = progress or (lambda line: log.info("%s", line))
     report = run(say, force=force)
-    return describe(published=not report.notes)
+    return describe(published=not report.notes, seconds=report.steps)
 

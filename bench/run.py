@@ -504,43 +504,55 @@ def cprofile_top(prof: cProfile.Profile, n: int = 18) -> list[str]:
 
 
 def ansible_playbook_bin() -> Path | None:
-    for p in (VENV_BIN / "ansible-playbook", ANSIBLE_VENV / "bin" / "ansible-playbook"):
-        if p.is_file():
-            return p
-    return None
+    p = ANSIBLE_VENV / "bin" / "ansible-playbook"
+    return p if p.is_file() else None
 
 
 def ansible_pin() -> str:
+    """pyproject's `bench` extra: one exact ansible-core release."""
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for req in data["project"]["optional-dependencies"].get("bench", []):
-        if req.startswith("ansible-core"):
-            return str(req)
-    return "ansible-core"
+        if req.startswith("ansible-core=="):
+            return str(req).split(";")[0].strip()
+    raise BenchError("pyproject.toml's bench extra pins no ansible-core==X.Y.Z")
 
 
 def ensure_ansible() -> Path:
-    """ansible-core from PyPI, pinned by pyproject's `bench` extra.
+    """ansible-core from PyPI at pyproject's pin, in its own venv made by this interpreter.
 
-    ansible-core 2.20+ needs Python >= 3.12, so on a 3.11 project venv it goes into its own
-    venv (bench/results/ansible-venv, git-ignored) built from any Python >= 3.12 found.
+    The pin is a release whose controller runs on the project's Python (2.19 needs >= 3.11;
+    2.20 needs 3.12), so a fresh machine needs nothing but PyPI. Its own venv
+    (bench/results/ansible-venv, git-ignored) keeps Ansible's dependencies out of the
+    project's. Raises BenchError when it cannot be had: the caller fails that row loudly.
     """
+    pin = ansible_pin()
+    want = pin.split("==", 1)[1]
+    py = ANSIBLE_VENV / "bin" / "python"
     have = ansible_playbook_bin()
-    if have is not None:
-        return have
-    cands = [shutil.which(f"python3.{m}") for m in (14, 13, 12)]
-    cands += [str(p) for p in sorted(Path.home().glob(".pyenv/versions/3.1[2-9]*/bin/python"),
-                                     reverse=True)]
-    py = next((c for c in cands if c and Path(c).is_file()), None)
-    if py is None:
-        raise BenchError("no Python >= 3.12 found for ansible-core (pyproject's bench extra)")
-    say(f"installing {ansible_pin()} into {ANSIBLE_VENV} with {py}")
-    run([py, "-m", "venv", ANSIBLE_VENV], timeout=120)
-    run([ANSIBLE_VENV / "bin" / "pip", "install", "-q", "--disable-pip-version-check",
-         ansible_pin()], timeout=600)
+    if have is not None and py.is_file():
+        cp = subprocess.run([py, "-c", "import ansible.release as r; print(r.__version__)"],
+                            capture_output=True, text=True, timeout=60, check=False)
+        if cp.stdout.strip() == want:
+            return have
+    say(f"installing {pin} into {ANSIBLE_VENV} with {sys.executable}")
+    shutil.rmtree(ANSIBLE_VENV, ignore_errors=True)
+    run([sys.executable, "-m", "venv", ANSIBLE_VENV], timeout=120)
+    run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", pin], timeout=600)
     found = ansible_playbook_bin()
     if found is None:
-        raise BenchError("ansible-playbook missing after install")
+        raise BenchError(f"ansible-playbook missing after installing {pin}")
     return found
+
+
+def ansible_failed(b: Bench, what: str, err: str, hosts: str = "all") -> None:
+    """A missing or broken Ansible fails its row (and the run), never a silent skip."""
+    say(f"ANSIBLE FAILED ({what}): {err}")
+    b.failures.append(f"Ansible ({what})")
+    lines = err.strip().splitlines()
+    why = next((ln for ln in lines if ln.startswith(("fatal:", "ERROR", "E:"))), "")
+    detail = " ".join(x for x in (lines[0] if lines else "no detail", why) if x)
+    b.rows.append(Row("2", f"Ansible comparison ({what})", hosts, "FAILED",
+                      detail[:400].replace("|", "/"), "runs", "FAIL"))
 
 
 #: what the playbook copies, as homekube wrote it: (name in hk_files, path on the host, etcd only)
@@ -705,6 +717,7 @@ class Bench:
     data: dict[str, Any] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -723,21 +736,10 @@ def verdict(ok: bool) -> str:
 
 
 def converge(b: Bench, n: int, cfg: Path) -> Proc:
-    """The first apply on fresh hosts. Retried on fresh hosts: ten hosts running `apt-get
-    update` at once through the lab's apt-cacher-ng have been seen to hang (acng: 'Failure to
-    move file .../InRelease out of the way ... File exists'), and homekube allows an apt step
-    30 minutes."""
-    for attempt in (1, 2, 3):
-        try:
-            return cli_apply(cfg, timeout=300)
-        except BenchError as e:
-            msg = f"{n} host(s): converging apply attempt {attempt} failed: {str(e).splitlines()[0]}"
-            say(msg)
-            b.notes.append(msg + ".")
-            if attempt == 3:
-                raise
-            lab_up(n, cfg)
-    raise AssertionError("unreachable")
+    """The first apply on fresh hosts, bounded; a failure fails the section (no retry: the
+    hangs retries used to hide came from the lab's apt proxy, replaced by a local repository
+    in issue 10, and a new one must be seen)."""
+    return cli_apply(cfg, timeout=300)
 
 
 @dataclass
@@ -785,9 +787,10 @@ def bench_noop(b: Bench, n: int, ansible: Path | None) -> None:
     if ansible is not None and b.budget(60 + 15 * n, f"Ansible on {n} host(s)"):
         try:
             a = ansible_setup(b, n, cfg, ansible)
-        except BenchError as e:
-            b.notes.append(f"Ansible on {n} host(s) failed: {str(e).splitlines()[0]}.")
+        except (BenchError, subprocess.SubprocessError, OSError) as e:
+            b.notes.append(f"Ansible on {n} host(s) FAILED: {str(e).splitlines()[0]}.")
             d["ansible_error"] = str(e)
+            ansible_failed(b, f"converge on {n} host(s)", str(e), str(n))
     # homekube and Ansible no-ops interleaved, so both see the same background load
     say(f"{n} host(s): {b.runs} no-op rounds (homekube CLI"
         + (", then Ansible with ControlPersist warm)" if a else ")"))
@@ -1144,8 +1147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_ansible:
         try:
             ansible = ensure_ansible()
-        except BenchError as e:
-            b.notes.append(f"Ansible skipped: {e}")
+        except (BenchError, subprocess.SubprocessError, OSError) as e:
+            b.notes.append(f"Ansible could not be installed, its rows FAILED: {e}")
+            ansible_failed(b, "install", str(e))
         facts["ansible"] = machine_facts()["ansible"]
     say("start-up and import costs")
     b.data["imports"] = import_profile(3 if args.quick else 5)
@@ -1173,6 +1177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(BenchError):
             lab_down()
         leave_own_cgroups(cgroups)
+    failed += b.failures
     b.data["loadavg_end"] = loadavg()
     b.data["rows"] = [asdict(r) for r in b.rows]
     b.data["notes"] = b.notes

@@ -1,7 +1,7 @@
 """One lab of three real hosts for the whole session (booting one costs ~3 s, building ~70 s).
 
 `down()` first clears whatever a crashed earlier run left; `down()` at the end leaves the
-machine as it was (the base image, key, mirror and apt cache stay cached for the next run).
+machine as it was (the base image, key, mirror and Debian repository stay cached for the next run).
 Tests that need a pristine server should not mutate shared state they cannot undo.
 """
 

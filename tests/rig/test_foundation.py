@@ -15,6 +15,7 @@ import pytest
 from homekube import lab as hklab
 from homekube.components.registry import all_phases
 from homekube.config.loader import load
+from homekube.lab import settings
 from homekube.ops import session as sess
 from homekube.transport.base import Transport
 from tests.rig.conftest import plan_json, run_cli, write_config
@@ -121,7 +122,8 @@ def test_bad_host_stops_before_any_change(fresh_lab: tuple[hklab.Lab, Path], tmp
     before = fingerprint(lab)
     if case == "unreachable":
         # an unused address inside the lab subnet: nothing answers there
-        cfg = _edit(config, tmp_path / "c.yaml", "address: 10.77.0.13", "address: 10.77.0.99")
+        cfg = _edit(config, tmp_path / "c.yaml", f"address: {settings.host_ipv4(3)},",
+                    f"address: {settings.NET4_PREFIX}.99,")
         cfg.write_text(cfg.read_text().replace("connectTimeout", "connectTimeout"))
         expect = "h3"
     elif case == "wrong-key":

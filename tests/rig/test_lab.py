@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -291,7 +292,7 @@ def test_apt_accepts_the_repository_only_with_the_lab_key(lab: hklab.Lab) -> Non
     wrong = line.replace(keyring, "/usr/share/keyrings/debian-archive-keyring.gpg")
     cp = hklab.host_exec(
         "h1",
-        f"d=$(mktemp -d); mkdir -p $d/lists/partial; echo '{wrong}' > $d/src.list;"
+        f"d=$(mktemp -d); chmod 755 $d; mkdir -p $d/lists/partial; echo '{wrong}' > $d/src.list;"
         " apt-get update -o Dir::Etc::SourceList=$d/src.list -o Dir::Etc::SourceParts=/nonexistent"
         " -o Dir::State::Lists=$d/lists 2>&1; echo rc=$?; ls $d/lists; rm -rf $d",
         timeout=120,
@@ -462,3 +463,42 @@ def test_resize_then_clean_up_after_a_crash(lab: hklab.Lab, lab_config: Path) ->
         restored = hklab.up(3, config_path=lab_config)
     assert restored.hosts == lab.hosts
     sh("h3", "true")
+
+
+def test_a_flat_repository_written_by_aptrepo_is_accepted_by_apt(lab: hklab.Lab) -> None:
+    """The layout pkgs.k8s.io uses (`deb [signed-by=K] URL /`), from aptrepo, on a real host."""
+    from homekube.lab import aptrepo, debrepo
+    from homekube.lab.settings import LabPaths
+
+    paths = LabPaths.from_env()
+    pool = paths.mirror / "debian" / "pool" / "main"
+    debs = sorted(pool.glob("socat_*.deb"))
+    assert debs, f"no socat in {pool}"
+    key = aptrepo.SigningKey.ensure(debrepo.cache_dir(paths) / "gnupg")
+    dest = paths.mirror / "test-flat"
+    aptrepo.write_flat_repo(debs, dest, key)
+    try:
+        assert sorted(p.name for p in dest.iterdir()) == sorted(
+            ["InRelease", "Packages", "Packages.gz", "Release", "Release.gpg", "Release.key",
+             debs[0].name]
+        )
+        url = f"{settings.MIRROR_URL}test-flat/"
+        # the host takes the key the way pkgs.k8s.io's instructions say: Release.key, dearmored
+        out = sh(
+            "h2",
+            f"set -e; d=$(mktemp -d); chmod 755 $d; mkdir -p $d/lists/partial $d/archives/partial;"
+            f" curl -fsS {url}Release.key | gpg --dearmor -o $d/k.gpg;"
+            f" echo 'deb [signed-by='$d'/k.gpg] {url} /' > $d/src.list;"
+            " o=\"-o Dir::Etc::SourceList=$d/src.list -o Dir::Etc::SourceParts=/nonexistent"
+            " -o Dir::State::Lists=$d/lists -o Dir::Cache::Archives=$d/archives\";"
+            " apt-get $o update 2>&1; apt-cache $o policy socat;"
+            " apt-get $o install -y -q --download-only --reinstall socat >/dev/null 2>&1;"
+            " ls $d/archives; rm -rf $d",
+        )
+        # apt names a flat source "URL-without-slash" + two spaces + the file
+        assert f"{url[:-1]}  InRelease" in out and "Fetched" in out, out
+        assert "W:" not in out and "E:" not in out, out
+        assert f"500 {url[:-1]}  Packages" in out, out
+        assert debs[0].name in out  # fetched by its Filename and verified against its hashes
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import gzip
 import hashlib
 import os
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from homekube.lab.system import LabError
+from homekube.lab.system import LabError, exclusive_lock
 
 __all__ = [
     "FileHashes",
@@ -238,7 +237,6 @@ def _run(
     argv: Sequence[str],
     step: str,
     *,
-    env: Mapping[str, str] | None = None,
     input: bytes | None = None,
     timeout: float = COMMAND_TIMEOUT,
 ) -> bytes:
@@ -249,7 +247,6 @@ def _run(
             capture_output=True,
             timeout=timeout,
             check=False,
-            env=None if env is None else dict(env),
         )
     except FileNotFoundError as e:
         raise LabError(f"{step}: command not found: {argv[0]}") from e
@@ -301,18 +298,13 @@ class SigningKey:
         """Open the key in `home`, generating it first when absent (safe against races)."""
         home = home.absolute()
         home.parent.mkdir(parents=True, exist_ok=True)
-        lock = home.with_name(home.name + ".lock")
-        with lock.open("a") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
+        with exclusive_lock(home.with_name(home.name + ".lock"), timeout=4 * COMMAND_TIMEOUT):
+            fpr = _fingerprint(home)
+            if fpr is None:
+                _generate(home, uid)
                 fpr = _fingerprint(home)
-                if fpr is None:
-                    _generate(home, uid)
-                    fpr = _fingerprint(home)
-                if fpr is None:
-                    raise LabError(f"generating the apt signing key: no secret key in {home}")
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            if fpr is None:
+                raise LabError(f"generating the apt signing key: no secret key in {home}")
         return cls(home, fpr)
 
     def _gpg(self, *args: str, step: str, input: bytes | None = None) -> bytes:

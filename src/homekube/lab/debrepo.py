@@ -14,15 +14,13 @@ namespace, so nothing stays mounted whatever happens), talking directly to this 
 Debian mirror. So the repository holds what a host needs beyond the image, at versions that
 fit what the image has installed.
 
-Cache: <HOMEKUBE_LAB_CACHE>-apt/<key>/repo, key = hash of (REPO_PACKAGES, suite, the base
+Cache: <HOMEKUBE_LAB_CACHE>.apt-repo/<key>/repo, key = hash of (REPO_PACKAGES, suite, the base
 image's marker). A new key means a new build (tmp dir + rename); old keys are pruned.
-The signing key lives in <HOMEKUBE_LAB_CACHE>-apt/gnupg (0700), generated on first use.
+The signing key lives in <HOMEKUBE_LAB_CACHE>.apt-repo/gnupg (0700), generated on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -30,14 +28,13 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from homekube.components.hostprep import HOST_PACKAGES
 from homekube.lab import aptrepo, image, settings
 from homekube.lab.image import AptSources
-from homekube.lab.system import LabError, log, run
+from homekube.lab.system import LabError, exclusive_lock, log, run
 from homekube.osfamily import OsFamily
 
 _DEBIAN = OsFamily("debian")
@@ -52,6 +49,7 @@ REPO_PACKAGES: tuple[str, ...] = tuple(
             *_DEBIAN.packages(HOST_PACKAGES),  # host preparation
             *_DEBIAN.packages(["gpg", "etcd-server", "etcd-client"]),  # keys, etcd from packages
             "gnupg",
+            "python3-apt",  # Ansible's apt module (bench/run.py's comparison) installs it
             # kubelet's and kubeadm's deb dependencies (pkgs.k8s.io), and what cri-o needs
             "conntrack",
             "ebtables",
@@ -107,7 +105,8 @@ class LabRepo:
 
 
 def cache_dir(paths: settings.LabPaths) -> Path:
-    return paths.base.with_name(paths.base.name + "-apt")
+    # a dot, never a dash: `lab-base-<name>` is how people name their own HOMEKUBE_LAB_CACHE
+    return paths.base.with_name(paths.base.name + ".apt-repo")
 
 
 def cache_key(packages: tuple[str, ...], suite: str, base_marker: str) -> str:
@@ -130,32 +129,14 @@ def ensure(paths: settings.LabPaths, sources: AptSources) -> LabRepo:
     key = cache_key(REPO_PACKAGES, settings.SUITE, _marker_text(paths.base))
     signing = aptrepo.SigningKey.ensure(root / "gnupg")
     built = root / key
-    with _lock(root / ".lock"):
+    # another slot sharing this cache may be building the same key: wait for it
+    with exclusive_lock(root / ".lock", timeout=BUILD_TIMEOUT):
         if not (built / "repo" / "dists").is_dir():
             _build(paths.base, sources, signing, root, key)
         _prune(root, keep=key)
     info = json.loads((built / "packages.json").read_text())
     _link(paths.mirror / MIRROR_SUBDIR, built / "repo")
     return LabRepo(built / "repo", key, signing.keyring(), tuple(info["debs"]))
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    # another slot sharing this cache may be building the same key: wait for it
-    with path.open("a") as fh:
-        deadline = time.monotonic() + BUILD_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LabError(f"another lab holds {path} since {BUILD_TIMEOUT} s") from None
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _link(link: Path, target: Path) -> None:

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 READY_TIMEOUT = 60.0  # per host; boots take 1.5-3 s here, with a rare outlier near 20 s
 STOP_GRACE = 20.0  # seconds between SIGTERM (clean poweroff) and SIGKILL
+LAUNCH_GRACE = 5.0  # seconds a just-spawned supervisor may take to exec
 # Another lab directory may own the bridge; this file says which (it lives in /run so a
 # reboot, which removes the bridge too, forgets it).
 OWNER_FILE = settings.OWNER_FILE
@@ -486,7 +487,9 @@ def _reuse(paths: LabPaths, n: int, cfg: Path | None) -> Lab | None:
     network.bridge_up()
     network.guard_up()
     sha = mirror.ensure_mirror(paths.mirror)
-    debrepo.ensure(paths, image.apt_sources())
+    repo = debrepo.ensure(paths, image.apt_sources())
+    for h in lab.hosts:  # the signing key may be new if its cache dir was deleted meanwhile
+        _write_apt_files(paths.host_dir(h.name) / "root", repo)
     services.mirror_up(paths)
     for h in lab.hosts:
         if not live_pid(paths.host_dir(h.name) / "nspawn.pid", _nspawn_match(paths, h.name)):
@@ -603,11 +606,7 @@ def _create_host(
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     (root / "etc/resolv.conf").write_text(f"nameserver {settings.GATEWAY4}\n")
     # per slot too: the repository's address is this slot's bridge
-    for rel, data in repo.host_files().items():
-        f = root / rel.lstrip("/")
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_bytes(data)
-        f.chmod(0o644)
+    _write_apt_files(root, repo)
     auth = root / "root/.ssh/authorized_keys"
     auth.write_text(paths.key.with_suffix(".pub").read_text())
     auth.chmod(0o600)
@@ -615,6 +614,14 @@ def _create_host(
     cgroups = _make_cgroups(settings.netns_name(idx))
     (d / "cgroups").write_text("".join(f"{c}\n" for c in cgroups))
     return known
+
+
+def _write_apt_files(root: Path, repo: debrepo.LabRepo) -> None:
+    for rel, data in repo.host_files().items():
+        f = root / rel.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+        f.chmod(0o644)
 
 
 def _cgroup_mount(controller: str) -> Path | None:
@@ -762,7 +769,12 @@ def _wait_ready(paths: LabPaths, name: str, deadline: float) -> None:
     last = ""
     while True:
         remaining = deadline - time.monotonic()
-        launcher_alive = live_pid(d / "launcher.pid", _launcher_match(paths, name))
+        # right after _launch the supervisor may not have exec'd yet (its command line is
+        # still its parent's; seen under load): only one that stays unrecognisable has died
+        launcher_alive = (
+            live_pid(d / "launcher.pid", _launcher_match(paths, name)) is not None
+            or time.monotonic() - t0 < LAUNCH_GRACE
+        )
         if remaining <= 0 or not launcher_alive:
             why = "did not become ready within" if launcher_alive else "stopped while booting after"
             raise LabError(

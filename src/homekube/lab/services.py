@@ -20,6 +20,7 @@ from homekube.lab.settings import LabPaths
 from homekube.lab.system import (
     CmdlineMatch,
     LabError,
+    ensure_packages,
     find_processes,
     live_pid,
     log,
@@ -163,6 +164,7 @@ def registry_up(paths: LabPaths) -> None:
     """Debian's docker-registry (the CNCF Distribution registry) on the bridge."""
     if registry_running(paths):
         return
+    ensure_packages(("docker-registry",), "the lab registry")
     _stop(_registry_pid_file(paths), _registry_match(paths), "registry")
     paths.registry.mkdir(parents=True, exist_ok=True)
     conf = _registry_config_path(paths)

@@ -207,8 +207,10 @@ def ensure_built(
 
 
 def _build(recipe: GoRecipe, entry: Path, paths: ArtifactPaths, progress: Progress) -> Built:
+    # under the lock nobody else builds: temporary dirs left here are a killed run's
+    for stale in paths.root.glob(f".{recipe.key}-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     paths.gomodcache.mkdir(parents=True, exist_ok=True)
     paths.gocache.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,9 @@ from homekube.lab.image import apt_sources, remove_tree
 from homekube.lab.system import LabError, ensure_packages, log_tail, run_long
 
 PACKAGES = ("iptables", "nftables", "conntrack")
-FORMAT = 1
-#: removed after debootstrap: nothing in a container reads them
+FORMAT = 2
+#: removed after debootstrap: nothing in a container reads them (and ldconfig's aux-cache,
+#: the one file that differs between two debootstraps of the same archive state)
 TRIM = (
     "usr/share/doc",
     "usr/share/man",
@@ -38,6 +39,7 @@ TRIM = (
     "usr/share/lintian",
     "var/cache/apt",
     "var/cache/debconf",
+    "var/cache/ldconfig/aux-cache",
     "var/lib/apt/lists",
     "var/log",
     "dev",

@@ -84,7 +84,7 @@ def up_cmd(
         bool,
         typer.Option(
             "--kubernetes",
-            help="also build (first time ~20 min) and publish the Kubernetes artifacts and "
+            help="also build (first time 15-30 min) and publish the Kubernetes artifacts and "
             "start the lab registry",
         ),
     ] = False,
@@ -182,7 +182,8 @@ def artifacts_cmd(
 
     Binaries, release tarballs, .debs and images are cached under
     /var/cache/homekube/lab-artifacts; with the lab up, they also go into its mirror, its
-    apt repository (kubernetes/v1.X/deb/) and its registry. A cold build takes ~20 min.
+    apt repository (kubernetes/v1.X/deb/) and its registry. A cold build takes 15-30 min
+    (21 CPU-minutes on 2 cores); a cached run, under a second.
     """
     from homekube.lab import artifacts
 

@@ -188,7 +188,7 @@ def up(
     down and re-created; a lab left by a crashed run is cleaned first. New hosts come with
     an empty <labdir>/state, since homekube's state there described the old hosts' cluster.
     With kubernetes, also build what is missing of the Kubernetes artifacts (the first time
-    ~15-25 min), publish them into the mirror and start the registry with their images;
+    15-30 min), publish them into the mirror and start the registry with their images;
     progress gets a line per step (default: the lab's log).
     """
     if not 1 <= n <= settings.MAX_HOSTS:

@@ -6,13 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in systemd-container debootstrap nftables iproute2 openssl curl gpg; do
+# docker-registry: the lab's image registry; gcc, libc6-dev, libseccomp-dev, pkg-config: the
+# lab's cgo builds (runc with seccomp, flannel), see src/homekube/lab/artifacts/recipes.py
+for p in systemd-container debootstrap nftables iproute2 openssl curl gpg \
+    docker-registry gcc libc6-dev libseccomp-dev pkg-config; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# the lab runs its own registry on the bridge, not the packaged one on :5000
+systemctl disable --now docker-registry >/dev/null 2>&1 || true
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 trap '.venv/bin/homekube lab down >/dev/null 2>&1 || true' EXIT

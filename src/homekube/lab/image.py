@@ -214,7 +214,7 @@ def configure(root: Path, sources: AptSources) -> None:
     _write(root / MARKER, json.dumps(marker, indent=1) + "\n")
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """rm -rf that refuses to descend into a mount (debootstrap mounts /proc and /sys)."""
     for m in mounts_under(path):
         if not unmount(m):
@@ -228,7 +228,7 @@ def _remove_tree(path: Path) -> None:
 def debootstrap(base: Path, sources: AptSources, log_path: Path) -> None:
     """Debootstrap into a sibling and swap it in, so a failed build never breaks the cache."""
     tmp = base.with_name(base.name + ".tmp")
-    _remove_tree(tmp)
+    remove_tree(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     log.info("debootstrap %s (minbase + %d packages); takes ~70 s", settings.SUITE, len(PACKAGES))
@@ -248,9 +248,9 @@ def debootstrap(base: Path, sources: AptSources, log_path: Path) -> None:
     log_path.write_text(cp.stdout + cp.stderr)
     if cp.returncode != 0:
         tail = "\n".join((cp.stdout + cp.stderr).strip().splitlines()[-20:])
-        _remove_tree(tmp)
+        remove_tree(tmp)
         raise LabError(f"debootstrap failed (exit {cp.returncode}; log {log_path}):\n{tail}")
     log.info("debootstrap took %.1f s", time.monotonic() - t0)
     configure(tmp, sources)
-    _remove_tree(base)
+    remove_tree(base)
     tmp.rename(base)

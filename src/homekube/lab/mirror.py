@@ -9,18 +9,17 @@ sha256 is stable across machines and runs with the same wheel.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.util
 import shutil
 import sys
-import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from homekube.lab.artifacts.tarballs import Member, write_tar_gz
 from homekube.lab.system import LabError, log, run
 
 ETCD_VERSION = "3.5.1"
@@ -78,30 +77,9 @@ def etcd_binaries() -> Iterator[Path]:
         yield out
 
 
-def _tarinfo(name: str, *, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    ti.mode = 0o755
-    ti.size = size
-    ti.mtime = _MTIME
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = "root"
-    return ti
-
-
 def write_etcd_tarball(bin_dir: Path, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    with (
-        tmp.open("wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
-    ):
-        tar.addfile(_tarinfo(f"{ETCD_TOP}/", directory=True))
-        for b in ETCD_BINARIES:
-            src = bin_dir / b
-            with src.open("rb") as fh:
-                tar.addfile(_tarinfo(f"{ETCD_TOP}/{b}", size=src.stat().st_size), fh)
-    tmp.replace(dest)
+    members = [Member(f"{ETCD_TOP}/")] + [Member(f"{ETCD_TOP}/{b}", bin_dir / b) for b in ETCD_BINARIES]
+    write_tar_gz(dest, members, mtime=_MTIME)
 
 
 def ensure_mirror(mirror: Path) -> str:

@@ -15,6 +15,7 @@ prefix and every process it signals is checked against what it recorded when sta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -23,14 +24,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from homekube.lab import (
+    artifacts,
     clusteryaml,
     debrepo,
     image,
@@ -60,6 +63,9 @@ from homekube.lab.system import (
     wait_gone,
     write_pid_record,
 )
+
+if TYPE_CHECKING:
+    from homekube.lab.artifacts.pipeline import LabArtifacts
 
 READY_TIMEOUT = 60.0  # per host; boots take 1.5-3 s here, with a rare outlier near 20 s
 STOP_GRACE = 20.0  # seconds between SIGTERM (clean poweroff) and SIGKILL
@@ -94,6 +100,8 @@ class Lab:
     mirror_url: str
     etcd_sha256: str
     config_path: Path | None = None
+    #: with `up(..., kubernetes=True)`: the published Kubernetes artifacts (registry running)
+    artifacts: LabArtifacts | None = None
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -129,6 +137,8 @@ class LabStatus:
     up: bool
     hosts: tuple[HostStatus, ...] = ()
     mirror_running: bool = False
+    registry_running: bool = False
+    registry_host: str = settings.REGISTRY_HOST
     apt_repo_url: str | None = None  # the lab's Debian repository, when the mirror serves it
     mirror_url: str = settings.MIRROR_URL
     key_path: Path | None = None
@@ -165,24 +175,40 @@ def build(force: bool = False) -> Path:
     return paths.base
 
 
-def up(n: int, config_path: Path | str | None = None) -> Lab:
+def up(
+    n: int,
+    config_path: Path | str | None = None,
+    *,
+    kubernetes: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Lab:
     """Start hosts h1..hN (reusing a running lab of the same size) and wait until ready.
 
     With config_path, also write a ready cluster.yaml there. A lab of another size is torn
     down and re-created; a lab left by a crashed run is cleaned first. New hosts come with
     an empty <labdir>/state, since homekube's state there described the old hosts' cluster.
+    With kubernetes, also build what is missing of the Kubernetes artifacts (the first time
+    15-30 min), publish them into the mirror and start the registry with their images;
+    progress gets a line per step (default: the lab's log).
     """
     if not 1 <= n <= settings.MAX_HOSTS:
         raise LabError(f"the lab takes 1 to {settings.MAX_HOSTS} hosts, not {n}")
     require_root()
     paths = LabPaths.from_env()
     cfg = Path(config_path).absolute() if config_path is not None else None
+    say = progress or _progress
+    if kubernetes:
+        # the long part, before the lab lock: `status` and other slots stay usable meanwhile
+        artifacts.run(say, publish=False)
     with exclusive_lock(paths.lock_file):
         _check_owner(paths)
         ensure_host_tools()
         lab = _reuse(paths, n, cfg)
         if lab is None:
             lab = _create(paths, n, cfg)
+        if kubernetes:
+            artifacts.run(say)  # all cached by now: publish and push only
+            lab = dataclasses.replace(lab, artifacts=artifacts.describe(published=True))
     if cfg is not None:
         write_config(lab, cfg)
     return lab
@@ -198,6 +224,10 @@ def down() -> None:
     paths = LabPaths.from_env()
     with exclusive_lock(paths.lock_file):
         _down(paths)
+
+
+def _progress(line: str) -> None:
+    log.info("%s", line)
 
 
 def current() -> Lab | None:
@@ -230,6 +260,7 @@ def status() -> LabStatus:
         up=lab is not None,
         hosts=tuple(hosts),
         mirror_running=services.mirror_running(paths),
+        registry_running=services.registry_running(paths),
         apt_repo_url=(
             f"{settings.MIRROR_URL}{debrepo.MIRROR_SUBDIR}/"
             if (paths.mirror / debrepo.MIRROR_SUBDIR / "dists").is_dir()
@@ -544,11 +575,12 @@ def _create_host(
     """Disk, identity, network and cgroups of one host; returns its known_hosts lines."""
     idx = settings.host_index(host.name)
     d = paths.host_dir(host.name)
-    for sub in ("upper", "work", "root", "containers"):
+    for sub in ("upper", "work", "root", "containers", "containerd"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     root = d / "root"
     if not is_mountpoint(root):
-        # /var/lib/containers is a plain-disk bind (see _launch): overlay cannot nest on overlay.
+        # /var/lib/containers and /var/lib/containerd are plain-disk binds (see _launch):
+        # overlay cannot nest on overlay, and both runtimes' snapshots are overlays.
         run(
             [
                 "mount", "-t", "overlay", f"hk-{host.name}", "-o",
@@ -693,6 +725,7 @@ def _launch(paths: LabPaths, name: str) -> None:
     idx = settings.host_index(name)
     d = paths.host_dir(name)
     (d / "stop").unlink(missing_ok=True)
+    (d / "containerd").mkdir(exist_ok=True)  # hosts made before containerd had a bind
     network.set_host_cable(idx, plugged=True)
     nspawn = [
         "systemd-nspawn", "-q",
@@ -704,7 +737,8 @@ def _launch(paths: LabPaths, name: str) -> None:
         "--private-network",  # with the path above: own netns AND a writable /proc/sys/net
         "--capability=all", "--system-call-filter=@keyring bpf",
         "--bind=/dev/kmsg",
-        f"--bind={d / 'containers'}:/var/lib/containers",
+        f"--bind={d / 'containers'}:/var/lib/containers",  # cri-o's storage
+        f"--bind={d / 'containerd'}:/var/lib/containerd",  # containerd's
         "--console=read-only",
         image.INIT_PATH,
     ]  # fmt: skip
@@ -841,6 +875,7 @@ def _down(paths: LabPaths) -> None:
         paths.hosts.rmdir()
     services.legacy_proxy_down(paths)
     services.mirror_down(paths)
+    services.registry_down(paths)
     paths.state_file.unlink(missing_ok=True)
     if owns_network:
         network.leftovers_down()

@@ -1,12 +1,14 @@
-"""The daemon the lab runs on the bridge address: the mirror (artifacts, Debian repository).
+"""Daemons the lab runs on the bridge address: the mirror (artifacts, Debian repository) and
+the OCI registry.
 
-It is started detached (own session) so it outlives a CLI `up`, recorded by PID + start
+Both are started detached (own session) so they outlive a CLI `up`, recorded by PID + start
 time, and recognised by a command line that names this lab's directory, so `down` never
 touches a daemon someone else started.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import sys
@@ -18,6 +20,7 @@ from homekube.lab.settings import LabPaths
 from homekube.lab.system import (
     CmdlineMatch,
     LabError,
+    ensure_packages,
     find_processes,
     live_pid,
     log,
@@ -119,3 +122,62 @@ def mirror_up(paths: LabPaths) -> None:
 
 def mirror_down(paths: LabPaths) -> None:
     _stop(_mirror_pid_file(paths), _mirror_match(paths), "mirror server")
+
+
+# ---------------------------------------------------------------------------- OCI registry
+
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+
+
+def _registry_config_path(paths: LabPaths) -> Path:
+    return paths.run / "registry.yml"
+
+
+def _registry_match(paths: LabPaths) -> CmdlineMatch:
+    conf = str(_registry_config_path(paths))
+    return lambda argv: Path(argv[0]).name == "docker-registry" and conf in argv
+
+
+def _registry_pid_file(paths: LabPaths) -> Path:
+    return paths.run / "registry.pid"
+
+
+def registry_running(paths: LabPaths) -> bool:
+    return live_pid(_registry_pid_file(paths), _registry_match(paths)) is not None
+
+
+def registry_config(paths: LabPaths) -> dict[str, object]:
+    """docker-registry's configuration: plain HTTP on the bridge, storage in the lab dir."""
+    return {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(paths.registry)},
+            "delete": {"enabled": True},
+        },
+        # no TLS and no auth: hosts reach it only over the lab bridge (see network.py)
+        "http": {"addr": settings.REGISTRY_HOST, "headers": {"X-Content-Type-Options": ["nosniff"]}},
+    }
+
+
+def registry_up(paths: LabPaths) -> None:
+    """Debian's docker-registry (the CNCF Distribution registry) on the bridge."""
+    if registry_running(paths):
+        return
+    ensure_packages(("docker-registry",), "the lab registry")
+    _stop(_registry_pid_file(paths), _registry_match(paths), "registry")
+    paths.registry.mkdir(parents=True, exist_ok=True)
+    conf = _registry_config_path(paths)
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    # JSON is YAML: no hand-written YAML, and the registry reads it as its config.yml
+    conf.write_text(json.dumps(registry_config(paths), indent=1) + "\n")
+    out = paths.run / "registry.log"
+    # a clean environment: the registry reads REGISTRY_* variables as config overrides
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    pid = spawn_detached([REGISTRY_BINARY, "serve", str(conf)], out, env=env)
+    write_pid_record(_registry_pid_file(paths), pid)
+    _wait_listening(_registry_pid_file(paths), _registry_match(paths), settings.REGISTRY_PORT, out)
+
+
+def registry_down(paths: LabPaths) -> None:
+    _stop(_registry_pid_file(paths), _registry_match(paths), "registry")

@@ -26,12 +26,20 @@ GATEWAY4 = f"{NET4_PREFIX}.1"
 GATEWAY6 = f"{NET6_PREFIX}:1"
 MIRROR_PORT = 8077 + SLOT
 MIRROR_URL = f"http://{GATEWAY4}:{MIRROR_PORT}/"
+# The lab's OCI registry (Debian's docker-registry, plain HTTP on the bridge). Not 5000, the
+# port a packaged docker-registry started by its postinst would hold.
+REGISTRY_PORT = 5077 + SLOT
+REGISTRY_HOST = f"{GATEWAY4}:{REGISTRY_PORT}"
 SUITE = "bookworm"
 # Keeps 10+N a valid last octet with room to spare; each idle host costs ~15 MiB.
 MAX_HOSTS = 60
 
 DEFAULT_LAB_DIR = Path("/var/tmp/homekube-lab" if SLOT == 0 else f"/var/tmp/homekube-lab{SLOT}")
 DEFAULT_CACHE_DIR = Path("/var/cache/homekube/lab-base")
+# Built artifacts and Go's caches: shared by every slot (a build is keyed by its inputs, and
+# two slots building at once wait for each other), never inside a work tree.
+DEFAULT_ARTIFACTS_DIR = Path("/var/cache/homekube/lab-artifacts")
+DEFAULT_GO_CACHE_DIR = Path("/var/cache/homekube/go")
 
 HOST_NAME_RE = re.compile(r"^h([1-9][0-9]*)$")
 NETNS_RE = re.compile(rf"^{_P}-h[1-9][0-9]*$")
@@ -115,8 +123,40 @@ class LabPaths:
         return self.root / "mirror"
 
     @property
+    def registry(self) -> Path:
+        """The registry's storage; kept across `down` like the mirror."""
+        return self.root / "registry"
+
+    @property
     def cluster_state(self) -> Path:
         return self.root / "state"
 
     def host_dir(self, name: str) -> Path:
         return self.hosts / name
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    """Where built artifacts and Go's caches live (HOMEKUBE_ARTIFACTS_DIR / HOMEKUBE_GO_CACHE
+    point them elsewhere, e.g. at empty directories to time a cold build)."""
+
+    root: Path
+    go: Path
+
+    @classmethod
+    def from_env(cls) -> ArtifactPaths:
+        root = Path(os.environ.get("HOMEKUBE_ARTIFACTS_DIR") or DEFAULT_ARTIFACTS_DIR)
+        go = Path(os.environ.get("HOMEKUBE_GO_CACHE") or DEFAULT_GO_CACHE_DIR)
+        return cls(root=root.absolute(), go=go.absolute())
+
+    @property
+    def gomodcache(self) -> Path:
+        return self.go / "mod"
+
+    @property
+    def gocache(self) -> Path:
+        return self.go / "build"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"

@@ -129,6 +129,107 @@ def ensure_host_tools() -> None:
     )
 
 
+def missing_packages(packages: Sequence[str]) -> list[str]:
+    """The Debian packages of `packages` that are not installed."""
+    missing = []
+    for pkg in packages:
+        cp = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", pkg], check=False)
+        if not cp.stdout.startswith("ii"):
+            missing.append(pkg)
+    return missing
+
+
+def ensure_packages(packages: Sequence[str], why: str) -> None:
+    """apt-get install the packages that are missing (first run, CI)."""
+    missing = missing_packages(packages)
+    if not missing:
+        return
+    if not shutil.which("apt-get"):
+        raise LabError(f"{why} needs {', '.join(missing)} and there is no apt-get to install them")
+    log.info("installing %s (%s)", " ".join(missing), why)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-qq"], timeout=600, env=env)
+    run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        timeout=900,
+        env=env,
+    )
+
+
+def package_version(package: str) -> str | None:
+    cp = run(["dpkg-query", "-W", "-f=${Version}", package], check=False)
+    return (cp.stdout.strip() or None) if cp.returncode == 0 else None
+
+
+def run_long(
+    argv: Sequence[str],
+    *,
+    what: str,
+    log_path: Path,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    heartbeat: Callable[[float, Path], None] | None = None,
+    every: float = 30.0,
+    summarize: Callable[[Path], str] = lambda p: log_tail(p),
+) -> None:
+    """Run a long command with its output in log_path; heartbeat(elapsed, log) every `every` s.
+
+    It runs in its own session so a timeout can kill it with all its children (a go build's
+    compilers). A failure raises LabError naming `what` and quoting summarize(log), by default
+    the log's last lines.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with log_path.open("wb") as out:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=None if env is None else dict(env),
+                start_new_session=True,
+            )
+        except FileNotFoundError as e:
+            raise LabError(f"{what}: command not found: {argv[0]}") from e
+        next_beat = t0 + every
+        try:
+            while True:
+                try:
+                    rc = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if now - t0 > timeout:
+                    raise LabError(
+                        f"{what}: did not finish within {timeout:.0f} s (stopped); from "
+                        f"{log_path}:\n" + summarize(log_path)
+                    )
+                if heartbeat is not None and now >= next_beat:
+                    heartbeat(now - t0, log_path)
+                    next_beat = now + every
+        except BaseException:  # timeout or Ctrl-C: the child's own session never saw a signal
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    if rc != 0:
+        raise LabError(
+            f"{what}: failed (exit {rc}); from {log_path}:\n" + summarize(log_path)
+        )
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no output)"
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(no output)"
+
+
 # ---------------------------------------------------------------------------------------------
 # processes
 

@@ -73,7 +73,7 @@ class OsFamily:
     def list_installed_command(self) -> str:
         """Print installed package names, sorted (to record what an install added)."""
         if self.family == "debian":
-            return "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' | awk '/^ii/{print $2}' | sort"
+            return "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' | awk '$1 ~ /^.i/{print $2}' | sort"
         return "rpm -qa --qf '%{NAME}\\n' | sort"
 
     def install_recorded(self, packages: list[str], record: str) -> str:

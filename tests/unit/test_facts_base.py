@@ -103,3 +103,18 @@ def test_files_fact_reads_contents_without_tar(tmp_path: object) -> None:
     a, b = got[str(d / "a.conf")], got[str(d / "b.conf")]
     assert a is not None and a.content == b"a = 1\n"
     assert b is not None and b.content == b""
+
+
+def test_held_packages_count_as_installed() -> None:
+    """`apt-mark hold` turns dpkg's status into "hi": still installed (seen on a real cluster,
+    where held kubelet/kubeadm/kubectl were planned for install again)."""
+    from homekube.facts.system import parse_packages
+
+    got = parse_packages(
+        "kubelet\t1.36.3-1.1\thi \nkubectl\t1.36.3-1.1\tii \netcd-server\t3.4.23\trc \n"
+        "cri-o\t\tun \n"
+    )
+    assert got["kubelet"].version == "1.36.3-1.1"
+    assert got["kubectl"].version == "1.36.3-1.1"
+    assert got["etcd-server"].version is None
+    assert got["cri-o"].version is None

@@ -1030,7 +1030,7 @@ def cluster_files(cfg: ClusterConfig, *, kernel_has_ipip: bool = True) -> list[t
         out = [(CALICO_FILE, (header + dump_all(calico)).encode())]
     else:
         out = [(FLANNEL_FILE, (header + dump_all(flannel_objects(cfg))).encode())]
-    if cfg.ui.kind == "headlamp":
+    if cfg.ui.kind != "none":
         ui = headlamp_objects(cfg)
         out.append((HEADLAMP_FILE, (header + dump_all(ui)).encode()))
     return out
@@ -1270,23 +1270,36 @@ class UiPhase:
         content = _cluster_file(cfg, path)
         role = "cluster-admin" if cfg.ui.access == "admin" else "view"
         other = "headlamp-view" if role == "cluster-admin" else "headlamp-cluster-admin"
+        token_only = cfg.ui.kind == "token"
+        what = ("the UI's service account" if token_only else "Headlamp")
         s = file_step(f, ph, WriteFile(path, content, 0o644),
-                      f"Headlamp bound to `{role}`; no token Secret (tokens come from "
+                      f"{what} bound to `{role}`; no token Secret (tokens come from "
                       "`homekube ui`, short-lived)", resource="headlamp")
         stale = other in kf.bindings
-        if isinstance(s, Change) or not kf.headlamp or stale:
+        # token: the account and binding are what must exist; an in-cluster Headlamp left from
+        # `ui.kind: headlamp` goes away
+        present = f"headlamp-{role}" in kf.bindings if token_only else kf.headlamp
+        leftover = token_only and kf.headlamp
+        if isinstance(s, Change) or not present or stale or leftover:
             acts: list[Action] = [WriteFile(path, content, 0o644), Run(f"{SSA} -f {path}")]
             if stale or isinstance(s, Change):
                 # roleRef is immutable, so a changed ui.access is a new binding: drop the old one
                 acts.append(Run(f"{KUBECTL} delete clusterrolebinding {other} --ignore-not-found",
                                 f"remove the binding of the other access level ({other})"))
-            acts.append(Run(
-                f"{KUBECTL} -n {HEADLAMP_NAMESPACE} rollout status deployment/headlamp "
-                "--timeout=300s || { "
-                f"echo 'Headlamp is not ready after 300s:' >&2; "
-                f"{KUBECTL} -n {HEADLAMP_NAMESPACE} get pods -o wide >&2; exit 1; }}",
-                "wait for Headlamp's rollout (up to 5 min)"))
-            why = s.why if isinstance(s, Change) else "Headlamp is missing in the cluster"
+            if leftover:
+                acts.append(Run(f"{KUBECTL} -n {HEADLAMP_NAMESPACE} delete deployment/headlamp "
+                                "service/headlamp --ignore-not-found",
+                                "remove the in-cluster Headlamp (ui.kind is token)"))
+            if not token_only:
+                acts.append(Run(
+                    f"{KUBECTL} -n {HEADLAMP_NAMESPACE} rollout status deployment/headlamp "
+                    "--timeout=300s || { "
+                    f"echo 'Headlamp is not ready after 300s:' >&2; "
+                    f"{KUBECTL} -n {HEADLAMP_NAMESPACE} get pods -o wide >&2; exit 1; }}",
+                    "wait for Headlamp's rollout (up to 5 min)"))
+            why = s.why if isinstance(s, Change) else f"{what} is missing in the cluster"
+            if leftover and not isinstance(s, Change):
+                why = "ui.kind is token: the in-cluster Headlamp is no longer wanted"
             summary = s.summary if isinstance(s, Change) else f"apply {path}"
             return [Change(h, ph, "headlamp", summary, why, tuple(acts),
                            diff=s.diff if isinstance(s, Change) else None)]

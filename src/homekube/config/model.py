@@ -476,8 +476,11 @@ class EtcdSpec(Model):
 class UiSpec(Model):
     """The web UI (Headlamp) and its access level."""
 
-    kind: Literal["headlamp", "none"] = Field(
-        "headlamp", description="Web UI; the Kubernetes Dashboard is archived (2026-01-21)."
+    kind: Literal["headlamp", "token", "none"] = Field(
+        "headlamp",
+        description="Web UI; the Kubernetes Dashboard is archived (2026-01-21). `headlamp` runs "
+        "it in the cluster; `token` only creates its service account and binding, for a UI on "
+        "your own machine (Headlamp desktop, kubectl) that logs in with `homekube ui` tokens.",
     )
     access: Literal["read-only", "admin"] = Field(
         "read-only", description="`read-only` binds the `view` ClusterRole; `admin` cluster-admin."

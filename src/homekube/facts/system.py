@@ -226,8 +226,9 @@ def parse_packages(text: str) -> dict[str, PackageState]:
         if len(parts) < 3:
             continue
         name, version, status = parts[0], parts[1], parts[2].strip()
-        # dpkg's db:Status-Abbrev is e.g. "ii " (installed) or "rc " (removed, config left)
-        installed = status.startswith("ii") or status == "rpm"
+        # dpkg's db:Status-Abbrev is <wanted><state><error>: "ii " installed, "hi " installed
+        # and held (apt-mark hold), "rc " removed with its config left
+        installed = status[1:2] == "i" or status == "rpm"
         if installed:
             out[name] = PackageState(name, version)
         elif name not in out:

@@ -337,6 +337,7 @@ def write_config(lab: Lab, path: Path) -> Path:
         key_path=lab.key_path,
         known_hosts_path=lab.known_hosts_path,
         state_dir=lab.dir / "state",
+        kubernetes=lab.artifacts,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

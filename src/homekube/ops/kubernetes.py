@@ -144,19 +144,31 @@ async def run_kubeconfig(cfg: ClusterConfig, console: Console, *, out: Path | No
 
 async def run_ui(cfg: ClusterConfig, console: Console, *, port: int = 4466,
                  token_only: bool = False, wait_seconds: float = 300.0) -> int:
-    """`homekube ui`: wait for Headlamp, mint a short-lived token, forward a local port."""
-    if cfg.ui.kind != "headlamp":
+    """`homekube ui`: wait for Headlamp, mint a short-lived token, forward a local port.
+
+    With `ui.kind: token` there is no in-cluster UI: print the API server and a token of the
+    UI's account, for Headlamp desktop or `kubectl --token`.
+    """
+    if cfg.ui.kind == "none":
         raise UsageError("ui.kind is none in cluster.yaml")
     t, h, text = await fetch_admin_conf(cfg)
     try:
         async with open_api(t, text) as kube:
             await kube.wait_api(30)
-            await kube.wait_deployment(HEADLAMP_NAMESPACE, "headlamp", seconds=wait_seconds)
+            if cfg.ui.kind == "headlamp":
+                await kube.wait_deployment(HEADLAMP_NAMESPACE, "headlamp", seconds=wait_seconds)
             token = await kube.token(HEADLAMP_NAMESPACE, "headlamp", cfg.ui.token_hours * 3600)
-            ip = await kube.cluster_ip(HEADLAMP_NAMESPACE, "headlamp")
+            ip = (await kube.cluster_ip(HEADLAMP_NAMESPACE, "headlamp")
+                  if cfg.ui.kind == "headlamp" else None)
         role = "cluster-admin" if cfg.ui.access == "admin" else "view (read-only)"
         if token_only:
             print(token)  # the token alone on stdout, for scripts
+            return 0
+        if ip is None:
+            console.print(f"API server: https://{escape(control_plane_endpoint(cfg))}  "
+                          "(ui.kind is token: no in-cluster UI)")
+            console.print(f"token ({role}, valid {cfg.ui.token_hours} h):")
+            console.print(token, markup=False, soft_wrap=True)
             return 0
         async with forward_port(t, ip, 80, listen_port=port) as local:
             console.print(f"Headlamp: http://127.0.0.1:{local}/  (through SSH to {escape(h.name)};"

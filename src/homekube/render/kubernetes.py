@@ -813,6 +813,8 @@ def headlamp_objects(cfg: ClusterConfig) -> list[dict[str, Any]]:
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+    if cfg.ui.kind == "token":
+        return [namespace, service_account, binding]
     return [namespace, service_account, binding, deployment, service]
 
 
@@ -836,6 +838,6 @@ def all_cluster_objects(
         objects = flannel_objects(cfg)
     else:
         objects = calico_installation(cfg, kernel_has_ipip=kernel_has_ipip)
-    if cfg.ui.kind == "headlamp":
+    if cfg.ui.kind != "none":
         objects += headlamp_objects(cfg)
     return objects

@@ -318,6 +318,7 @@ def test_lab_image_names() -> None:
         "ghcr.io/flannel-io/flannel:v0.28.10": f"{r}/flannel-io/flannel:v0.28.10",
         "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3":
             f"{r}/flannel-io/flannel-cni-plugin:v1.9.1-flannel3",
+        "localhost/homekube/hkecho:1.0.0": f"{r}/homekube/hkecho:1.0.0",
     }  # fmt: skip
     for s in IMAGES:
         if not s.kubeadm:

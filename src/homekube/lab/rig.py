@@ -207,6 +207,7 @@ def up(
         if lab is None:
             lab = _create(paths, n, cfg)
         if kubernetes:
+            _kubelet_kernel_settings(say)
             artifacts.run(say)  # all cached by now: publish and push only
             lab = dataclasses.replace(lab, artifacts=artifacts.describe(published=True))
     if cfg is not None:
@@ -224,6 +225,37 @@ def down() -> None:
     paths = LabPaths.from_env()
     with exclusive_lock(paths.lock_file):
         _down(paths)
+
+
+#: What the kubelet insists on at start (its setupKernelTunables): it writes these when they
+#: differ and exits when the write fails. /proc/sys outside net/ is read-only inside a lab
+#: host and these keys are not per-namespace, so they are set here, on the machine, once.
+KUBELET_KERNEL_SETTINGS = {
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
+}
+
+
+def _kubelet_kernel_settings(say: Callable[[str], None]) -> None:
+    """Lab only: put the machine's kernel where the kubelets of the lab hosts want it."""
+    for key, want in KUBELET_KERNEL_SETTINGS.items():
+        path = Path("/proc/sys") / key
+        try:
+            have = path.read_text().strip()
+        except OSError as e:
+            raise LabError(f"cannot read {path}: {e}") from None
+        if have == want:
+            continue
+        try:
+            path.write_text(want + "\n")
+        except OSError as e:
+            raise LabError(f"cannot set {key.replace('/', '.')} = {want} on this machine: {e}",
+                           hint="the lab's kubelets need it; run as root on the machine") from None
+        say(f"machine kernel: {key.replace('/', '.')} {have} -> {want} (the lab's kubelets need it)")
 
 
 def _progress(line: str) -> None:

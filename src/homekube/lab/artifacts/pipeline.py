@@ -105,6 +105,12 @@ class LabArtifacts:
         spec = next(s for s in IMAGES if s.repository == "flannel-io/flannel-cni-plugin")
         return self.image(spec.upstream)
 
+    @property
+    def hkecho_image(self) -> str:
+        """The lab's test workload (HTTP server + `hkecho get URL` client), no shell inside."""
+        spec = next(s for s in IMAGES if s.repository == "homekube/hkecho")
+        return self.image(spec.upstream)
+
     def release_url(self, rel_path: str) -> str:
         return f"{self.mirror_url}{rel_path}"
 

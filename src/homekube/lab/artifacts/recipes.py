@@ -318,6 +318,16 @@ PAUSE = GoRecipe(
     ldflags_x=_frozen({"main.version": "3.10.2"}),
 )
 
+# The lab's own test workload (modules/hkecho-1.0.0/main.go): an HTTP server that says which pod
+# and node answered, and a client mode (`hkecho get URL [4|6]`) for connectivity checks from
+# inside pods. One static binary, so the image needs no shell and no base layer.
+HKECHO = GoRecipe(
+    name="hkecho",
+    version="1.0.0",
+    tools=_frozen({}),
+    own_packages=(".",),
+)
+
 RECIPES: tuple[GoRecipe, ...] = (
     KUBERNETES,
     ETCD,
@@ -328,6 +338,7 @@ RECIPES: tuple[GoRecipe, ...] = (
     CNI_PLUGINS,
     FLANNEL_CNI_PLUGIN,
     FLANNEL,
+    HKECHO,
     PAUSE,
 )
 
@@ -450,5 +461,12 @@ IMAGES: tuple[ImageSpec, ...] = (
         # the init container runs `cp -f /flannel /opt/cni/bin/flannel`: cp comes from the base
         files=(ImageFile("flannel", "flannel-cni-plugin", "flannel"),),
         debian_base=True,
+    ),
+    ImageSpec(
+        repository="homekube/hkecho",
+        tag=HKECHO.version,
+        upstream=f"localhost/homekube/hkecho:{HKECHO.version}",
+        files=(ImageFile("hkecho", "hkecho", "hkecho"),),
+        entrypoint=("/hkecho",),
     ),
 )

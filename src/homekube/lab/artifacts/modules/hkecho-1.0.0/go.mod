@@ -1,0 +1,3 @@
+module homekube.lab/hkecho
+
+go 1.26

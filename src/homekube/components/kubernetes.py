@@ -51,7 +51,7 @@ import difflib
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -116,6 +116,7 @@ __all__ = [
     "CLUSTER_DIR",
     "INIT_CONFIG",
     "JOIN_CONFIG",
+    "KUBEADM_CERTS",
     "KUBECTL",
     "KUBELET_CONF",
     "LAYER_OFF",
@@ -162,6 +163,9 @@ UPLOAD_CERTS_CONFIG = f"{RUN_DIR}/upload-certs.yaml"
 LOG_DIR = "/var/log/homekube"
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
+#: kubeadm's own certificates on a control plane (the etcd-CA ones are homekube's)
+KUBEADM_CERTS = tuple(f"/etc/kubernetes/pki/{n}.crt" for n in (
+    "ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client"))
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 CA_CRT = f"{CERTIFICATES_DIR}/ca.crt"
 CA_KEY = f"{CERTIFICATES_DIR}/ca.key"
@@ -244,6 +248,8 @@ class KubeFacts:
     headlamp: bool = False  # deployment headlamp exists
     bindings: frozenset[str] = frozenset()  # ClusterRoleBindings managed by homekube
     nodes: frozenset[str] = field(default_factory=frozenset)
+    #: node name -> its Ready condition ("True", "False", "Unknown")
+    node_ready: Mapping[str, str] = field(default_factory=dict)
     flannel: tuple[int, int] | None = None  # DaemonSet kube-flannel-ds: (ready, desired)
     containerd: str | None = None  # installed by homekube, e.g. 2.3.4 (None: not there)
     runc: str | None = None  # e.g. 1.4.3
@@ -268,6 +274,8 @@ def parse_kube_fact(text: str) -> KubeFacts:
         return frozenset(kv.get(key, "").split())
 
     avail = kv.get("tigerastatus")
+    # nodes: "name=ReadyStatus ..." (older scripts: bare names)
+    ready = dict(w.partition("=")[::2] for w in kv.get("nodes", "").split())
     ds = kv.get("flannel", "").split()
     flannel = (int(ds[0]), int(ds[1])) if len(ds) == 2 and all(x.isdigit() for x in ds) else None
     return KubeFacts(
@@ -281,7 +289,8 @@ def parse_kube_fact(text: str) -> KubeFacts:
         calico_available=None if avail is None else avail == "True",
         headlamp=bool(kv.get("headlamp")),
         bindings=words("bindings"),
-        nodes=words("nodes"),
+        nodes=frozenset(ready),
+        node_ready={n: r or "Unknown" for n, r in ready.items()},
         flannel=flannel,
         containerd=(kv.get("containerd") or "").removeprefix("v") or None,
         runc=(kv.get("runc") or "").removeprefix("v") or None,
@@ -297,6 +306,8 @@ def kube_fact(cfg: ClusterConfig) -> Fact[KubeFacts]:
     k = f"{KUBECTL} --request-timeout=5s"
     jp_avail = "{.status.conditions[?(@.type==\"Available\")].status}"
     jp_names = '{range .items[*]}{.metadata.name}{" "}{end}'
+    jp_ready = ('{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}'
+                '{" "}{end}')
     jp_image = "{.spec.template.spec.containers[0].image}"
     jp_ds = "{.status.numberReady} {.status.desiredNumberScheduled}"
     if cfg.network.cni == "calico":
@@ -333,7 +344,7 @@ def kube_fact(cfg: ClusterConfig) -> Fact[KubeFacts]:
         "  fi\n"
         '  kv readyz "${r:-no answer}"\n'
         '  if [ "$r" = ok ] && command -v kubectl >/dev/null; then\n'
-        f"    kv nodes \"$({k} get nodes -o jsonpath='{jp_names}')\"\n"
+        f"    kv nodes \"$({k} get nodes -o jsonpath='{jp_ready}')\"\n"
         + cni +
         f"    kv headlamp \"$({k} -n {HEADLAMP_NAMESPACE} get deployment headlamp -o name "
         "--ignore-not-found)\"\n"
@@ -371,6 +382,7 @@ def _probes(config: ClusterConfig, host: HostSpec) -> Probes:
                 files[rf.keyring] = True  # binary; existence and hash are enough
     if host.has("control-plane"):
         files |= {CA_CRT: False, CA_KEY: True}
+        files |= dict.fromkeys(KUBEADM_CERTS, False)  # public certificates: expiry in `status`
         if config.network.cni == "calico":
             files |= {f"{CALICO_DIR}/{name}": True for name in CALICO_MANIFESTS}
         files |= {path: False for path, _ in cluster_files(config)}

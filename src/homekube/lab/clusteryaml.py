@@ -108,7 +108,6 @@ def _render_kubernetes(
     nf_conntrack_max; Calico's pods and Headlamp's image cannot be built here.
     """
     n = len(hosts)
-    first = hosts[0].name
     lines = [
         f"# homekube lab: {n} local test host{'s' if n != 1 else ''} (systemd-nspawn machines "
         f"on bridge {settings.BRIDGE}) with a real Kubernetes {a.kubernetes_version} cluster,",
@@ -118,7 +117,8 @@ def _render_kubernetes(
         "kubernetes:",
         "  enabled: true",
         f'  version: "{a.kubernetes_version}"',
-        f"  controlPlaneEndpoint: {first}:6443",
+        "  # an address, not h1's name: this machine (the operator's) has no DNS for the hosts",
+        f"  controlPlaneEndpoint: {hosts[0].ipv4}:6443",
         "  runtime: containerd",
         "  # lab: the hosts boot cgroup v1 (the machine's kernel), which kubelet >= 1.35 refuses",
         "  # unless told; real servers should boot cgroup v2 and leave both settings alone.",

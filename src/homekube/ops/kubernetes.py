@@ -201,13 +201,17 @@ def kubernetes_status(cfg: ClusterConfig, facts: Mapping[str, HostFacts]) -> dic
         kf = kube_facts(f)
         row: dict[str, Any] = {
             "name": h.name, "reachable": True, "kubeadm": kf.kubeadm,
-            "crio": f.unit("crio.service").active, "kubelet": f.unit("kubelet.service").active,
+            "runtime": cfg.kubernetes.runtime,
+            "runtimeUnit": f.unit("crio.service" if cfg.kubernetes.runtime == "cri-o"
+                                  else "containerd.service").active,
+            "kubelet": f.unit("kubelet.service").active,
             "joined": f.file(KUBELET_CONF) is not None,
         }
         if h.has("control-plane"):
             row["api"] = kf.readyz
             if kf.api_ok and not api:
                 api = {"via": h.name, "nodes": sorted(kf.nodes),
+                       "nodeReady": dict(sorted(kf.node_ready.items())),
                        "calicoAvailable": kf.calico_available, "headlamp": kf.headlamp}
         hosts.append(row)
     return {"enabled": True, "version": cfg.kubernetes.version, "hosts": hosts, "api": api}
@@ -217,13 +221,14 @@ def print_kubernetes_status(console: Console, data: Mapping[str, Any] | None) ->
     if not data or not data.get("enabled"):
         console.print("kubernetes: off in cluster.yaml")
         return
-    t = Table("host", "kubeadm", "cri-o", "kubelet", "joined", "API /readyz", box=None,
+    t = Table("host", "kubeadm", "runtime", "kubelet", "joined", "API /readyz", box=None,
               title=f"kubernetes {data.get('version')}")
     for r in data.get("hosts", []):
         if not r.get("reachable"):
             t.add_row(r["name"], "UNREACHABLE", "", "", "", "")
             continue
-        t.add_row(r["name"], r.get("kubeadm") or "-", r.get("crio", ""), r.get("kubelet", ""),
+        t.add_row(r["name"], r.get("kubeadm") or "-",
+                  f"{r.get('runtime', '')} {r.get('runtimeUnit', '')}", r.get("kubelet", ""),
                   "yes" if r.get("joined") else "no", escape(str(r.get("api") or "")))
     console.print(t)
     api = data.get("api") or {}
@@ -232,8 +237,11 @@ def print_kubernetes_status(console: Console, data: Mapping[str, Any] | None) ->
         return
     calico = {True: "Available", False: "not Available", None: "not installed"}[
         api.get("calicoAvailable")]
+    ready = api.get("nodeReady") or {}
+    nodes = " ".join(n if ready.get(n) == "True" else f"{n} (NotReady)"
+                     for n in api.get("nodes", []))
     console.print(f"kubernetes API ready (asked on {escape(api['via'])}); nodes: "
-                  f"{escape(' '.join(api.get('nodes', [])) or '-')}; Calico: {calico}; "
+                  f"{escape(nodes or '-')}; Calico: {calico}; "
                   f"Headlamp: {'deployed' if api.get('headlamp') else 'not deployed'}")
 
 

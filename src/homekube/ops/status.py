@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from homekube.components.etcd import etcd_facts
+from homekube.components.kubernetes import KUBEADM_CERTS
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
 from homekube.etcdclient import EtcdHttp, operator_creds
@@ -57,7 +58,9 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
                 "etcdUnit": f.unit("etcd.service").active,
                 "certs": {},
             })
-            for path in CERTS:
+            kubeadm = (KUBEADM_CERTS if cfg.kubernetes.enabled and h.has("control-plane")
+                       else ())
+            for path in (*CERTS, *kubeadm):
                 st = f.file(path)
                 if st is not None and st.content:
                     info = cert_info(st.content)

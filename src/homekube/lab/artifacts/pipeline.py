@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from homekube.lab import aptrepo, debrepo, network, services, settings
+from homekube.lab import aptrepo, debrepo, network, services, settings, system
 from homekube.lab.artifacts import debs, gobuild, oci, rootfs, tarballs
 from homekube.lab.artifacts.gobuild import Built, Progress
 from homekube.lab.artifacts.recipes import (
@@ -79,6 +79,10 @@ class LabArtifacts:
     apt_key_url: str  # Release.key (armored), as pkgs.k8s.io serves it
     deb_versions: Mapping[str, str]  # package -> Debian version
     published: bool  # mirror files and apt repository in this lab's mirror, images pushed
+    #: the lab-built kubectl, for the operator machine (tests use it as a user would)
+    kubectl: Path | None = None
+    #: Calico's and the operator's CRDs from the operator's Go module (None: not fetched)
+    calico_crds: Path | None = None
     #: step -> seconds it took in the run that made this (0: cached)
     seconds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -374,6 +378,51 @@ def _push_images(
             progress(f"pushed {res.ref} ({res.bytes_sent / 2**20:.0f} MiB)")
 
 
+#: The Tigera operator release that Calico v3.32.1 ships (facts.md §0). Its Go module carries
+#: the CRDs of upstream's `operator-crds.yaml` as separate files; the release manifests
+#: themselves (raw.githubusercontent.com) cannot be reached from here.
+TIGERA_OPERATOR_MODULE = "github.com/tigera/operator"
+TIGERA_OPERATOR_VERSION = "v1.42.3"
+_CALICO_CRD_DIRS = ("pkg/imports/crds/operator", "pkg/imports/crds/calico/v1.crd.projectcalico.org")
+
+
+def calico_crds_path(paths: ArtifactPaths | None = None) -> Path:
+    p = paths or ArtifactPaths.from_env()
+    return _dist(p) / "calico" / f"operator-crds-{TIGERA_OPERATOR_VERSION}.yaml"
+
+
+def _calico_crds(paths: ArtifactPaths, progress: Progress) -> float:
+    """Bundle Calico's and the operator's CRDs from the operator's Go module (one YAML stream).
+
+    Used only to show that the real API server accepts them and homekube's Installation: the
+    lab cannot run Calico's pods, so it never installs Calico itself.
+    """
+    dest = calico_crds_path(paths)
+    if dest.is_file():
+        return 0.0
+    t0 = time.monotonic()
+    ref = f"{TIGERA_OPERATOR_MODULE}@{TIGERA_OPERATOR_VERSION}"
+    progress(f"fetching {ref} (Calico's CRDs) from the Go module proxy")
+    cp = system.run(["go", "mod", "download", "-json", ref], env=gobuild.go_env(paths), timeout=600,
+             check=False)
+    try:
+        src = Path(json.loads(cp.stdout)["Dir"])
+    except (ValueError, KeyError, TypeError):
+        raise LabError(f"cannot download {ref}: {(cp.stdout + cp.stderr).strip()[-500:]}") from None
+    files = sorted(f for d in _CALICO_CRD_DIRS for f in (src / d).glob("*.yaml"))
+    if not files:
+        raise LabError(f"{ref} has no CRDs under {', '.join(_CALICO_CRD_DIRS)}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    with tmp.open("w") as out:
+        for f in files:
+            out.write(f"---\n# {ref}/{f.relative_to(src)}\n")
+            out.write(f.read_text().removeprefix("---\n"))
+    tmp.replace(dest)
+    progress(f"Calico CRDs: {len(files)} from {ref} in {dest}")
+    return time.monotonic() - t0
+
+
 def lab_is_up(lab: LabPaths) -> bool:
     """The bridge exists and this lab directory owns it (the registry binds its address)."""
     try:
@@ -412,6 +461,8 @@ def run(
         t0 = time.monotonic()
         records = _pack_images(specs, built, paths, progress) if specs else {}
         report.steps["pack images"] = time.monotonic() - t0
+        if not only:
+            report.steps["calico CRDs"] = _calico_crds(paths, progress)
     if not publish:
         return report
     lab = LabPaths.from_env()
@@ -478,6 +529,9 @@ def describe(*, published: bool, seconds: Mapping[str, float] | None = None) -> 
             }
         ),
         published=published,
+        kubectl=(entry / "kubectl") if (entry := gobuild.entry_dir(KUBERNETES, paths)).is_dir()
+        and (entry / "kubectl").is_file() else None,
+        calico_crds=calico_crds_path(paths) if calico_crds_path(paths).is_file() else None,
         seconds=MappingProxyType(dict(seconds or {})),
     )
 

@@ -21,6 +21,9 @@ systemctl disable --now docker-registry >/dev/null 2>&1 || true
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 trap '.venv/bin/homekube lab down >/dev/null 2>&1 || true' EXIT
+# the real-cluster tests need the lab's Kubernetes artifacts: built from Go modules the first
+# time (15-30 min on 2 cores), then cached in /var/cache/homekube (under a second)
+.venv/bin/homekube lab artifacts
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports

@@ -549,12 +549,15 @@ class EtcdPhase:
             base = 100 + 3 * k
             peer = r.peer_url(h)
             # etcd refuses reconfiguration ("unhealthy cluster") until every voter has been
-            # connected for a few seconds, e.g. right after the previous promote: retry.
+            # connected for a few seconds, e.g. right after the previous promote: retry. A retry
+            # after an attempt that timed out on the client but was applied by etcd finds our
+            # own peer URL taken ("Peer URLs already exists", seen under load): that is done.
             add = (
                 f"{ETCDCTL} member list | grep -qF -e ', {h.name}, ' -e ', {peer}, ' && exit 0; "
                 "end=$((SECONDS + 90)); while :; do "
                 f"out=$({ETCDCTL} member add {h.name} --peer-urls={peer} --learner 2>&1) && exit 0; "
-                f"case $out in *'unhealthy cluster'*|*'too many learner'*) ;; *) echo \"$out\" >&2; exit 1;; esac; "
+                "case $out in *'Peer URLs already exists'*) exit 0;; "
+                f"*'unhealthy cluster'*|*'too many learner'*) ;; *) echo \"$out\" >&2; exit 1;; esac; "
                 '[ $SECONDS -lt $end ] || { echo "$out" >&2; exit 1; }; sleep 0.5; done'
             )
             out.append(Change(src, self.name, f"member {h.name}", f"add {h.name} as a learner",

@@ -12,6 +12,7 @@ from homekube.components.etcd import check_removal_quorum
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
 from homekube.errors import ConnectError, HostError
+from homekube.executor import Progress
 from homekube.ops.session import close_all, connect_some, gather_facts, open_session, read_local_state, write_inventory
 
 
@@ -20,10 +21,13 @@ async def run_apply(
     console: Console,
     *,
     phases: set[str] | None = None,
-    quiet: bool = False,
+    progress: Progress | None = None,
+    err: Console | None = None,
     t0: float | None = None,
 ) -> int:
+    """Converge; progress goes to `progress`, warnings to `err`, the result to `console`."""
     t0 = t0 if t0 is not None else time.monotonic()
+    err = err if err is not None else Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         s = await open_session(cfg, lock=True)
     except ConnectError:
@@ -32,34 +36,27 @@ async def run_apply(
         await refuse_unsafe_removal(cfg)
         raise
     try:
+        for host, note in s.notices:
+            err.print(f"[magenta]![/] {escape(host)}: {escape(note)}")
         for name, why in s.unreachable_removed.items():
-            console.print(f"[magenta]![/] {escape(name)} was removed from cluster.yaml but cannot be "
-                          f"reached ({escape(why)}): its cleanup is skipped")
+            err.print(f"[magenta]![/] {escape(name)} was removed from cluster.yaml but cannot be "
+                      f"reached ({escape(why)}): its cleanup is skipped")
         plan = s.plan(phases)
         changes = plan.changes
         for w in plan.warnings:
-            console.print(f"[magenta]![/] {escape(w.host)}: {escape(w.reason)}")
+            err.print(f"[magenta]![/] {escape(w.host)}: {escape(w.reason)}")
         if not changes:
             if phases is None:
                 write_inventory(cfg)
             console.print(f"nothing to change on {len(plan.hosts)} host(s) "
                           f"({time.monotonic() - t0:.2f}s)")
             return 0
-
-        def progress(event: str, host: str, text: str) -> None:
-            if quiet:
-                return
-            if event == "phase":
-                console.print(f"[cyan]{escape(text)}[/]")
-            elif event == "done":
-                console.print(f"  [green]✓[/] {escape(host)}: {escape(text)}")
-
         result = await s.apply(plan, progress)
     finally:
         await s.close()
     if not result.ok:
         for e in result.failed:
-            console.print(f"[red]✗[/] {escape(str(e))}")
+            err.print(f"[red]✗[/] {escape(str(e))}")
         first = result.failed[0]
         raise HostError(
             f"{len(result.failed)} host(s) failed; {len(result.applied)} change(s) were applied "

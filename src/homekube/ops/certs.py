@@ -48,6 +48,7 @@ from homekube.components.etcd import EtcdPhase, EtcdPkiPhase, etcd_facts
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import HostError, RefusedError
 from homekube.etcdclient import operator_spec
+from homekube.executor import Progress
 from homekube.facts.system import Probes
 from homekube.ops.session import close_all, connect_some, gather_facts, open_session, state_path
 from homekube.pki.issue import generate_key
@@ -185,7 +186,8 @@ def _renew_operator(cfg: ClusterConfig, days: int, now: datetime) -> str | None:
     return why
 
 
-async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None, yes: bool) -> int:
+async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None, yes: bool,
+                    progress: Progress | None = None) -> int:
     days = within if within is not None else cfg.etcd.renew_within_days
     if days < 1:
         raise RefusedError("--within must be at least 1 day")
@@ -218,11 +220,6 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
         if not yes:
             console.print("nothing was changed; run again with --yes to renew", markup=False)
             return 0
-
-        def progress(event: str, host: str, text: str) -> None:
-            if event == "done":
-                console.print(f"  ✓ {host}: {text}", markup=False)
-
         result = await s.apply(rolling, progress)
     finally:
         await s.close()

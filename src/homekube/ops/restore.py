@@ -49,10 +49,10 @@ from rich.console import Console
 from homekube.components.etcd import ENV_FILE, ETCDCTL, HEALTHY
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, HostError, RefusedError, UsageError
-from homekube.executor import execute
+from homekube.executor import Progress, execute
 from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
-from homekube.ops.session import close_all, connect_all, holder
+from homekube.ops.session import close_all, connect_all, holder, timeouts_of
 from homekube.plan.model import Change, PhasePlan, Plan, Run, WriteFile
 from homekube.render import etcd as r
 from homekube.transport.base import Transport
@@ -336,7 +336,8 @@ async def live_counts(t: Transport) -> dict[str, int]:
     return out
 
 
-async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool) -> int:
+async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool,
+                      progress: Progress | None = None) -> int:
     snap = await asyncio.to_thread(inspect, snapshot)
     if snap.cluster is not None and snap.cluster != cfg.name:
         raise RefusedError(f"{snapshot} is a backup of cluster {snap.cluster!r}, not {cfg.name!r}",
@@ -357,12 +358,7 @@ async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, y
         etcd_ts = {h.name: ts[h.name] for h in cfg.etcd_hosts}
         await asyncio.gather(*(upload(t, snap.path, up, snap.sha256) for t in etcd_ts.values()))
         t_up = time.monotonic()
-
-        def progress(event: str, host: str, text: str) -> None:
-            if event == "done":
-                console.print(f"  ✓ {host}: {text}", markup=False)
-
-        result = await execute(plan, ts, progress=progress)
+        result = await execute(plan, ts, progress=progress, timeouts=timeouts_of(cfg))
         if not result.ok:
             first = result.failed[0]
             for e in result.failed:

@@ -113,6 +113,8 @@ class Change:
     diff: str | None = None
     #: changes of one phase run wave by wave; hosts run in parallel within a wave
     wave: int = 0
+    #: for the plan's symbol (+ ~ -); None: guessed from the summary and the diff
+    op: Literal["create", "change", "remove"] | None = None
 
     kind: Literal["change"] = "change"
 

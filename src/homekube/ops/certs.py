@@ -38,6 +38,7 @@ import json
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -114,13 +115,15 @@ async def run_list(cfg: ClusterConfig, console: Console, *, as_json: bool = Fals
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return 0
-    t = Table("host", "certificate", "CN", "not after", "days left", box=None)
+    from homekube.ops.status import short_cert
+
+    t = Table("host", "certificate", "CN", "not after", "days", box=None)
     for c in data["certs"]:
+        path = short_cert(c["path"]) if c["host"] != LOCAL else Path(c["path"]).stem
         if "error" in c:
-            t.add_row(c["host"], c["path"], c["error"], "", "")
+            t.add_row(c["host"], path, c["error"], "", "")
             continue
-        t.add_row(c["host"], c["path"], c["cn"], c["notAfter"][:19].replace("T", " "),
-                  str(c["daysLeft"]))
+        t.add_row(c["host"], path, c["cn"], c["notAfter"][:10], str(c["daysLeft"]))
     console.print(t)
     for h, why in data["unreachable"].items():
         console.print(f"{h}: UNREACHABLE ({why})", markup=False)

@@ -158,52 +158,7 @@ def _root(
     _setup_logging(debug)
 
 
-@app.command()
-def version(out: OutputOpt = "text") -> None:
-    """Print homekube's version (and, with -o json, its Python and key libraries)."""
-    def body() -> int:
-        if out not in ("text", "json"):
-            raise UsageError("--output must be text or json")
-        if out == "text":
-            sys.stdout.write(f"homekube {__version__}\n")
-            return 0
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as dist_version
-
-        libs: dict[str, str | None] = {}
-        for lib in ("asyncssh", "pydantic", "typer", "rich", "cryptography"):
-            try:
-                libs[lib] = dist_version(lib)
-            except PackageNotFoundError:
-                libs[lib] = None
-        data = {"version": __version__, "python": sys.version.split()[0], "libraries": libs}
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        return 0
-
-    guarded(body)
-
-
-@app.command()
-def completion(
-    shell: Annotated[str, typer.Argument(metavar="SHELL", help="bash, zsh or fish.")],
-) -> None:
-    """Print a shell completion script, e.g. `source <(homekube completion bash)`."""
-    import click
-    from click.shell_completion import get_completion_class
-
-    def body() -> int:
-        cls = get_completion_class(shell)
-        if cls is None or shell not in ("bash", "zsh", "fish"):
-            raise UsageError(f"no completion for {shell!r}", hint="use bash, zsh or fish")
-        cmd = typer.main.get_command(app)
-        assert isinstance(cmd, click.Command)
-        sys.stdout.write(cls(cmd, {}, "homekube", "_HOMEKUBE_COMPLETE").source() + "\n")
-        return 0
-
-    guarded(body)
-
-
-@app.command()
+@app.command(short_help="Print cluster.yaml's JSON Schema.")
 def schema() -> None:
     """Print the JSON Schema of cluster.yaml (for editor completion)."""
     from homekube.config.model import ClusterConfig
@@ -214,7 +169,7 @@ def schema() -> None:
     sys.stdout.write(json.dumps(s, indent=2) + "\n")
 
 
-@app.command()
+@app.command(short_help="Print a starter cluster.yaml.")
 def init(
     host: Annotated[
         list[str] | None,
@@ -227,13 +182,17 @@ def init(
     from homekube.config.starter import starter
 
     def body() -> int:
-        sys.stdout.write(starter(name, host or []))
+        try:
+            text = starter(name, host or [])
+        except ValueError as e:
+            raise UsageError(str(e), hint="e.g. --host 192.0.2.10 or --host server1.lan") from None
+        sys.stdout.write(text)
         return 0
 
     guarded(body)
 
 
-@app.command()
+@app.command(short_help="Check cluster.yaml; contacts no host.")
 def validate(config: ConfigOpt = DEFAULT_CONFIG, out: OutputOpt = "text") -> None:
     """Check cluster.yaml (schema, cross-checks, DNS names); no host is contacted."""
     def body() -> int:
@@ -253,7 +212,7 @@ def validate(config: ConfigOpt = DEFAULT_CONFIG, out: OutputOpt = "text") -> Non
     guarded(body)
 
 
-@app.command()
+@app.command(short_help="Preflight every host; changes nothing.")
 def check(config: ConfigOpt = DEFAULT_CONFIG, timeout: TimeoutOpt = None) -> None:
     """Check cluster.yaml and run preflight on every host; changes nothing."""
     from homekube.ops.session import open_session
@@ -314,7 +273,7 @@ def _only(only: str | None) -> set[str] | None:
     return names
 
 
-@app.command()
+@app.command(short_help="Show what apply would change.")
 def plan(
     config: ConfigOpt = DEFAULT_CONFIG,
     out: OutputOpt = "text",
@@ -369,7 +328,7 @@ def progress_to(view: Any, runlog: Any) -> Callable[[Any], None]:
     return emit
 
 
-@app.command()
+@app.command(short_help="Converge every host to cluster.yaml.")
 def apply(
     config: ConfigOpt = DEFAULT_CONFIG,
     only: Annotated[str | None, typer.Option(metavar="PHASES",
@@ -393,7 +352,7 @@ def apply(
     guarded(body)
 
 
-@app.command()
+@app.command(short_help="Hosts, etcd health, certificate lifetimes.")
 def status(config: ConfigOpt = DEFAULT_CONFIG, out: OutputOpt = "text", timeout: TimeoutOpt = None) -> None:
     """Show hosts, etcd members and health, and certificate lifetimes.
 
@@ -410,7 +369,7 @@ def status(config: ConfigOpt = DEFAULT_CONFIG, out: OutputOpt = "text", timeout:
     guarded(body)
 
 
-@app.command()
+@app.command(short_help="Remove what homekube installed.")
 def reset(
     config: ConfigOpt = DEFAULT_CONFIG,
     host: Annotated[str | None, typer.Option("--host", metavar="HOST", help="Reset only this host.")] = None,
@@ -436,7 +395,7 @@ def reset(
     guarded(body)
 
 
-@app.command()
+@app.command(short_help="Write every file for every host locally.")
 def render(
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Directory to write into.")],
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -471,8 +430,54 @@ COMMAND_MODULES: list[str] = ["homekube.cli.day2_cmd", "homekube.cli.k8s_cmd"]
 _mount()
 
 
+@app.command(short_help="Print the version.")
+def version(out: OutputOpt = "text") -> None:
+    """Print homekube's version (and, with -o json, its Python and key libraries)."""
+    def body() -> int:
+        if out not in ("text", "json"):
+            raise UsageError("--output must be text or json")
+        if out == "text":
+            sys.stdout.write(f"homekube {__version__}\n")
+            return 0
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        libs: dict[str, str | None] = {}
+        for lib in ("asyncssh", "pydantic", "typer", "rich", "cryptography"):
+            try:
+                libs[lib] = dist_version(lib)
+            except PackageNotFoundError:
+                libs[lib] = None
+        data = {"version": __version__, "python": sys.version.split()[0], "libraries": libs}
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return 0
+
+    guarded(body)
+
+
+@app.command(short_help="Print a bash, zsh or fish completion script.")
+def completion(
+    shell: Annotated[str, typer.Argument(metavar="SHELL", help="bash, zsh or fish.")],
+) -> None:
+    """Print a shell completion script, e.g. `source <(homekube completion bash)`."""
+    import click
+    from click.shell_completion import get_completion_class
+
+    def body() -> int:
+        cls = get_completion_class(shell)
+        if cls is None or shell not in ("bash", "zsh", "fish"):
+            raise UsageError(f"no completion for {shell!r}", hint="use bash, zsh or fish")
+        cmd = typer.main.get_command(app)
+        assert isinstance(cmd, click.Command)
+        sys.stdout.write(cls(cmd, {}, "homekube", "_HOMEKUBE_COMPLETE").source() + "\n")
+        return 0
+
+    guarded(body)
+
+
 def main() -> None:
-    app()
+    # one name in usage lines and for shell completion (_HOMEKUBE_COMPLETE), however started
+    app(prog_name="homekube")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,7 +191,8 @@ def _renew_operator(cfg: ClusterConfig, days: int, now: datetime) -> str | None:
 
 
 async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None, yes: bool,
-                    progress: Progress | None = None) -> int:
+                    progress: Progress | None = None,
+                    confirm: Callable[[str], bool] | None = None) -> int:
     days = within if within is not None else cfg.etcd.renew_within_days
     if days < 1:
         raise RefusedError("--within must be at least 1 day")
@@ -198,7 +200,7 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
         raise RefusedError("there is no etcd CA in the state directory yet",
                            hint="run `homekube apply` first")
     wide = with_window(cfg, days)
-    s = await open_session(wide, lock=yes, phases=[EtcdPkiPhase(), EtcdPhase()])
+    s = await open_session(wide, lock=yes or confirm is not None, phases=[EtcdPkiPhase(), EtcdPhase()])
     try:
         ctx = s.context()
         down = [h.name for h in ctx.hosts() if h.has("etcd") and (
@@ -220,7 +222,7 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
         restarts = [c.host for c in rolling.changes if _is_cert_restart(c)]
         console.print(f"restart order (one member at a time, each healthy before the next): "
                       f"{', '.join(restarts)}", markup=False)
-        if not yes:
+        if not (yes or (confirm is not None and confirm("Renew them, restarting etcd member by member?"))):
             console.print("nothing was changed; run again with --yes to renew", markup=False)
             return 0
         result = await s.apply(rolling, progress)

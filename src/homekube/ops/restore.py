@@ -39,6 +39,7 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -337,7 +338,9 @@ async def live_counts(t: Transport) -> dict[str, int]:
 
 
 async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool,
-                      progress: Progress | None = None) -> int:
+                      progress: Progress | None = None,
+                      confirm: Callable[[str], bool] | None = None) -> int:
+    """Without `yes` (or a yes from `confirm`, a person at a terminal) only show the plan."""
     snap = await asyncio.to_thread(inspect, snapshot)
     if snap.cluster is not None and snap.cluster != cfg.name:
         raise RefusedError(f"{snapshot} is a backup of cluster {snap.cluster!r}, not {cfg.name!r}",
@@ -346,8 +349,9 @@ async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, y
     plan = restore_plan(cfg, snap, stamp)
     if not yes:
         console.print(describe(plan, snap), markup=False)
-        console.print("nothing was changed; run again with --yes to restore", markup=False)
-        return 0
+        if confirm is None or not confirm("Stop etcd on every member and restore this snapshot?"):
+            console.print("nothing was changed; run again with --yes to restore", markup=False)
+            return 0
     t0 = time.monotonic()
     hosts = [h for h in cfg.hosts if h.name in plan.hosts]
     ts = await connect_all(cfg, hosts)

@@ -460,23 +460,29 @@ def completion(
     shell: Annotated[str, typer.Argument(metavar="SHELL", help="bash, zsh or fish.")],
 ) -> None:
     """Print a shell completion script, e.g. `source <(homekube completion bash)`."""
-    import click
-    from click.shell_completion import get_completion_class
+    # typer.completion re-exports these without declaring them (mypy strict); the same functions
+    from typer._completion_shared import get_completion_script
 
     def body() -> int:
-        cls = get_completion_class(shell)
-        if cls is None or shell not in ("bash", "zsh", "fish"):
+        if shell not in ("bash", "zsh", "fish"):
             raise UsageError(f"no completion for {shell!r}", hint="use bash, zsh or fish")
-        cmd = typer.main.get_command(app)
-        assert isinstance(cmd, click.Command)
-        sys.stdout.write(cls(cmd, {}, "homekube", "_HOMEKUBE_COMPLETE").source() + "\n")
+        sys.stdout.write(get_completion_script(prog_name="homekube", complete_var=COMPLETE_VAR,
+                                               shell=shell).rstrip("\n") + "\n")
         return 0
 
     guarded(body)
 
 
+#: set by the completion scripts when the shell asks for candidates
+COMPLETE_VAR = "_HOMEKUBE_COMPLETE"
+
+
 def main() -> None:
-    # one name in usage lines and for shell completion (_HOMEKUBE_COMPLETE), however started
+    if os.environ.get(COMPLETE_VAR):
+        from typer._completion_classes import completion_init
+
+        completion_init()  # the shells' answer formats, as the scripts expect them
+    # one name in usage lines and for shell completion, however started
     app(prog_name="homekube")
 
 

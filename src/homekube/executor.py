@@ -28,7 +28,7 @@ from homekube.plan.model import Change, LocalWrite, Plan, Run, kind_of
 from homekube.plan.script import KILL_GRACE, parse_mark, render
 from homekube.transport.base import TIMED_OUT, Transport
 
-EventKind = Literal["phase", "start", "run", "output", "done", "fail", "retry"]
+EventKind = Literal["phase", "start", "run", "output", "done", "fail", "retry", "end"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Event:
     phase: `text` is the phase title. start: a Change (`step`) began on `host`. run: one of
     its commands began (`text` its label, `timeout` its limit). output: a line it printed.
     done: the Change finished (`seconds`). fail: it failed (`text` the error). retry: it is
-    tried again (`text` why).
+    tried again (`text` why). end: the plan's run is over (what follows is its result).
     """
 
     kind: EventKind
@@ -150,7 +150,7 @@ def _run_of(c: Change, action: int | None) -> Run | None:
 
 
 async def _run_host(t: Transport, changes: list[Change], progress: Progress | None,
-                    timeouts: Mapping[str, float]) -> list[Change]:
+                    timeouts: Mapping[str, float], title: str = "") -> list[Change]:
     for c in changes:
         for a in c.actions:
             if isinstance(a, LocalWrite):
@@ -188,12 +188,17 @@ async def _run_host(t: Transport, changes: list[Change], progress: Progress | No
                                "a network error; trying once more"))
             todo = todo[idx:]
             continue
-        raise _failure(t.host, step, run, res.exit_status, out, tr, timeout_of, progress)
+        raise _failure(t.host, step, run, res.exit_status, out, tr, progress, title)
+
+
+def same_words(a: str, b: str) -> bool:
+    """`install a, b` and `install a b` say the same: a command label adds nothing then."""
+    return a.replace(",", "").split() == b.replace(",", "").split()
 
 
 def _failure(host: str, step: Change, run: Run | None, status: int, out: str, tr: _Tracker,
-             timeout_of: Callable[[Run], float], progress: Progress | None) -> HostError:
-    label = f" ({run.label()})" if run is not None and run.label() != step.summary else ""
+             progress: Progress | None, title: str) -> HostError:
+    label = f" ({run.label()})" if run is not None and not same_words(run.label(), step.summary) else ""
     if tr.timed_out is not None and run is not None:
         kind = kind_of(run)
         how = "its own limit" if run.timeout is not None else f"timeouts.{kind} in cluster.yaml"
@@ -203,7 +208,7 @@ def _failure(host: str, step: Change, run: Run | None, status: int, out: str, tr
         msg = "the host stopped answering; the script was stopped there"
     else:
         msg = f"failed (exit {status}){label}"
-    err = HostError(msg, host=host, phase=step.phase, step=step.summary, output=out)
+    err = HostError(msg, host=host, phase=title or step.phase, step=step.summary, output=out)
     if progress is not None:
         progress(Event("fail", host, step.phase, step.summary, msg))
     return err
@@ -221,7 +226,16 @@ async def execute(
     Hosts that did not fail in that wave finish their work, so the cluster is left in a
     consistent, re-plannable state; a rerun converges from there.
     """
-    limits: Mapping[str, float] = timeouts if timeouts is not None else DEFAULT_TIMEOUTS
+    try:
+        return await _execute(plan, transports, progress,
+                              timeouts if timeouts is not None else DEFAULT_TIMEOUTS)
+    finally:
+        if progress is not None:
+            progress(Event("end"))
+
+
+async def _execute(plan: Plan, transports: dict[str, Transport], progress: Progress | None,
+                   limits: Mapping[str, float]) -> ApplyResult:
     result = ApplyResult()
     for phase in plan.phases:
         changes = phase.changes
@@ -236,7 +250,7 @@ async def execute(
                     by_host.setdefault(c.host, []).append(c)
             hosts = list(by_host)
             outcomes = await asyncio.gather(
-                *(_run_host(transports[h], by_host[h], progress, limits) for h in hosts),
+                *(_run_host(transports[h], by_host[h], progress, limits, phase.title) for h in hosts),
                 return_exceptions=True,
             )
             for h, out in zip(hosts, outcomes, strict=True):
@@ -246,7 +260,7 @@ async def execute(
                     raise out
                 elif isinstance(out, BaseException):
                     result.failed.append(HostError(str(out) or type(out).__name__, host=h,
-                                                   phase=phase.name))
+                                                   phase=phase.title))
                 else:
                     result.applied.extend(out)
             if result.failed:

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from homekube.executor import Event
+from homekube.executor import Event, same_words
 
 #: seconds between "still running" lines without a terminal
 HEARTBEAT = 30.0
@@ -77,16 +77,23 @@ class ProgressView:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> ProgressView:
-        if self.quiet:
-            return self
-        if self.live_mode:
-            self._live = Live(self, console=self.console, refresh_per_second=4, transient=True,
-                              redirect_stdout=False, redirect_stderr=False)
-            self._live.start()
-        else:
+        if not self.quiet and not self.live_mode:
             self._ticker = threading.Thread(target=self._tick, name="homekube-progress", daemon=True)
             self._ticker.start()
         return self
+
+    def _start_live(self) -> None:
+        """The panel appears with the first event (so lines printed before it, like warnings,
+        are not drawn over) and goes with the last (so the result is printed after it)."""
+        if self.live_mode and self._live is None and not self._stop.is_set():
+            self._live = Live(self, console=self.console, refresh_per_second=4, transient=True,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -94,9 +101,7 @@ class ProgressView:
 
     def close(self) -> None:
         self._stop.set()
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        self._stop_live()
 
     # ------------------------------------------------------------------ output
     def _line(self, text: str, style: str = "") -> None:
@@ -110,10 +115,19 @@ class ProgressView:
                 self.console.print(f"{datetime.now():%H:%M:%S} {text}", markup=False)
 
     def note(self, text: str) -> None:
+        with self._lock:
+            self._start_live()
         self._line(text)
 
     def event(self, ev: Event) -> None:
+        if self.quiet:
+            return
         with self._lock:
+            if ev.kind == "end":
+                self.hosts.clear()
+                self._stop_live()
+                return
+            self._start_live()
             self._event(ev)
 
     __call__ = event
@@ -148,14 +162,19 @@ class ProgressView:
                 for host, st in self.hosts.items():
                     if st.step and not st.announced and now - st.since >= ANNOUNCE_AFTER:
                         st.announced = True
-                        cmd = f" [{st.command}]" if st.command and st.command != st.step else ""
-                        self._line(f"{host}: {st.step}{cmd} ...")
+                        self._line(f"{host}: {self._what(st)} ...")
                     elif st.step and now - st.beat >= HEARTBEAT:
                         st.beat = now
-                        cmd = f" [{st.command}]" if st.command and st.command != st.step else ""
                         limit = f" of {fmt_seconds(st.timeout)}" if st.timeout else ""
-                        self._line(f"{host}: still running: {st.step}{cmd} "
+                        self._line(f"{host}: still running: {self._what(st)} "
                                    f"({fmt_seconds(now - st.since)}{limit})")
+
+    @staticmethod
+    def _what(st: _HostState) -> str:
+        """The step, and the command it runs when that says more."""
+        if st.command and not same_words(st.command, st.step):
+            return f"{st.step} [{st.command}]"
+        return st.step
 
     # ------------------------------------------------------------------ the live panel
     def __rich__(self) -> RenderableType:
@@ -170,9 +189,7 @@ class ProgressView:
             t.add_column(overflow="ellipsis", no_wrap=True, max_width=max(20, width - 24))
             t.add_column(no_wrap=True, justify="right")
             for host, st in sorted(self.hosts.items()):
-                what = st.step
-                if st.command and st.command != st.step:
-                    what += f" [{st.command}]"
+                what = self._what(st)
                 limit = f"/{fmt_seconds(st.timeout)}" if st.timeout else ""
                 t.add_row(Text(f"  {host}", style="bold"), Text(what),
                           Text(f"{fmt_seconds(now - st.since)}{limit}", style="dim"))

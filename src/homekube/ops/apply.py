@@ -11,7 +11,7 @@ from homekube.components.base import Context
 from homekube.components.etcd import check_removal_quorum
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
-from homekube.errors import ConnectError, HostError
+from homekube.errors import ConnectError
 from homekube.executor import Progress
 from homekube.ops.session import close_all, connect_some, gather_facts, open_session, read_local_state, write_inventory
 
@@ -55,14 +55,16 @@ async def run_apply(
     finally:
         await s.close()
     if not result.ok:
-        for e in result.failed:
-            err.print(f"[red]✗[/] {escape(str(e))}")
-        first = result.failed[0]
-        raise HostError(
-            f"{len(result.failed)} host(s) failed; {len(result.applied)} change(s) were applied "
-            "before that. Fix the cause and run apply again: it continues from where it stopped.",
-            host=first.host or "?", phase=first.phase, step=first.step,
-        )
+        # every failure but the last is printed; the last one is the error itself (with the
+        # step's last output lines), followed by the hint and the log's path
+        for e in result.failed[:-1]:
+            err.print(f"error: {e}", markup=False, soft_wrap=True)
+        last = result.failed[-1]
+        others = "the other hosts finished their part of that step" if len(plan.hosts) > 1 else ""
+        last.hint = (f"{len(result.applied)} change(s) were applied before that"
+                     f"{'; ' + others if others else ''}. Fix the cause and run apply again: it "
+                     "continues from where it stopped.")
+        raise last
     if phases is None:
         write_inventory(cfg)
     console.print(f"applied {len(result.applied)} change(s) on {len(plan.hosts)} host(s) "

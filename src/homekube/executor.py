@@ -60,6 +60,7 @@ NETWORK_ERROR = re.compile(
     r"Connection timed out|Unable to connect|Could not connect|Network is unreachable|"
     r"Connection refused|Cannot download|Curl error|Failed to download|Connection reset|"
     r"curl: \((6|7|28|35|52|56)\)", re.IGNORECASE)
+APT_LOCK = re.compile(r"Could not get lock \S+\.? It is held by process (\d+) \(([^)]*)\)")
 #: lines of a failed step's output kept for its error message
 TAIL = 15
 
@@ -208,7 +209,14 @@ def _failure(host: str, step: Change, run: Run | None, status: int, out: str, tr
         msg = "the host stopped answering; the script was stopped there"
     else:
         msg = f"failed (exit {status}){label}"
-    err = HostError(msg, host=host, phase=title or step.phase, step=step.summary, output=out)
+    hint = None
+    held = APT_LOCK.search(out)
+    if held:
+        # homekube's own steps never leave one behind (see transport.base.watched): this is
+        # another package manager, e.g. unattended-upgrades right after boot
+        hint = (f"another package manager runs on {host} (process {held.group(1)}, {held.group(2)}); "
+                "wait for it to finish and run again")
+    err = HostError(msg, host=host, phase=title or step.phase, step=step.summary, output=out, hint=hint)
     if progress is not None:
         progress(Event("fail", host, step.phase, step.summary, msg))
     return err

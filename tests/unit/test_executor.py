@@ -51,7 +51,7 @@ def test_a_timed_out_step_names_host_phase_step_limit_and_last_lines() -> None:
     assert [c.host for c in res.applied] == ["h1"]
     (err,) = res.failed
     text = str(err)
-    assert text.startswith("h2: hostprep / install socat: timed out after 20 s")
+    assert text.startswith("h2: Host preparation / install socat: timed out after 20 s")
     assert "timeouts.package in cluster.yaml" in text and "stopped on the host" in text
     assert text.rstrip().endswith("0% [Connecting to 10.77.2.1 (10.77.2.1)]")
     assert len(h2.scripts) == 1  # a timeout is not retried: the run ends within its limit
@@ -91,3 +91,12 @@ def test_a_second_network_error_or_another_failure_is_not_retried() -> None:
     other = FakeTransport("h1", lambda s: ExecResult(1, "\n".join([m(0), m("run", 0, 0, 300), "boom"]), ""))
     res = asyncio.run(execute(plan(ch("h1", "daemon-reload", Run("systemctl daemon-reload"))), {"h1": other}))
     assert len(other.scripts) == 1 and str(res.failed[0]).rstrip().endswith("boom")
+
+
+def test_an_apt_lock_held_by_someone_else_is_explained() -> None:
+    out = "\n".join([m(0), m("run", 0, 0, 900), "E: Could not get lock /var/lib/dpkg/lock-frontend. "
+                     "It is held by process 4242 (unattended-upgr)", "E: Unable to acquire the dpkg frontend lock"])
+    t = FakeTransport("h1", lambda s: ExecResult(100, out, ""))
+    res = asyncio.run(execute(plan(ch("h1", "install socat", PKG)), {"h1": t}))
+    (err,) = res.failed
+    assert err.hint is not None and "process 4242, unattended-upgr" in err.hint

@@ -124,7 +124,8 @@ def test_a_hanging_package_manager_ends_the_run_naming_host_and_step(
         cli_lab: tuple[hklab.Lab, Path], tmp_path: Path) -> None:
     _lab, base = cli_lab
     cfg = write_config(base, tmp_path / "c.yaml")
-    cfg.write_text(cfg.read_text() + "timeouts: {package: 20}\n")
+    text = cfg.read_text()
+    cfg.write_text(re.sub(r"^timeouts:\n(  .*\n)*", "", text, flags=re.M) + "timeouts: {package: 20}\n")
     needs_a_package("h2")
     block("h2")
     try:
@@ -362,3 +363,23 @@ def test_lab_up_shows_progress_live_and_keeps_an_edited_config(tmp_path: Path) -
     res = run_cli("lab", "up", "3", "--config", str(other))
     assert res.returncode == 2 and other.read_text() == "name: mine\n"
     assert "was not written by `homekube lab up`" in res.stderr
+
+
+def test_readme_quick_start_leaves_a_working_homekube_and_look_around_works(tmp_path: Path) -> None:
+    """README's quick start from its venv on (the venv it makes is this checkout's), then its
+    "look around" lines verbatim, in one shell, from a directory of their own."""
+    root = Path(__file__).resolve().parents[2]
+    blocks = re.findall(r"```bash\n(.*?)```", (root / "README.md").read_text(), re.S)
+    quick, look = blocks[0], blocks[1]
+    assert quick.startswith("apt-get update") and ". .venv/bin/activate && homekube lab up" in quick
+    (tmp_path / ".venv").symlink_to(root / ".venv")
+    script = f"set -e\ncd {tmp_path}\n{quick[quick.index('. .venv/bin/activate'):]}\n{look}"
+    env = {k: v for k, v in os.environ.items() if k not in ("HOMEKUBE_CONFIG", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # no homekube on it
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=900,
+                         env={**env, "COLUMNS": "80"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert re.search(r"^applied \d+ change\(s\) on 3 host\(s\)", res.stdout, re.M), res.stdout
+    assert re.search(r"^0 changes on 3 host\(s\)$", res.stdout, re.M), res.stdout
+    assert "etcd: 1 of 1 endpoints healthy" in res.stdout
+    assert "lab down in" in res.stdout

@@ -151,7 +151,7 @@ def _run_of(c: Change, action: int | None) -> Run | None:
 
 
 async def _run_host(t: Transport, changes: list[Change], progress: Progress | None,
-                    timeouts: Mapping[str, float], title: str = "") -> list[Change]:
+                    timeouts: Mapping[str, float]) -> list[Change]:
     for c in changes:
         for a in c.actions:
             if isinstance(a, LocalWrite):
@@ -189,7 +189,7 @@ async def _run_host(t: Transport, changes: list[Change], progress: Progress | No
                                "a network error; trying once more"))
             todo = todo[idx:]
             continue
-        raise _failure(t.host, step, run, res.exit_status, out, tr, progress, title)
+        raise _failure(t.host, step, run, res.exit_status, out, tr, progress)
 
 
 def same_words(a: str, b: str) -> bool:
@@ -198,7 +198,7 @@ def same_words(a: str, b: str) -> bool:
 
 
 def _failure(host: str, step: Change, run: Run | None, status: int, out: str, tr: _Tracker,
-             progress: Progress | None, title: str) -> HostError:
+             progress: Progress | None) -> HostError:
     label = f" ({run.label()})" if run is not None and not same_words(run.label(), step.summary) else ""
     if tr.timed_out is not None and run is not None:
         kind = kind_of(run)
@@ -216,7 +216,7 @@ def _failure(host: str, step: Change, run: Run | None, status: int, out: str, tr
         # another package manager, e.g. unattended-upgrades right after boot
         hint = (f"another package manager runs on {host} (process {held.group(1)}, {held.group(2)}); "
                 "wait for it to finish and run again")
-    err = HostError(msg, host=host, phase=title or step.phase, step=step.summary, output=out, hint=hint)
+    err = HostError(msg, host=host, phase=step.phase, step=step.summary, output=out, hint=hint)
     if progress is not None:
         progress(Event("fail", host, step.phase, step.summary, msg))
     return err
@@ -258,7 +258,7 @@ async def _execute(plan: Plan, transports: dict[str, Transport], progress: Progr
                     by_host.setdefault(c.host, []).append(c)
             hosts = list(by_host)
             outcomes = await asyncio.gather(
-                *(_run_host(transports[h], by_host[h], progress, limits, phase.title) for h in hosts),
+                *(_run_host(transports[h], by_host[h], progress, limits) for h in hosts),
                 return_exceptions=True,
             )
             for h, out in zip(hosts, outcomes, strict=True):
@@ -268,7 +268,7 @@ async def _execute(plan: Plan, transports: dict[str, Transport], progress: Progr
                     raise out
                 elif isinstance(out, BaseException):
                     result.failed.append(HostError(str(out) or type(out).__name__, host=h,
-                                                   phase=phase.title))
+                                                   phase=phase.name))
                 else:
                     result.applied.extend(out)
             if result.failed:

@@ -135,7 +135,7 @@ def test_a_hanging_package_manager_ends_the_run_naming_host_and_step(
         err = res.stderr
         assert res.returncode == 1, res.stdout + err
         assert "Traceback" not in err
-        assert re.search(r"^error: h2: Host preparation / install [a-z, ]*socat[a-z, ]*: timed out after 20 s", err, re.M), err
+        assert re.search(r"^error: h2: host / install [a-z, ]*socat[a-z, ]*: timed out after 20 s", err, re.M), err
         assert "timeouts.package in cluster.yaml" in err and "stopped on the host" in err
         log = Path(re.search(r"^log: (.+)$", err, re.M).group(1))  # type: ignore[union-attr]
         assert stat.S_IMODE(log.stat().st_mode) == 0o600
@@ -333,6 +333,21 @@ def test_addresses_may_be_dns_names(cli_lab: tuple[hklab.Lab, Path], tmp_path: P
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert re.search(r"names\.yaml:\d+:\d+: hosts\[2\]\.address: the DNS name 'h3\.lab\.test' does not resolve",
                      res.stderr), res.stderr
+
+
+def test_reset_asks_on_a_terminal_and_needs_yes_elsewhere(
+        cli_lab: tuple[hklab.Lab, Path], tmp_path: Path) -> None:
+    _lab, base = cli_lab
+    cfg = write_config(base, tmp_path / "c.yaml")
+    assert run_cli("apply", "--config", str(cfg)).returncode == 0
+    run = Pty([sys.executable, "-m", "homekube", "reset", "--config", str(cfg)])
+    assert run.until(lambda t: "Remove all of this from 3 host(s)? [y/N]" in t)
+    os.write(run.fd, b"n\n")
+    assert run.finish() == 0 and "nothing was changed" in run.text
+    res = subprocess.run([sys.executable, "-m", "homekube", "reset", "--config", str(cfg)],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "run again with --yes to reset" in res.stdout
+    assert run_cli("plan", "--config", str(cfg), "--detailed-exitcode").returncode == 0  # all still there
 
 
 # ------------------------------------------------------------------ 6. lab up (last: it re-creates the lab)

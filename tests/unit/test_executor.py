@@ -51,7 +51,7 @@ def test_a_timed_out_step_names_host_phase_step_limit_and_last_lines() -> None:
     assert [c.host for c in res.applied] == ["h1"]
     (err,) = res.failed
     text = str(err)
-    assert text.startswith("h2: Host preparation / install socat: timed out after 20 s")
+    assert text.startswith("h2: hostprep / install socat: timed out after 20 s")
     assert "timeouts.package in cluster.yaml" in text and "stopped on the host" in text
     assert text.rstrip().endswith("0% [Connecting to 10.77.2.1 (10.77.2.1)]")
     assert len(h2.scripts) == 1  # a timeout is not retried: the run ends within its limit

@@ -136,7 +136,7 @@ def asker(view: Any = None) -> Callable[[str], bool] | None:
 
     def ask(question: str) -> bool:
         if view is not None:
-            view.close()  # the live panel would draw over the prompt
+            view.pause()  # the live panel would draw over the prompt
         return bool(typer.confirm(question, default=False, err=True))
 
     return ask

@@ -58,8 +58,10 @@ def _cert_lines(c: Change) -> list[str]:
 
 
 def _changed_text_diff(c: Change) -> list[str]:
-    """The unified diff of a file that exists and changes (created files are one line)."""
-    if not c.diff or "@@ -0,0 " in c.diff or any(isinstance(a, WriteFile) and a.secret for a in c.actions):
+    """The unified diff of a text file that exists and changes (a created file is its line;
+    a certificate its subject, SANs and expiry). The planner builds diffs from what may be
+    shown: secrets are placeholders there."""
+    if not c.diff or "@@ -0,0 " in c.diff or "BEGIN CERTIFICATE" in c.diff:
         return []
     return c.diff.rstrip("\n").splitlines()
 
@@ -80,7 +82,8 @@ def print_plan(console: Console, plan: Plan, *, verbose: bool = False) -> None:
         steps = [s for s in phase.steps if isinstance(s, Change) or s.warning or verbose]
         if not steps:
             continue
-        console.print(Text(phase.title, style="bold cyan"))
+        # the name is what --only takes
+        _line(console, 0, Text(f"{phase.name}: ", style="bold cyan") + Text(phase.title, style="cyan"))
         for host in plan.hosts:
             mine = [s for s in steps if s.host == host]
             if not mine:
@@ -124,13 +127,12 @@ def _print_actions(console: Console, c: Change) -> None:
                 console.print(Text(f"          {ln}", style="dim"), soft_wrap=True)
         elif isinstance(a, WriteFile):
             console.print(Text(f"        {a.describe()}", style="dim"), soft_wrap=True)
-            is_cert = a.content.startswith(b"-----BEGIN CERTIFICATE-----")
-            if c.diff and not a.secret and not is_cert and a.path in c.diff:
-                for d in c.diff.rstrip("\n").splitlines():
-                    dstyle = "green" if d.startswith("+") else "red" if d.startswith("-") else "dim"
-                    console.print(Text(f"          {d}", style=dstyle), soft_wrap=True)
         else:
             console.print(Text(f"        {a.describe()}", style="dim"), soft_wrap=True)
+    # the planner builds diffs from what may be shown (secrets are placeholders there)
+    for d in (c.diff or "").rstrip("\n").splitlines():
+        dstyle = "green" if d.startswith("+") else "red" if d.startswith("-") else "dim"
+        console.print(Text(f"        {d}", style=dstyle), soft_wrap=True)
 
 
 def print_check(console: Console, s: Session) -> int:

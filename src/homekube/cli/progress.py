@@ -103,6 +103,11 @@ class ProgressView:
         self._stop.set()
         self._stop_live()
 
+    def pause(self) -> None:
+        """Take the panel off the screen (e.g. for a question); the next event brings it back."""
+        with self._lock:
+            self._stop_live()
+
     # ------------------------------------------------------------------ output
     def _line(self, text: str, style: str = "") -> None:
         """One finished line: above the live panel, or timestamped."""

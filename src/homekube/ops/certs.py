@@ -118,7 +118,7 @@ async def run_list(cfg: ClusterConfig, console: Console, *, as_json: bool = Fals
         return 0
     from homekube.ops.status import short_cert
 
-    t = Table("host", "certificate", "CN", "not after", "days", box=None)
+    t = Table("host", "certificate", "CN", "not after", "days left", box=None)
     for c in data["certs"]:
         path = short_cert(c["path"]) if c["host"] != LOCAL else Path(c["path"]).stem
         if "error" in c:

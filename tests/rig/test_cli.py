@@ -155,6 +155,21 @@ def test_a_hanging_package_manager_ends_the_run_naming_host_and_step(
     assert "Could not get lock" not in again.stdout + again.stderr
 
 
+def test_timeout_bounds_a_whole_command(cli_lab: tuple[hklab.Lab, Path], tmp_path: Path) -> None:
+    _lab, base = cli_lab
+    cfg = write_config(base, tmp_path / "c.yaml")
+    needs_a_package("h2")
+    block("h2")
+    try:
+        res = run_cli("apply", "--config", str(cfg), "--timeout", "8")
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "error: gave up after --timeout 8 s; steps still running were stopped on the hosts" in res.stderr
+        cleanup, left = wait_clean("h2")
+        assert not left, f"left running on h2: {left}"
+    finally:
+        unblock("h2")
+
+
 # ------------------------------------------------------------------ 2. Ctrl-C and SIGKILL
 
 

@@ -412,4 +412,4 @@ def test_readme_quick_start_leaves_a_working_homekube_and_look_around_works(tmp_
     assert re.search(r"^applied \d+ change\(s\) on 3 host\(s\)", res.stdout, re.M), res.stdout
     assert re.search(r"^0 changes on 3 host\(s\)$", res.stdout, re.M), res.stdout
     assert "etcd: 1 of 1 endpoints healthy" in res.stdout
-    assert "lab down in" in res.stdout
+    assert "lab down: hosts stopped and removed" in res.stdout

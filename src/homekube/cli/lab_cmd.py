@@ -145,7 +145,7 @@ def down_cmd(quiet: QuietOpt = False) -> None:
 
     t0 = time.monotonic()
     _guard(lab.down, quiet=quiet, title="lab down")
-    typer.echo(f"lab down in {time.monotonic() - t0:.1f} s")
+    typer.echo(f"lab down: hosts stopped and removed ({time.monotonic() - t0:.1f} s)")
 
 
 @app.command("status", short_help="List the lab's hosts.")

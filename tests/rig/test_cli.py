@@ -164,7 +164,7 @@ def test_timeout_bounds_a_whole_command(cli_lab: tuple[hklab.Lab, Path], tmp_pat
         res = run_cli("apply", "--config", str(cfg), "--timeout", "8")
         assert res.returncode == 1, res.stdout + res.stderr
         assert "error: gave up after --timeout 8 s; steps still running were stopped on the hosts" in res.stderr
-        cleanup, left = wait_clean("h2")
+        _cleanup, left = wait_clean("h2")
         assert not left, f"left running on h2: {left}"
     finally:
         unblock("h2")

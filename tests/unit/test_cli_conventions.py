@@ -231,3 +231,24 @@ def test_progress_without_a_terminal_is_timestamped_lines(monkeypatch: pytest.Mo
     with pr.ProgressView(stream=quiet, quiet=True) as view:
         view.event(Event("phase", text="Host preparation"))
     assert quiet.getvalue() == ""
+
+
+def test_the_live_panel_honours_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    import homekube.cli.progress as pr
+    from homekube.executor import Event
+
+    def panel() -> str:
+        buf = io.StringIO()
+        with pr.ProgressView(stream=buf, live=True) as view:
+            view.event(Event("phase", text="Host preparation"))
+            view.event(Event("start", "h2", "p", "install socat"))
+            view.event(Event("done", "h2", "p", "install socat", seconds=1.0))
+            view.event(Event("end"))
+        return buf.getvalue()
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert "\x1b[32m" in panel()  # the ✓ line is green on a terminal
+    monkeypatch.setenv("NO_COLOR", "1")
+    text = panel()
+    assert "✓ h2: install socat (1.0s)" in text
+    assert not re.search(r"\x1b\[(\d+;)*3\dm", text), repr(text)  # no colour, only cursor moves

@@ -96,14 +96,17 @@ def test_a_step_that_exceeds_its_timeout_is_killed_with_its_children(tmp_path: P
     tag = f"sleep 31{os.getpid() % 1000:03d}.5"
     after = tmp_path / "after"
     ch = Change("h", "Host preparation", "packages", "install packages", "why",
-                (Run(f"echo fetching; ( {tag} ) & {tag}", "apt-get install", timeout=2),
+                (Run(f"echo fetching; ( {tag} ) & {tag}", "apt-get install", timeout=5),
                  Run(f"touch {after}")))
     res = subprocess.run(["bash", "-s"], input=ps.render([ch], lambda r: r.timeout or 300),
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
     marks = [m for m in map(ps.parse_mark, res.stdout.splitlines()) if m is not None]
-    assert ps.Mark("timeout", 0, 0, 2) in marks, res.stdout
+    assert ps.Mark("timeout", 0, 0, 5) in marks, res.stdout
     assert "fetching" in res.stdout
+    # just before the limit, what the step still ran (a hung apt-get prints nothing itself)
+    listing = res.stdout.split("still running after 3 s:\n", 1)[1]
+    assert listing.count(tag) == 2, res.stdout
     assert not after.exists()
     assert wait_gone(tag, 15), "a timed-out step left processes behind"
     assert not Path(ps.STEP_RECORD).exists()
@@ -114,8 +117,10 @@ def test_a_steps_text_never_reaches_argv() -> None:
     secret = "s3cr3t-" + os.urandom(6).hex()
     ch = Change("h", "p", "r", "with a secret", "why",
                 (Run(f"x={secret}; sleep 30; echo \"$x\"", "use a secret", secret=True),))
+    script = ps.render([ch])
+    assert "'use a secret' secret 3<<" in script  # no process listing for a secret step
     end = tb.end_marker()
-    p = start(tb.watched(ps.render([ch]), end))
+    p = start(tb.watched(script, end))
     assert p.stdout is not None and p.stdin is not None
     while "run 0 0" not in p.stdout.readline():
         pass

@@ -75,20 +75,44 @@ def _run(a: Run, i: int, j: int, seconds: float) -> str:
     d = _delimiter(body)
     secs = max(1, round(seconds))
     return (f"printf '%s run %d %d %d\\n' '{STEP_MARK}' {i} {j} {secs}\n"
-            f"hk_step {secs} {i} {j} {shell_quote(a.label())} 3<<'{d}'\n{body}{d}\n")
+            f"hk_step {secs} {i} {j} {shell_quote(a.label())} {'secret' if a.secret else 'shown'} "
+            f"3<<'{d}'\n{body}{d}\n")
 
 
 #: runs one step: timeout in the background (it makes its own process group), recorded,
-#: waited for; `wait` is interrupted by the TERM trap, which then stops the group
+#: waited for; `wait` is interrupted by the TERM trap, which then stops the group. Just
+#: before the limit, hk_watch lists what the step still runs (a hung apt-get prints nothing:
+#: its processes are what tells where it hangs); not for a secret step, whose arguments may
+#: carry the secret.
 _HELPERS = f"""\
 hk_pid=
+hk_watch() {{
+  local pid=$1 start=$SECONDS at=$(( $2 - 2 )) d s cmd
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ $((SECONDS - start)) -ge "$at" ]; then
+      printf 'still running after %d s:\\n' "$at"
+      for d in /proc/[0-9]*; do
+        s=$(cat "$d/stat" 2>/dev/null) || continue
+        s=${{s##*) }}
+        set -- $s
+        [ "$3" = "$pid" ] || continue
+        cmd=$(tr '\\0' ' ' < "$d/cmdline" 2>/dev/null)
+        printf '  %s %s\\n' "${{d#/proc/}}" "${{cmd:0:200}}"
+      done
+      return 0
+    fi
+    sleep 0.2
+  done
+}}
 hk_step() {{
-  local rc=0 s=$SECONDS
+  local rc=0 s=$SECONDS w=
   timeout -k {KILL_GRACE} "$1" bash /dev/fd/3 </dev/null 2>&1 &
   hk_pid=$!
   printf '%s %s %s %s %s\\n' "$hk_pid" "$(cut -d' ' -f22 /proc/$hk_pid/stat 2>/dev/null || echo -)" \\
     "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$4" > "$hk_record" 2>/dev/null || true
+  if [ "$5" = shown ] && [ "$1" -ge 5 ]; then hk_watch "$hk_pid" "$1" & w=$!; fi
   wait "$hk_pid" || rc=$?
+  [ -z "$w" ] || wait "$w" 2>/dev/null || true
   hk_pid=
   rm -f -- "$hk_record"
   if [ "$rc" -ge 124 ] && [ "$rc" -ne 126 ] && [ "$rc" -ne 127 ] && [ $((SECONDS - s)) -ge "$1" ]; then

@@ -312,16 +312,16 @@ def inprocess_noop(cfg_path: Path, profile: cProfile.Profile | None = None) -> I
             await super().lock(holder)
             events.append(("lock", self.host, t0, clock()))
 
-        async def lock_and_run(self, holder: str, script: str, *, until: str,
+        async def lock_and_run(self, holder: str, script: str, *,
                                timeout: float | None = None) -> Any:
             t0 = clock()
-            res = await super().lock_and_run(holder, script, until=until, timeout=timeout)
+            res = await super().lock_and_run(holder, script, timeout=timeout)
             events.append(("lock+facts", self.host, t0, clock()))
             return res
 
-        async def run(self, script: str, *, timeout: float | None = None) -> Any:
+        async def run(self, script: str, *, timeout: float | None = None, on_line: Any = None) -> Any:
             t0 = clock()
-            res = await super().run(script, timeout=timeout)
+            res = await super().run(script, timeout=timeout, on_line=on_line)
             events.append(("facts" if "@@homekube-" in script else "run", self.host, t0, clock()))
             return res
 
@@ -351,7 +351,7 @@ def inprocess_noop(cfg_path: Path, profile: cProfile.Profile | None = None) -> I
         if profile is not None:
             profile.enable()
         try:
-            rc = asyncio.run(run_apply(cfg, console, quiet=True, t0=time.monotonic()))
+            rc = asyncio.run(run_apply(cfg, console, t0=time.monotonic()))
         finally:
             if profile is not None:
                 profile.disable()

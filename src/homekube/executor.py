@@ -1,25 +1,68 @@
 """Run a plan: phases in order, waves in order, hosts in parallel within a wave.
 
 The executor makes no decisions: it runs the actions of exactly the Changes it is given.
-Progress goes to an optional callback so the CLI can draw it without the executor knowing
-about terminals.
+Progress goes to an optional callback as `Event`s, streamed while a host's script runs (the
+script prints a marker as each step starts), so the CLI can draw it without the executor
+knowing about terminals.
+
+Every command runs under a timeout enforced on the host (plan.script); the operator keeps a
+deadline of its own a little beyond the sum of them, for a host that stops answering. A
+package-manager step that failed on a network error is tried once more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from homekube.errors import HostError
-from homekube.plan.model import Change, LocalWrite, Plan
-from homekube.plan.script import failed_step, render, strip_marks
-from homekube.transport.base import Transport
+from homekube.plan.model import Change, LocalWrite, Plan, Run, kind_of
+from homekube.plan.script import KILL_GRACE, parse_mark, render
+from homekube.transport.base import TIMED_OUT, Transport
 
-Progress = Callable[[str, str, str], None]  # (event, host, text)
+EventKind = Literal["phase", "start", "run", "output", "done", "fail", "retry", "end"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened during a run; `text` depends on the kind.
+
+    phase: `text` is the phase title. start: a Change (`step`) began on `host`. run: one of
+    its commands began (`text` its label, `timeout` its limit). output: a line it printed.
+    done: the Change finished (`seconds`). fail: it failed (`text` the error). retry: it is
+    tried again (`text` why). end: the plan's run is over (what follows is its result).
+    """
+
+    kind: EventKind
+    host: str = ""
+    phase: str = ""
+    step: str = ""
+    text: str = ""
+    seconds: float = 0.0
+    timeout: float | None = None
+
+
+Progress = Callable[[Event], None]
+
+#: default seconds per kind of step when no config says otherwise
+DEFAULT_TIMEOUTS: dict[str, float] = {"package": 900, "kubeadm": 1200, "wait": 900, "default": 300}
+#: output of apt, dnf and curl that means the network failed, not the request
+NETWORK_ERROR = re.compile(
+    r"Temporary failure resolving|Could not resolve|Failed to fetch|Connection failed|"
+    r"Connection timed out|Unable to connect|Could not connect|Network is unreachable|"
+    r"Connection refused|Cannot download|Curl error|Failed to download|Connection reset|"
+    r"curl: \((6|7|28|35|52|56)\)", re.IGNORECASE)
+APT_LOCK = re.compile(r"Could not get lock \S+\.? It is held by process (\d+) \(([^)]*)\)")
+#: lines of a failed step's output kept for its error message
+TAIL = 15
 
 
 @dataclass
@@ -49,7 +92,66 @@ def write_local(a: LocalWrite) -> None:
         raise
 
 
-async def _run_host(t: Transport, changes: list[Change], progress: Progress | None) -> list[Change]:
+@dataclass
+class _Tracker:
+    """Follows one host's script through its marker lines."""
+
+    host: str
+    changes: list[Change]
+    progress: Progress | None
+    current: int | None = None
+    action: int | None = None
+    started: float = 0.0
+    timed_out: tuple[int, int, int] | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL))
+    finished: list[int] = field(default_factory=list)
+
+    def _emit(self, ev: Event) -> None:
+        if self.progress is not None:
+            self.progress(ev)
+
+    def _close_current(self) -> None:
+        if self.current is not None:
+            c = self.changes[self.current]
+            self.finished.append(self.current)
+            self._emit(Event("done", self.host, c.phase, c.summary, seconds=time.monotonic() - self.started))
+            self.current = None
+
+    def line(self, text: str) -> None:
+        m = parse_mark(text)
+        if m is None:
+            self.tail.append(text)
+            if self.current is not None:
+                c = self.changes[self.current]
+                self._emit(Event("output", self.host, c.phase, c.summary, text))
+            return
+        if m.kind == "change" and m.change < len(self.changes):
+            self._close_current()
+            self.current, self.action, self.started = m.change, None, time.monotonic()
+            self.tail.clear()
+            c = self.changes[m.change]
+            self._emit(Event("start", self.host, c.phase, c.summary))
+        elif m.kind == "run" and self.current is not None:
+            self.action = m.action
+            c = self.changes[self.current]
+            a = c.actions[m.action] if m.action < len(c.actions) else None
+            label = a.label() if isinstance(a, Run) else ""
+            self._emit(Event("run", self.host, c.phase, c.summary, label, timeout=float(m.seconds)))
+        elif m.kind == "timeout":
+            self.timed_out = (m.change, m.action, m.seconds)
+        elif m.kind == "done":
+            self._close_current()
+
+
+def _run_of(c: Change, action: int | None) -> Run | None:
+    if action is not None and action < len(c.actions):
+        a = c.actions[action]
+        return a if isinstance(a, Run) else None
+    return None
+
+
+async def _run_host(t: Transport, changes: list[Change], progress: Progress | None,
+                    timeouts: Mapping[str, float]) -> list[Change]:
     for c in changes:
         for a in c.actions:
             if isinstance(a, LocalWrite):
@@ -57,22 +159,67 @@ async def _run_host(t: Transport, changes: list[Change], progress: Progress | No
     remote = [c for c in changes if any(not isinstance(a, LocalWrite) for a in c.actions)]
     if not remote:
         return changes
-    if progress:
-        for c in remote:
-            progress("start", t.host, c.summary)
-    res = await t.run(render(remote), timeout=1800)
-    if not res.ok:
-        idx = failed_step(res.stdout)
-        step = remote[idx] if idx is not None and idx < len(remote) else remote[-1]
-        out = (strip_marks(res.stdout) + "\n" + res.stderr).strip()
-        raise HostError(
-            f"failed (exit {res.exit_status})", host=t.host, phase=step.phase,
-            step=step.summary, output=out,
-        )
-    if progress:
-        for c in remote:
-            progress("done", t.host, c.summary)
-    return changes
+
+    def timeout_of(r: Run) -> float:
+        return r.timeout if r.timeout is not None else timeouts.get(kind_of(r), DEFAULT_TIMEOUTS[kind_of(r)])
+
+    retried = False
+    todo = remote
+    while True:
+        tr = _Tracker(t.host, todo, progress)
+        script = render(todo, timeout_of)
+        runs = [a for c in todo for a in c.actions if isinstance(a, Run)]
+        # the host enforces each step's limit; this only catches a host that stops answering
+        deadline = sum(timeout_of(r) + KILL_GRACE for r in runs) + 120 + len(script) / 50_000
+        res = await t.run(script, timeout=deadline, on_line=tr.line)
+        if res.ok:
+            return changes
+        idx = tr.current if tr.current is not None else (max(tr.finished) + 1 if tr.finished else 0)
+        idx = min(idx, len(todo) - 1)
+        step = todo[idx]
+        run = _run_of(step, tr.action)
+        out = "\n".join(tr.tail)
+        if res.stderr.strip():
+            out = (out + "\n" + res.stderr.strip()).strip()
+        if (run is not None and not retried and tr.timed_out is None and res.exit_status != TIMED_OUT
+                and kind_of(run) == "package" and NETWORK_ERROR.search(out)):
+            retried = True
+            if progress is not None:
+                progress(Event("retry", t.host, step.phase, step.summary,
+                               "a network error; trying once more"))
+            todo = todo[idx:]
+            continue
+        raise _failure(t.host, step, run, res.exit_status, out, tr, progress)
+
+
+def same_words(a: str, b: str) -> bool:
+    """`install a, b` and `install a b` say the same: a command label adds nothing then."""
+    return a.replace(",", "").split() == b.replace(",", "").split()
+
+
+def _failure(host: str, step: Change, run: Run | None, status: int, out: str, tr: _Tracker,
+             progress: Progress | None) -> HostError:
+    label = f" ({run.label()})" if run is not None and not same_words(run.label(), step.summary) else ""
+    if tr.timed_out is not None and run is not None:
+        kind = kind_of(run)
+        how = "its own limit" if run.timeout is not None else f"timeouts.{kind} in cluster.yaml"
+        msg = (f"timed out after {tr.timed_out[2]} s{label}; the step was stopped on the host "
+               f"({how}, or --step-timeout)")
+    elif status == TIMED_OUT:
+        msg = "the host stopped answering; the script was stopped there"
+    else:
+        msg = f"failed (exit {status}){label}"
+    hint = None
+    held = APT_LOCK.search(out)
+    if held:
+        # homekube's own steps never leave one behind (see transport.base.watched): this is
+        # another package manager, e.g. unattended-upgrades right after boot
+        hint = (f"another package manager runs on {host} (process {held.group(1)}, {held.group(2)}); "
+                "wait for it to finish and run again")
+    err = HostError(msg, host=host, phase=step.phase, step=step.summary, output=out, hint=hint)
+    if progress is not None:
+        progress(Event("fail", host, step.phase, step.summary, msg))
+    return err
 
 
 async def execute(
@@ -80,19 +227,30 @@ async def execute(
     transports: dict[str, Transport],
     *,
     progress: Progress | None = None,
+    timeouts: Mapping[str, float] | None = None,
 ) -> ApplyResult:
     """Run every Change of `plan`; stop after the first wave in which any host failed.
 
     Hosts that did not fail in that wave finish their work, so the cluster is left in a
     consistent, re-plannable state; a rerun converges from there.
     """
+    try:
+        return await _execute(plan, transports, progress,
+                              timeouts if timeouts is not None else DEFAULT_TIMEOUTS)
+    finally:
+        if progress is not None:
+            progress(Event("end"))
+
+
+async def _execute(plan: Plan, transports: dict[str, Transport], progress: Progress | None,
+                   limits: Mapping[str, float]) -> ApplyResult:
     result = ApplyResult()
     for phase in plan.phases:
         changes = phase.changes
         if not changes:
             continue
         if progress:
-            progress("phase", "", phase.title)
+            progress(Event("phase", phase=phase.name, text=phase.title))
         for wave in sorted({c.wave for c in changes}):
             by_host: dict[str, list[Change]] = {}
             for c in changes:
@@ -100,12 +258,14 @@ async def execute(
                     by_host.setdefault(c.host, []).append(c)
             hosts = list(by_host)
             outcomes = await asyncio.gather(
-                *(_run_host(transports[h], by_host[h], progress) for h in hosts),
+                *(_run_host(transports[h], by_host[h], progress, limits) for h in hosts),
                 return_exceptions=True,
             )
             for h, out in zip(hosts, outcomes, strict=True):
                 if isinstance(out, HostError):
                     result.failed.append(out)
+                elif isinstance(out, asyncio.CancelledError):
+                    raise out
                 elif isinstance(out, BaseException):
                     result.failed.append(HostError(str(out) or type(out).__name__, host=h,
                                                    phase=phase.name))

@@ -145,12 +145,14 @@ def test_one_host_down_keeps_quorum_and_unsafe_removal_is_refused(
     hklab.stop_host("h3")
     try:
         st = run_cli("status", "--config", str(cfg3), "--output", "json")
-        assert st.returncode == 0, st.stderr
+        assert st.returncode == 3, st.stderr  # a host is unreachable (documented exit code)
         data = json.loads(st.stdout)
+        assert data["exitCode"] == 3
         assert data["etcd"]["healthy"] == 2 and data["etcd"]["total"] == 3, data["etcd"]
         text = run_cli("status", "--config", str(cfg3))
+        assert text.returncode == 3
         assert "2 of 3 endpoints healthy" in text.stdout
-        assert "UNREACHABLE" in text.stdout
+        assert "h3: UNREACHABLE: " in text.stdout
         sh("h1", "set -a; . /etc/etcd/etcdctl.env; etcdctl put /during/outage yes")
         assert sh("h2", "set -a; . /etc/etcd/etcdctl.env; etcdctl get --print-value-only /during/outage").stdout.strip() == "yes"
         # removing h2 while h3 is down would leave one healthy voter of two

@@ -526,18 +526,18 @@ def test_host_powered_off_mid_apply_then_rerun_converges(
 
     assert p.stdout is not None and p.stderr is not None
     thread: threading.Thread | None = None
-    for line in p.stdout:
+    for line in p.stderr:  # progress: timestamped lines (no terminal)
         lines.append(line)
-        if thread is None and line.strip() == "etcd service":  # the etcd phase has started
+        if thread is None and re.fullmatch(r"\d\d:\d\d:\d\d etcd service", line.strip()):  # the etcd phase began
             thread = threading.Thread(target=stopper)
             thread.start()
-    err = p.stderr.read()
+    out = p.stdout.read()
     p.wait(timeout=300)
-    assert thread is not None, "".join(lines) + err
+    err = "".join(lines)
+    assert thread is not None, out + err
     thread.join(timeout=120)
     assert stopped.is_set() and not stop_error, stop_error
     try:
-        out = "".join(lines)
         assert p.returncode == 1, (p.returncode, out, err)
         assert "Traceback" not in out + err
         errors = [ln for ln in err.splitlines() if ln.startswith("error:")]

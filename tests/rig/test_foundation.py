@@ -101,7 +101,8 @@ def test_read_only_sysctl_is_reported_not_fatal(lab: hklab.Lab, lab_config: Path
                        replace={"artifacts:": "hostPrep:\n  sysctls: {kernel.pid_max: '32769'}\nartifacts:"})
     res = run_cli("apply", "--config", str(cfg))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert re.search(r"kernel\.pid_max cannot be set on this host \(read-only.*current value \d+", res.stdout)
+    # a warning: on stderr, with the results on stdout
+    assert re.search(r"kernel\.pid_max cannot be set on this host \(read-only.*current value \d+", res.stderr)
     plan = plan_json(cfg)
     assert plan["changes"] == 0
     assert any("kernel.pid_max" in w["reason"] for w in plan["warnings"])

@@ -108,7 +108,7 @@ def test_plan_shows_the_kubernetes_phases_with_exact_commands_and_files(
     lab: hklab.Lab, layer_on: Path, assume_cgroup2: None
 ) -> None:
     mirror = hklab.current().mirror_url
-    code, text = cli("plan", "--config", str(layer_on))
+    code, text = cli("plan", "--config", str(layer_on), "-v")  # -v: the exact commands and files
     assert code == 0, text
     for expected in (
         "k8s-packages", "kubeadm", "calico", "ui",

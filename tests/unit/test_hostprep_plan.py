@@ -133,3 +133,19 @@ def test_preflight_warns_under_4gib() -> None:
 def test_preflight_address_must_exist() -> None:
     f = debian12("krusty", v4="192.0.2.99")
     assert any("192.0.2.11" in x.message for x in preflight(CFG, CFG.hosts[0], f) if x.fatal)
+
+
+def test_no_internal_document_is_cited_on_hosts_or_in_plans() -> None:
+    """Files written on hosts and the reasons a plan gives are read by users, who do not have
+    the developers' fact sheet."""
+    from homekube.components.registry import rendered_files
+
+    f = replace(fresh(), units={
+        "NetworkManager.service": UnitState("NetworkManager.service", "loaded", "active", "enabled"),
+        "firewalld.service": UnitState("firewalld.service", "loaded", "active", "enabled"),
+    })
+    for c in plan_for(f):
+        text = c.why if isinstance(c, Change) else c.reason
+        assert "facts.md" not in text and "§" not in text, text
+    for host, path, content, _secret in rendered_files(CFG):
+        assert b"facts.md" not in content and "§".encode() not in content, (host, path)

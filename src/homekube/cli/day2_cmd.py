@@ -1,14 +1,14 @@
 """Day-2 verbs for etcd: `backup`, `restore`, `certs` and `certs renew`.
 
     homekube backup [--out DIR]                  snapshot → <state>/backups/<cluster>-<UTC>.db
-    homekube restore SNAPSHOT [--yes]            without --yes: print the plan only
+    homekube restore SNAPSHOT [--yes]            without --yes: the plan, then a question on a
+                                                 terminal (elsewhere: nothing is changed)
     homekube certs [-o json]                     every etcd-side cert, CN, not-after, days left
     homekube certs renew [--within DAYS] [--yes] rolling re-issue, one member at a time
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +16,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from homekube.cli.options import DEFAULT_CONFIG, ConfigOpt, OutputOpt
+from homekube.cli.options import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    OutputOpt,
+    QuietOpt,
+    StepTimeoutOpt,
+    TimeoutOpt,
+)
 from homekube.config.model import ClusterConfig
 from homekube.errors import UsageError
 
@@ -29,37 +36,53 @@ def register(
 ) -> None:
     """Add the day-2 verbs to the main app."""
 
-    @app.command()
+    from homekube.cli.main import asker, open_runlog, progress_to, run_async, with_step_timeout
+    from homekube.cli.progress import ProgressView
+
+    @app.command(short_help="Snapshot etcd to this machine.")
     def backup(
         config: ConfigOpt = DEFAULT_CONFIG,
         out: Annotated[Path | None, typer.Option(
-            "--out", help="Directory for the snapshot (default: <state dir>/backups).")] = None,
+            "--out", metavar="DIR", help="Directory for the snapshot (default: <state dir>/backups).")] = None,
+        quiet: QuietOpt = False,
+        timeout: TimeoutOpt = None,
     ) -> None:
         """Snapshot etcd from a healthy member to this machine; prints the file's path last."""
         from homekube.ops.backup import run_backup
 
         def body() -> int:
-            return asyncio.run(run_backup(load_config(config), console, out=out))
+            cfg = load_config(config)
+            with ProgressView(quiet=quiet, title="backup") as view:
+                return run_async(run_backup(cfg, console, out=out, progress=view.event), timeout)
 
         guarded(body)
 
-    @app.command()
+    @app.command(short_help="Restore every etcd member from a snapshot.")
     def restore(
-        snapshot: Annotated[Path, typer.Argument(help="Snapshot file from `homekube backup`.")],
+        snapshot: Annotated[Path, typer.Argument(metavar="SNAPSHOT",
+                                                 help="Snapshot file from `homekube backup`.")],
         config: ConfigOpt = DEFAULT_CONFIG,
         yes: Annotated[bool, typer.Option(
-            "--yes", help="Really restore (stops etcd everywhere).")] = False,
+            "--yes", "-y", help="Really restore (stops etcd everywhere); needed when stdin is not "
+            "a terminal.")] = False,
+        quiet: QuietOpt = False,
+        timeout: TimeoutOpt = None,
+        step_timeout: StepTimeoutOpt = None,
     ) -> None:
-        """Rebuild every etcd member from a snapshot; without --yes, print what it would do."""
+        """Rebuild every etcd member from a snapshot; shows what it would do, then asks on a
+        terminal (or needs --yes)."""
         from homekube.ops.restore import run_restore
 
         def body() -> int:
-            return asyncio.run(run_restore(load_config(config), console, snapshot, yes=yes))
+            cfg = with_step_timeout(load_config(config), step_timeout)
+            with open_runlog(cfg, "restore") as rl, ProgressView(quiet=quiet, title="restore") as view:
+                return run_async(run_restore(cfg, console, snapshot, yes=yes, progress=progress_to(view, rl),
+                                             confirm=asker(view)), timeout)
 
         guarded(body)
 
     certs_app = typer.Typer(help="etcd certificates: list them, renew them.",
-                            invoke_without_command=True, no_args_is_help=False)
+                            invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None)
 
     @certs_app.callback()
     def certs(
@@ -76,27 +99,35 @@ def register(
         def body() -> int:
             if out not in ("text", "json"):
                 raise UsageError("--output must be text or json")
-            return asyncio.run(run_list(load_config(config), console, as_json=out == "json"))
+            return run_async(run_list(load_config(config), console, as_json=out == "json"))
 
         guarded(body)
 
-    @certs_app.command()
+    @certs_app.command(short_help="Renew etcd certificates expiring soon.")
     def renew(
         ctx: typer.Context,
         config: Annotated[Path | None, typer.Option(
-            "--config", "-c", help="cluster.yaml to use.")] = None,
+            "--config", "-c", envvar="HOMEKUBE_CONFIG", metavar="FILE",
+            help="cluster.yaml to use.")] = None,
         within: Annotated[int | None, typer.Option(
             "--within", help="Renew certs expiring within DAYS (default: etcd.renewWithinDays).",
             metavar="DAYS")] = None,
         yes: Annotated[bool, typer.Option(
-            "--yes", help="Really renew (rolling etcd restarts).")] = False,
+            "--yes", "-y", help="Really renew (rolling etcd restarts); needed when stdin is not a "
+            "terminal.")] = False,
+        quiet: QuietOpt = False,
+        timeout: TimeoutOpt = None,
+        step_timeout: StepTimeoutOpt = None,
     ) -> None:
         """Re-issue etcd certs expiring soon, one member at a time, keeping quorum."""
         from homekube.ops.certs import run_renew
 
         def body() -> int:
             path = config or (ctx.obj if isinstance(ctx.obj, Path) else DEFAULT_CONFIG)
-            return asyncio.run(run_renew(load_config(path), console, within=within, yes=yes))
+            cfg = with_step_timeout(load_config(path), step_timeout)
+            with open_runlog(cfg, "certs-renew") as rl, ProgressView(quiet=quiet, title="certs renew") as view:
+                return run_async(run_renew(cfg, console, within=within, yes=yes,
+                                           progress=progress_to(view, rl), confirm=asker(view)), timeout)
 
         guarded(body)
 

@@ -21,13 +21,13 @@ def register(
     load_config: Callable[[Path], ClusterConfig],
     console: Console,
 ) -> None:
-    @app.command()
+    @app.command(short_help="Fetch the admin kubeconfig.")
     def kubeconfig(
         config: _ConfigOpt = _DEFAULT,
         out: Annotated[Path | None, typer.Option(
-            "--out", "-o", help="Where to write it (default: <state dir>/kubeconfig).")] = None,
+            "--out", metavar="FILE", help="Where to write it (default: <state dir>/kubeconfig).")] = None,
         server: Annotated[str | None, typer.Option(
-            help="API URL to put in it (default: https://<controlPlaneEndpoint>).")] = None,
+            metavar="URL", help="API URL to put in it (default: https://<controlPlaneEndpoint>).")] = None,
     ) -> None:
         """Fetch the admin kubeconfig from the first control plane; write it here, mode 0600."""
         from homekube.ops.kubernetes import run_kubeconfig
@@ -38,11 +38,11 @@ def register(
 
         guarded(body)
 
-    @app.command()
+    @app.command(short_help="Open Headlamp and print a login token.")
     def ui(
         config: _ConfigOpt = _DEFAULT,
         port: Annotated[int, typer.Option(
-            help="Local port for Headlamp (0: any free one).")] = 4466,
+            metavar="PORT", help="Local port for Headlamp (0: any free one).")] = 4466,
         token_only: Annotated[bool, typer.Option(
             "--token-only", help="Print a fresh login token and exit (no forwarding).")] = False,
     ) -> None:

@@ -56,7 +56,7 @@ def wanted_sysctls(cfg: ClusterConfig) -> dict[str, str]:
 
 
 def sysctl_file(cfg: ClusterConfig) -> bytes:
-    lines = ["# Managed by homekube: Kubernetes networking sysctls (facts.md §1.2).", ""]
+    lines = ["# Managed by homekube: Kubernetes networking sysctls (kubeadm preflight, Calico).", ""]
     for k, v in wanted_sysctls(cfg).items():
         why = SYSCTL_WHY.get(k, "from hostPrep.sysctls in cluster.yaml")
         lines.append(f"# {why}")
@@ -72,11 +72,11 @@ def modules_file() -> bytes:
 
 
 NM_CONF = (
-    "# Managed by homekube: NetworkManager must leave Calico's interfaces alone (facts.md §1.5).\n"
-    "[keyfile]\n"
-    "unmanaged-devices=interface-name:cali*;interface-name:tunl*;interface-name:vxlan.calico;"
-    "interface-name:vxlan-v6.calico;interface-name:wireguard.cali;interface-name:wg-v6.cali\n"
-).encode()
+    b"# Managed by homekube: NetworkManager must leave Calico's interfaces alone (Calico's advice).\n"
+    b"[keyfile]\n"
+    b"unmanaged-devices=interface-name:cali*;interface-name:tunl*;interface-name:vxlan.calico;"
+    b"interface-name:vxlan-v6.calico;interface-name:wireguard.cali;interface-name:wg-v6.cali\n"
+)
 #: flannel's VXLAN devices and bridge (flannel's troubleshooting notes on NetworkManager)
 NM_FLANNEL_FILE = "/etc/NetworkManager/conf.d/flannel.conf"
 NM_FLANNEL_CONF = (
@@ -252,7 +252,7 @@ class HostPrepPhase:
             steps.append(NoChange(h, ph, "firewalld", "firewalld is not installed"))
         elif mode == "disable" and (fw.is_active or fw.is_enabled):
             steps.append(Change(h, ph, "firewalld", "stop and disable firewalld",
-                                "Calico asks for no other iptables manager (facts.md §1.5)",
+                                "Calico asks for no other iptables manager",
                                 (Run("systemctl disable --now firewalld"),)))
         elif mode == "open" and fw.is_active:
             ports_wanted = firewall_ports(cfg)
@@ -264,7 +264,7 @@ class HostPrepPhase:
             else:
                 ports = " ".join(f"--add-port={p}" for p in ports_wanted)
                 steps.append(Change(h, ph, "firewalld", f"open Kubernetes, etcd and {cni} ports",
-                                    "hostPrep.firewall is `open` (facts.md §9)",
+                                    "hostPrep.firewall is `open`",
                                     (Run(f"firewall-cmd -q --permanent {ports} && firewall-cmd -q --reload"),
                                      WriteFile(FIREWALL_MARKER, marker, 0o644))))
         else:

@@ -112,7 +112,7 @@ def _repos(cfg: ClusterConfig, h: str, fam: OsFamily, have: str) -> Change:
         acts.append(WriteFile(rf.path, rf.content.encode(), rf.mode))
     return Change(
         h, PHASE, "repositories", f"switch the Kubernetes and CRI-O repositories to v{want}",
-        f"one repository per minor (facts.md §2.1): {have} → {want} needs "
+        f"one repository per minor: {have} → {want} needs "
         + " and ".join(_repo_base(rf) for rf in repos),
         tuple(acts), wave=0)
 

@@ -723,7 +723,7 @@ class KubernetesPackagesPhase:
                     steps.append(NoChange(h, ph, f"keyring {rf.keyring}", f"{rf.keyring} exists"))
             add(file_step(f, ph, WriteFile(rf.path, rf.content.encode(), rf.mode),
                           f"Kubernetes {cfg.kubernetes.minor} packages come from this repository "
-                          "(one per minor, facts.md §2.1)"))
+                          "(one per minor)"))
         crio = cfg.kubernetes.runtime == "cri-o"
         restart: list[str] = []
         if crio:
@@ -1139,7 +1139,7 @@ class CalicoPhase:
             changed = True
             steps.append(Change(
                 h, ph, "calico CRDs", "apply the Calico and operator CRDs (server-side)",
-                "the CRDs come first since Calico 3.30 (facts.md §8.1); server-side apply has no "
+                "the CRDs come first since Calico 3.30; server-side apply has no "
                 "annotation size limit",
                 (Run(f"{SSA} --force-conflicts -f {crds} >/dev/null"),
                  Run(f"{KUBECTL} wait --for=condition=Established --timeout=120s "

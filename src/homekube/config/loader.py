@@ -8,12 +8,16 @@ duplicate hosts, dual-stack needs) run after the schema and are located the same
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-from collections.abc import Sequence
+import re
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_camel
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -23,6 +27,11 @@ from homekube.config.model import ClusterConfig
 from homekube.errors import ConfigError, ConfigProblem
 
 Loc = tuple[str | int, ...]
+#: name -> its addresses (IPv4 first); raises LookupError saying why it has none
+Resolver = Callable[[str], list[str]]
+
+_DNS_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_DNS_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*\.?")
 
 
 def _to_plain(node: Any) -> Any:
@@ -34,11 +43,12 @@ def _to_plain(node: Any) -> Any:
     return node
 
 
-def locate(root: Any, loc: Sequence[str | int]) -> tuple[int, int]:
-    """Return the 1-based line and column of the deepest node on `loc` that exists."""
+def locate(root: Any, loc: Sequence[str | int], *, key_only: bool = False) -> tuple[int, int]:
+    """Return the 1-based line and column of the deepest node on `loc` that exists (of the
+    key itself with `key_only`, e.g. for an unknown key)."""
     line, col = 1, 1
     node = root
-    for key in loc:
+    for n, key in enumerate(loc):
         if isinstance(node, CommentedMap) and key in node:
             try:
                 ln, cl = node.lc.key(key)
@@ -47,7 +57,7 @@ def locate(root: Any, loc: Sequence[str | int]) -> tuple[int, int]:
             line, col = ln + 1, cl + 1
             child = node[key]
             # point at the value when it is a scalar on the same line as the key
-            if not isinstance(child, CommentedMap | CommentedSeq):
+            if not isinstance(child, CommentedMap | CommentedSeq) and not (key_only and n == len(loc) - 1):
                 try:
                     vl, vc = node.lc.value(key)
                     line, col = vl + 1, vc + 1
@@ -76,10 +86,51 @@ def _path(loc: Sequence[str | int]) -> str:
     return out
 
 
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The config model that holds the keys at `loc` (None when that is no model)."""
+    from homekube.config.model import ClusterConfig
+
+    model: type[BaseModel] = ClusterConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in model.model_fields.items()
+                      if part in (name, f.alias, to_camel(name))), None)
+        if field is None:
+            return None
+        sub = _submodel(field.annotation)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _submodel(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        sub = _submodel(arg)
+        if sub is not None:
+            return sub
+    return None
+
+
+def _did_you_mean(loc: Sequence[str | int]) -> str:
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    keys = [f.alias or to_camel(n) for n, f in model.model_fields.items()]
+    lower = {k.lower(): k for k in keys}
+    close = difflib.get_close_matches(loc[-1].lower(), list(lower), n=1, cutoff=0.6)
+    return f"; did you mean {lower[close[0]]!r}?" if close else ""
+
+
 def _message(err: dict[str, Any]) -> str:
     kind = err.get("type", "")
     if kind == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + _did_you_mean(_clean_loc(err.get("loc", ())))
     if kind == "missing":
         return "required key is missing"
     if kind == "string_pattern_mismatch":
@@ -109,8 +160,64 @@ def _clean_loc(loc: Sequence[Any]) -> Loc:
     return tuple(out)
 
 
-def load_text(text: str, filename: str = "cluster.yaml") -> ClusterConfig:
-    """Parse and validate a config document; raise ConfigError with every problem."""
+def _is_dns_name(text: str) -> bool:
+    """A host name by RFC 1123 whose last label is not all digits (so 10.0.0.300 is not)."""
+    if len(text) > 253 or not _DNS_NAME.fullmatch(text):
+        return False
+    return not text.rstrip(".").rsplit(".", 1)[-1].isdigit()
+
+
+def _resolve_hosts(plain: dict[str, Any], resolve: Resolver | None) -> tuple[dict[int, str], list[tuple[Loc, str]]]:
+    """Replace DNS names in hosts[].address/address6 by what they resolve to, in place.
+
+    Returns ({host index: name}, problems). Without `resolve` (pure callers) a name is left
+    for the schema to reject.
+    """
+    names: dict[int, str] = {}
+    problems: list[tuple[Loc, str]] = []
+    hosts = plain.get("hosts")
+    if not isinstance(hosts, list):
+        return names, problems
+    for i, h in enumerate(hosts):
+        if not isinstance(h, dict):
+            continue
+        for field, family in (("address", None), ("address6", 6)):
+            v = h.get(field)
+            if not isinstance(v, str) or not v.strip():
+                continue
+            v = v.strip()
+            try:
+                ipaddress.ip_address(v)
+                continue
+            except ValueError:
+                pass
+            if not _is_dns_name(v):
+                what = "not a valid IP address" if re.fullmatch(r"[\d.:]+|.*:.*", v) else \
+                    "neither an IP address nor a DNS name"
+                problems.append((("hosts", i, field), f"{v!r} is {what}"))
+                continue
+            if resolve is None:
+                continue
+            try:
+                found = [a for a in resolve(v) if family is None or ipaddress.ip_address(a).version == family]
+            except LookupError as e:
+                problems.append((("hosts", i, field), f"the DNS name {v!r} does not resolve ({e})"))
+                continue
+            if not found:
+                problems.append((("hosts", i, field), f"the DNS name {v!r} has no IPv6 address"))
+                continue
+            h[field] = found[0]
+            if field == "address":
+                names[i] = v.rstrip(".")
+    return names, problems
+
+
+def load_text(text: str, filename: str = "cluster.yaml", *, resolve: Resolver | None = None) -> ClusterConfig:
+    """Parse and validate a config document; raise ConfigError with every problem.
+
+    With `resolve`, hosts[].address (and address6) may be DNS names: each is replaced by
+    the address it resolves to, and SSH goes on using the name (HostSpec.dns_name).
+    """
     yaml = YAML(typ="rt")
     try:
         root = yaml.load(text)
@@ -137,16 +244,21 @@ def load_text(text: str, filename: str = "cluster.yaml") -> ClusterConfig:
         plain = _to_plain(root)
     except RecursionError:
         raise ConfigError([ConfigProblem(filename, 1, 1, "", "the document is nested too deeply")]) from None
+    names, name_problems = _resolve_hosts(plain, resolve) if isinstance(plain, dict) else ({}, [])
+    for loc, msg in name_problems:
+        line, col = locate(root, loc)
+        problems.append(ConfigProblem(filename, line, col, _path(loc), msg))
+        seen.add((loc, "not a valid IP address"))
     try:
         cfg = ClusterConfig.model_validate(plain)
     except ValidationError as e:
         for err in e.errors():
             loc = _clean_loc(err["loc"])
             msg = _message(dict(err))
-            if (loc, msg) in seen:
+            if (loc, msg) in seen or ((loc, "not a valid IP address") in seen and "valid IP" in msg):
                 continue
             seen.add((loc, msg))
-            line, col = locate(root, loc)
+            line, col = locate(root, loc, key_only=err.get("type") == "extra_forbidden")
             problems.append(ConfigProblem(filename, line, col, _path(loc), msg))
         # union types report one error per branch; keep the clearest per location
         problems = _dedupe(problems)
@@ -164,6 +276,11 @@ def load_text(text: str, filename: str = "cluster.yaml") -> ClusterConfig:
     for loc, msg in unreadable:
         line, col = locate(root, loc)
         problems.append(ConfigProblem(filename, line, col, _path(loc), msg))
+    if problems:
+        problems.sort(key=lambda p: (p.line, p.column))
+        raise ConfigError(problems)
+    for i, name in names.items():
+        cfg.hosts[i].set_dns_name(name)
     warnings: list[ConfigProblem] = []
     for loc, msg, is_warning in [*semantic_checks(cfg), *feature_checks(cfg)]:
         line, col = locate(root, loc)
@@ -199,7 +316,7 @@ def warnings_for(cfg: ClusterConfig) -> list[ConfigProblem]:
     return _WARNINGS.get(id(cfg), [])
 
 
-def load(path: str | Path) -> ClusterConfig:
+def load(path: str | Path, *, resolve: Resolver | None = None) -> ClusterConfig:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -210,7 +327,7 @@ def load(path: str | Path) -> ClusterConfig:
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError([ConfigProblem(str(p), 1, 1, "", f"cannot read: {e}")]) from None
-    return load_text(text, str(p))
+    return load_text(text, str(p), resolve=resolve)
 
 
 def semantic_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:

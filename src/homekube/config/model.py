@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -499,8 +499,22 @@ class HostPrepSpec(Model):
         description="firewalld: `disable` (Calico's advice), `open` the ports, or `leave` it.",
     )
     sysctls: dict[str, str] = Field(
-        default_factory=dict, description="Extra sysctls to persist and set (key: value)."
+        default_factory=dict, description="Extra sysctls to persist and set (key: value; numbers "
+        "may be written as numbers)."
     )
+
+    @field_validator("sysctls", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, v: object) -> object:
+        """`net.ipv4.ip_forward: 1` means "1"; a YAML boolean means nothing to the kernel."""
+        if not isinstance(v, dict):
+            return v
+        out: dict[object, object] = {}
+        for k, value in v.items():
+            if isinstance(value, bool):
+                raise ValueError(f"{k}: {value!r} is not a sysctl value (write 1 or 0)")
+            out[k] = str(value) if isinstance(value, int | float) else value
+        return out
 
     @field_validator("sysctls")
     @classmethod
@@ -541,16 +555,28 @@ Role = Literal["control-plane", "etcd", "worker"]
 class HostSpec(Model):
     name: Annotated[str, Field(pattern=NAME_RE, description="Node name (DNS label).")]
     address: ipaddress.IPv4Address | ipaddress.IPv6Address = Field(
-        description="Address homekube connects to and the node's primary address."
+        description="Address homekube connects to and the node's primary address. A DNS name "
+        "is resolved when the config is loaded (certificates and kubeadm get its address; SSH "
+        "connects to the name)."
     )
     address6: ipaddress.IPv6Address | None = Field(
-        None, description="IPv6 address (needed on every host for dual-stack)."
+        None, description="IPv6 address (needed on every host for dual-stack); may be a DNS name "
+        "with an IPv6 address."
     )
     roles: tuple[Role, ...] = Field(min_length=1, description="What runs on the host.")
     ssh: HostSshSpec | None = Field(None, description="Per-host `user`, `port`, `key` overriding `ssh`.")
     ssh_host: str | None = Field(
         None, description="Name or address to SSH to, if not `address` (e.g. a ~/.ssh/config alias)."
     )
+    #: the DNS name `address` was written as (the loader resolved it); SSH connects to it
+    _dns_name: str | None = PrivateAttr(None)
+
+    def set_dns_name(self, name: str | None) -> None:
+        self._dns_name = name
+
+    @property
+    def dns_name(self) -> str | None:
+        return self._dns_name
 
     @field_validator("address", "address6", mode="before")
     @classmethod
@@ -705,6 +731,19 @@ class ArtifactsSpec(Model):
         return v if v.endswith("/") else v + "/"
 
 
+class TimeoutsSpec(Model):
+    """Upper bounds, in seconds, for each remote step; a step that runs longer is stopped on
+    its host (its whole process tree), and the run ends with an error naming host and step."""
+
+    package: int = Field(900, ge=5, le=86400,
+                         description="Package manager steps and downloads (per try; one retry after a "
+                         "network error).")
+    kubeadm: int = Field(1200, ge=5, le=86400, description="kubeadm init, join, upgrade and reset.")
+    wait: int = Field(900, ge=5, le=86400,
+                      description="Waits for a service or a Kubernetes object to become ready.")
+    default: int = Field(300, ge=5, le=86400, description="Every other step.")
+
+
 class StateSpec(Model):
     """Operator-side state: the etcd CA, inventory and backups."""
 
@@ -730,6 +769,7 @@ class ClusterConfig(Model):
     ssh: SshSpec = Field(default_factory=SshSpec)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
     state: StateSpec = Field(default_factory=StateSpec)
+    timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
     hosts: tuple[HostSpec, ...] = Field(min_length=1, description="The machines (see `hosts[]` below).")
 
     # --- derived views (pure) -------------------------------------------------------------

@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+
+from homekube.config.model import NAME_RE
+
+
+def _address(a: str) -> str:
+    """An IP address (normalised) or a DNS name; ValueError with a clear message otherwise."""
+    try:
+        return str(ipaddress.ip_address(a.strip()))
+    except ValueError:
+        pass
+    from homekube.config.loader import _is_dns_name
+
+    if re.fullmatch(r"[\d.]+|.*:.*", a.strip()) or not _is_dns_name(a.strip()):
+        raise ValueError(f"--host {a!r} is neither an IP address nor a DNS name")
+    return a.strip().rstrip(".")
+
+
+def _node_name(a: str, i: int) -> str:
+    """The host's first DNS label when it makes a valid node name, else node<i>."""
+    label = a.split(".")[0].lower()
+    return label if not label.isdigit() and re.fullmatch(NAME_RE, label) and ":" not in a else f"node{i}"
 
 
 def starter(name: str, hosts: list[str]) -> str:
-    addrs = hosts or ["192.0.2.10"]
+    """The starter text; raises ValueError for a --host that is no address or name."""
+    if not re.fullmatch(NAME_RE, name):
+        raise ValueError(f"--name {name!r} must be a lowercase DNS label (a-z, 0-9 and '-')")
+    addrs = [_address(a) for a in hosts] or ["192.0.2.10"]
     host_lines = []
+    names: set[str] = set()
     for i, a in enumerate(addrs, start=1):
-        ip = ipaddress.ip_address(a)
+        node = _node_name(a, i) if hosts else "node1"
+        if node in names:
+            node = f"node{i}"
+        names.add(node)
         roles = "[control-plane, etcd, worker]" if i == 1 else "[worker]"
-        host_lines.append(f'  - {{name: node{i}, address: "{ip}", roles: {roles}}}')
+        host_lines.append(f'  - {{name: {node}, address: "{a}", roles: {roles}}}')
     return f"""\
 # homekube cluster.yaml: the whole cluster in one file. `homekube schema` prints its JSON Schema.
 name: {name}

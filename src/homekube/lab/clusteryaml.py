@@ -75,6 +75,10 @@ def render(
         f"  knownHosts: {known_hosts_path}",
         "state:",
         f"  dir: {state_dir}",
+        "timeouts:",
+        "  # Lab-only: packages come from the lab's own proxy on this machine, so a package step",
+        "  # still running after 5 minutes is hung (the default, 15, allows for slow uplinks).",
+        "  package: 300",
         "hosts:",
     ]
     for h in hosts:

@@ -34,6 +34,7 @@ from rich.console import Console
 from homekube.components.etcd import ENV_FILE, HEALTHY
 from homekube.config.model import ClusterConfig
 from homekube.errors import ConnectError, HostError, RefusedError
+from homekube.executor import Event, EventKind, Progress
 from homekube.facts.base import shell_quote
 from homekube.ops.session import close_all, connect_some, state_path
 from homekube.transport.base import Transport
@@ -198,10 +199,18 @@ def _land(part: Path, out: Path, cluster: str, now: datetime, sha: str, size: in
 
 
 async def take_backup(cfg: ClusterConfig, ts: dict[str, Transport], out: Path,
-                      member: str | None = None) -> BackupResult:
+                      member: str | None = None, progress: Progress | None = None) -> BackupResult:
     t0 = time.monotonic()
+
+    def say(kind: EventKind, host: str, step: str, seconds: float = 0.0) -> None:
+        if progress is not None:
+            progress(Event(kind, host, "backup", step, seconds=seconds))
+
+    if progress is not None:
+        progress(Event("phase", phase="backup", text="etcd backup"))
     member = member or await pick_member(cfg, ts)
     t = ts[member]
+    say("start", member, "etcdctl snapshot save, verify")
     res = await t.run(snapshot_script(), timeout=3600)
     kv = parse_kv(res.stdout)
     remote_dir = kv.get("dir")
@@ -219,6 +228,8 @@ async def take_backup(cfg: ClusterConfig, ts: dict[str, Transport], out: Path,
         now = datetime.now(UTC)
         out = await asyncio.to_thread(out.expanduser)
         part = await asyncio.to_thread(_part_file, out, cfg.name)
+        say("done", member, "etcdctl snapshot save, verify", time.monotonic() - t0)
+        say("start", member, f"copy {size} bytes here")
         try:
             await t.get_file(kv["file"], part)
             final = await asyncio.to_thread(_land, part, out, cfg.name, now, sha, size, member)
@@ -234,13 +245,15 @@ async def take_backup(cfg: ClusterConfig, ts: dict[str, Transport], out: Path,
             seconds=time.monotonic() - t0,
         )
         await asyncio.to_thread(_write_json, result.sidecar, result.sidecar_json())
+        say("done", member, f"copy {size} bytes here", time.monotonic() - t0)
         return result
     finally:
         if remote_dir and remote_dir.startswith("/var/tmp/homekube-backup."):
             await t.run(f"rm -rf {shell_quote(remote_dir)}", timeout=60)
 
 
-async def run_backup(cfg: ClusterConfig, console: Console, *, out: Path | None = None) -> int:
+async def run_backup(cfg: ClusterConfig, console: Console, *, out: Path | None = None,
+                     progress: Progress | None = None) -> int:
     hosts = list(cfg.etcd_hosts)
     if not hosts:
         raise RefusedError("no host has the etcd role", hint="give a host the etcd role first")
@@ -249,7 +262,7 @@ async def run_backup(cfg: ClusterConfig, console: Console, *, out: Path | None =
         if not ts:
             raise ConnectError("no etcd host can be reached:\n" +
                                "\n".join(f"{h}: {why}" for h, why in bad.items()))
-        r = await take_backup(cfg, ts, out or backups_dir(cfg))
+        r = await take_backup(cfg, ts, out or backups_dir(cfg), progress=progress)
     finally:
         await close_all(ts)
     keys = f"{r.keys} keys" if r.keys is not None else "key count unknown"

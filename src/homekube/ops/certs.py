@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -48,6 +50,7 @@ from homekube.components.etcd import EtcdPhase, EtcdPkiPhase, etcd_facts
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import HostError, RefusedError
 from homekube.etcdclient import operator_spec
+from homekube.executor import Progress
 from homekube.facts.system import Probes
 from homekube.ops.session import close_all, connect_some, gather_facts, open_session, state_path
 from homekube.pki.issue import generate_key
@@ -113,13 +116,15 @@ async def run_list(cfg: ClusterConfig, console: Console, *, as_json: bool = Fals
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return 0
+    from homekube.ops.status import short_cert
+
     t = Table("host", "certificate", "CN", "not after", "days left", box=None)
     for c in data["certs"]:
+        path = short_cert(c["path"]) if c["host"] != LOCAL else Path(c["path"]).stem
         if "error" in c:
-            t.add_row(c["host"], c["path"], c["error"], "", "")
+            t.add_row(c["host"], path, c["error"], "", "")
             continue
-        t.add_row(c["host"], c["path"], c["cn"], c["notAfter"][:19].replace("T", " "),
-                  str(c["daysLeft"]))
+        t.add_row(c["host"], path, c["cn"], c["notAfter"][:10], str(c["daysLeft"]))
     console.print(t)
     for h, why in data["unreachable"].items():
         console.print(f"{h}: UNREACHABLE ({why})", markup=False)
@@ -185,7 +190,9 @@ def _renew_operator(cfg: ClusterConfig, days: int, now: datetime) -> str | None:
     return why
 
 
-async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None, yes: bool) -> int:
+async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None, yes: bool,
+                    progress: Progress | None = None,
+                    confirm: Callable[[str], bool] | None = None) -> int:
     days = within if within is not None else cfg.etcd.renew_within_days
     if days < 1:
         raise RefusedError("--within must be at least 1 day")
@@ -193,7 +200,7 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
         raise RefusedError("there is no etcd CA in the state directory yet",
                            hint="run `homekube apply` first")
     wide = with_window(cfg, days)
-    s = await open_session(wide, lock=yes, phases=[EtcdPkiPhase(), EtcdPhase()])
+    s = await open_session(wide, lock=yes or confirm is not None, phases=[EtcdPkiPhase(), EtcdPhase()])
     try:
         ctx = s.context()
         down = [h.name for h in ctx.hosts() if h.has("etcd") and (
@@ -215,14 +222,9 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
         restarts = [c.host for c in rolling.changes if _is_cert_restart(c)]
         console.print(f"restart order (one member at a time, each healthy before the next): "
                       f"{', '.join(restarts)}", markup=False)
-        if not yes:
+        if not (yes or (confirm is not None and confirm("Renew them, restarting etcd member by member?"))):
             console.print("nothing was changed; run again with --yes to renew", markup=False)
             return 0
-
-        def progress(event: str, host: str, text: str) -> None:
-            if event == "done":
-                console.print(f"  ✓ {host}: {text}", markup=False)
-
         result = await s.apply(rolling, progress)
     finally:
         await s.close()

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from rich.console import Console
-from rich.markup import escape
 
 from homekube.components.base import Context
 from homekube.components.etcd import check_removal_quorum, etcd_facts
 from homekube.components.reset import reset_steps
 from homekube.config.model import ClusterConfig
 from homekube.errors import HostError, RefusedError, UsageError
+from homekube.executor import Progress
 from homekube.ops.session import open_session
 from homekube.plan.model import PhasePlan, Plan
 
 
 async def run_reset(cfg: ClusterConfig, console: Console, *, host: str | None, yes: bool,
-                    keep_data: bool = False) -> int:
+                    keep_data: bool = False, progress: Progress | None = None,
+                    confirm: Callable[[str], bool] | None = None) -> int:
+    """Show what would be removed; remove it with `yes`, or when `confirm` (a question put
+    to a person at a terminal) says so."""
     t0 = time.monotonic()
     targets = [h for h in cfg.hosts if host is None or h.name == host]
     if host is not None and not targets:
         raise UsageError(f"{host} is not a host in cluster.yaml")
-    s = await open_session(cfg, lock=yes, hosts=targets, enforce_preflight=False)
+    s = await open_session(cfg, lock=yes or confirm is not None, hosts=targets, enforce_preflight=False)
     try:
         if host is not None and targets[0].has("etcd") and len(cfg.etcd_hosts) > 1:
             ef = etcd_facts(s.facts[host])
@@ -40,16 +44,18 @@ async def run_reset(cfg: ClusterConfig, console: Console, *, host: str | None, y
         from homekube.cli.output import print_plan
 
         print_plan(console, plan)
-        if not yes:
+        if not plan.changes:
+            console.print("nothing to reset")
+            return 0
+        if not (yes or (confirm is not None and confirm(
+                f"Remove all of this from {len(targets)} host(s)?"))):
             console.print("nothing was changed: run again with --yes to reset")
             return 0
-        result = await s.apply(plan)
+        result = await s.apply(plan, progress)
     finally:
         await s.close()
     if not result.ok:
         first = result.failed[0]
         raise HostError(str(first.message), host=first.host or "?", phase="reset")
-    for c in result.applied:
-        console.print(f"  [green]✓[/] {escape(c.host)}: {escape(c.summary)}")
     console.print(f"reset {len(result.applied)} host(s) in {time.monotonic() - t0:.2f}s")
     return 0

@@ -39,6 +39,7 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,10 +50,10 @@ from rich.console import Console
 from homekube.components.etcd import ENV_FILE, ETCDCTL, HEALTHY
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, HostError, RefusedError, UsageError
-from homekube.executor import execute
+from homekube.executor import Progress, execute
 from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
-from homekube.ops.session import close_all, connect_all, holder
+from homekube.ops.session import close_all, connect_all, holder, timeouts_of
 from homekube.plan.model import Change, PhasePlan, Plan, Run, WriteFile
 from homekube.render import etcd as r
 from homekube.transport.base import Transport
@@ -336,7 +337,10 @@ async def live_counts(t: Transport) -> dict[str, int]:
     return out
 
 
-async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool) -> int:
+async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool,
+                      progress: Progress | None = None,
+                      confirm: Callable[[str], bool] | None = None) -> int:
+    """Without `yes` (or a yes from `confirm`, a person at a terminal) only show the plan."""
     snap = await asyncio.to_thread(inspect, snapshot)
     if snap.cluster is not None and snap.cluster != cfg.name:
         raise RefusedError(f"{snapshot} is a backup of cluster {snap.cluster!r}, not {cfg.name!r}",
@@ -345,8 +349,9 @@ async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, y
     plan = restore_plan(cfg, snap, stamp)
     if not yes:
         console.print(describe(plan, snap), markup=False)
-        console.print("nothing was changed; run again with --yes to restore", markup=False)
-        return 0
+        if confirm is None or not confirm("Stop etcd on every member and restore this snapshot?"):
+            console.print("nothing was changed; run again with --yes to restore", markup=False)
+            return 0
     t0 = time.monotonic()
     hosts = [h for h in cfg.hosts if h.name in plan.hosts]
     ts = await connect_all(cfg, hosts)
@@ -357,12 +362,7 @@ async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, y
         etcd_ts = {h.name: ts[h.name] for h in cfg.etcd_hosts}
         await asyncio.gather(*(upload(t, snap.path, up, snap.sha256) for t in etcd_ts.values()))
         t_up = time.monotonic()
-
-        def progress(event: str, host: str, text: str) -> None:
-            if event == "done":
-                console.print(f"  ✓ {host}: {text}", markup=False)
-
-        result = await execute(plan, ts, progress=progress)
+        result = await execute(plan, ts, progress=progress, timeouts=timeouts_of(cfg))
         if not result.ok:
             first = result.failed[0]
             for e in result.failed:

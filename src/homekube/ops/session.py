@@ -42,7 +42,8 @@ def ssh_target(cfg: ClusterConfig, h: HostSpec) -> SshTarget:
     alias = h.ssh_host is not None
     return SshTarget(
         name=h.name,
-        host=h.ssh_host or str(h.address),
+        # a DNS name from cluster.yaml: connect to it, so known_hosts entries for it match
+        host=h.ssh_host or h.dns_name or str(h.address),
         user=(per.user if per and per.user else (None if alias else cfg.ssh.user)),
         port=(per.port if per and per.port else (None if alias else cfg.ssh.port)),
         key=(per.key if per and per.key else cfg.ssh.key),
@@ -114,8 +115,7 @@ async def gather_facts(
         facts = facts_for(probes_for(cfg, h, phases))
         script, marker = compose(facts)
         if lock_as is not None:
-            res = await ts[h.name].lock_and_run(lock_as, script, until=f"{marker} __end__",
-                                                timeout=120)
+            res = await ts[h.name].lock_and_run(lock_as, script, timeout=120)
         else:
             res = await ts[h.name].run(script, timeout=120)
         if not complete(res.stdout, marker):
@@ -138,7 +138,12 @@ def read_inventory(cfg: ClusterConfig) -> list[HostSpec]:
         return []
     try:
         data = json.loads(p.read_text())
-        return [HostSpec.model_validate(h) for h in data.get("hosts", [])]
+        hosts = [HostSpec.model_validate(h) for h in data.get("hosts", [])]
+        names = data.get("dnsNames", {})
+        for h in hosts:
+            if isinstance(names, dict) and isinstance(names.get(h.name), str):
+                h.set_dns_name(names[h.name])
+        return hosts
     except (ValueError, TypeError) as e:
         log.warning("ignoring unreadable inventory %s: %s", p, e)
         return []
@@ -149,7 +154,9 @@ def write_inventory(cfg: ClusterConfig) -> None:
     from homekube.plan.model import LocalWrite
 
     hosts = [h.model_dump(mode="json", by_alias=True, exclude_none=True) for h in cfg.hosts]
-    body = json.dumps({"cluster": cfg.name, "hosts": hosts}, indent=2).encode()
+    names = {h.name: h.dns_name for h in cfg.hosts if h.dns_name}
+    body = json.dumps({"cluster": cfg.name, "hosts": hosts, **({"dnsNames": names} if names else {})},
+                      indent=2).encode()
     write_local(LocalWrite(str(inventory_path(cfg)), body, 0o600))
 
 
@@ -194,10 +201,21 @@ class Session:
         return build_plan(self.phases, self.context(), only)
 
     async def apply(self, plan: Plan, progress: Progress | None = None) -> ApplyResult:
-        return await execute(plan, self.transports, progress=progress)
+        return await execute(plan, self.transports, progress=progress,
+                             timeouts=timeouts_of(self.config))
+
+    @property
+    def notices(self) -> list[tuple[str, str]]:
+        """(host, text) the hosts said while being locked (an orphaned step they stopped)."""
+        return [(h, n) for h, t in self.transports.items() for n in t.notices]
 
     async def close(self) -> None:
         await close_all(self.transports)
+
+
+def timeouts_of(cfg: ClusterConfig) -> dict[str, float]:
+    """Seconds per kind of step, from cluster.yaml's `timeouts`."""
+    return {k: float(v) for k, v in cfg.timeouts.model_dump().items()}
 
 
 def holder() -> str:

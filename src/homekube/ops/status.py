@@ -53,7 +53,8 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
             row["error"] = unreachable.get(h.name, "unreachable")
         else:
             row.update({
-                "os": f.os.pretty, "kernel": f.kernel, "cpus": f.cpus, "memoryBytes": f.memory.total,
+                "os": f.os.pretty, "osShort": f"{f.os.id} {f.os.version_id}".strip(),
+                "kernel": f.kernel, "cpus": f.cpus, "memoryBytes": f.memory.total,
                 "cgroup": f.cgroup, "swapOn": bool(f.swaps),
                 "etcdUnit": f.unit("etcd.service").active,
                 "certs": {},
@@ -116,39 +117,77 @@ def _etcd_over_mtls(cfg: ClusterConfig) -> dict[str, Any]:
     return out
 
 
+#: short role names for an 80-column table
+ROLE_SHORT = {"control-plane": "cp", "etcd": "etcd", "worker": "worker"}
+#: exit codes of `status` (README): a host unreachable, or etcd unhealthy
+EXIT_UNREACHABLE = 3
+EXIT_UNHEALTHY = 5
+
+
+def short_cert(path: str) -> str:
+    """/etc/kubernetes/pki/etcd/server.crt -> etcd/server (what kubeadm's docs call it);
+    other paths (etcd's own copies) stay whole."""
+    prefix = "/etc/kubernetes/pki/"
+    return path[len(prefix):].removesuffix(".crt") if path.startswith(prefix) else path
+
+
+def exit_code(data: dict[str, Any]) -> int:
+    """0 all well; 3 a host cannot be reached; 5 etcd has an unhealthy member (or none)."""
+    if any(not h["reachable"] for h in data["hosts"]):
+        return EXIT_UNREACHABLE
+    e = data["etcd"]
+    if "error" in e or e.get("healthy", 0) < e.get("total", 0) or not e.get("total"):
+        return EXIT_UNHEALTHY
+    return 0
+
+
 async def run_status(cfg: ClusterConfig, console: Console, *, as_json: bool = False) -> int:
     data = await collect(cfg)
+    code = exit_code(data)
+    data["exitCode"] = code
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-        return 0
-    t = Table("host", "address", "roles", "os", "ram", "cgroup", "etcd unit", box=None, title="hosts")
+        return code
+    t = Table("host", "address", "roles", "state", "os", "ram", "cgroup", "etcd", box=None,
+              title="hosts", title_justify="left")
+    down: list[tuple[str, str]] = []
     for h in data["hosts"]:
+        roles = ",".join(ROLE_SHORT.get(r, r) for r in h["roles"])
         if not h["reachable"]:
-            t.add_row(h["name"], h["address"], ",".join(h["roles"]), f"UNREACHABLE: {h['error']}", "", "", "")
+            t.add_row(h["name"], h["address"], roles, "UNREACHABLE", "", "", "", "")
+            down.append((h["name"], h["error"]))
             continue
-        t.add_row(h["name"], h["address"], ",".join(h["roles"]), h["os"],
-                  f"{h['memoryBytes'] / 1024**3:.1f} GiB", f"v{h['cgroup']}", h["etcdUnit"])
+        etcd = h["etcdUnit"] if "etcd" in h["roles"] else "-"
+        t.add_row(h["name"], h["address"], roles, "ok", h["osShort"],
+                  f"{h['memoryBytes'] / 1024**3:.1f}G", f"v{h['cgroup']}", etcd)
     console.print(t)
+    for name, why in down:
+        console.print(f"{name}: UNREACHABLE: {why}", markup=False, soft_wrap=True)
     e = data["etcd"]
     if "error" in e:
-        console.print(f"etcd: {e['error']}")
+        console.print(f"etcd: {e['error']}", markup=False)
     else:
-        console.print(f"etcd: {e.get('healthy', 0)} of {e.get('total', 0)} endpoints healthy ({e.get('source')})")
-        et = Table("member", "endpoint", "health", "version", "leader", "raft index", "db size", box=None)
+        console.print(f"etcd: {e.get('healthy', 0)} of {e.get('total', 0)} endpoints healthy "
+                      f"({e.get('source')})", markup=False)
+        et = Table("member", "endpoint", "health", "version", "leader", "raft", "db", box=None)
         for row in e.get("endpoints", []):
             leader = "yes" if row.get("leader") and row.get("leader") == row.get("memberId") else ""
             et.add_row(row["name"], row["endpoint"], "healthy" if row["healthy"] else "UNHEALTHY",
                        str(row.get("version", "")), leader, str(row.get("raftIndex", "")),
-                       f"{row.get('dbSize', 0) / 1024:.0f} KiB" if row.get("dbSize") else "")
+                       f"{row.get('dbSize', 0) / 1024:.0f}K" if row.get("dbSize") else "")
         console.print(et)
-        mt = Table("id", "name", "peer URLs", "learner", box=None, title="members")
+        mt = Table("id", "name", "peer URLs", "learner", box=None, title="members", title_justify="left")
         for m in e.get("members", []):
             mt.add_row(m["id"], m["name"], ",".join(m["peerURLs"]), "yes" if m["isLearner"] else "")
         console.print(mt)
     print_kubernetes_status(console, data.get("kubernetes"))
-    ct = Table("host", "certificate", "CN", "days left", box=None, title="certificates")
+    ct = Table("host", "certificate", "CN", "days left", box=None, title="certificates",
+               title_justify="left")
     for h in data["hosts"]:
         for path, c in (h.get("certs") or {}).items():
-            ct.add_row(h["name"], path, c["cn"], str(c["daysLeft"]))
+            ct.add_row(h["name"], short_cert(path), c["cn"], str(c["daysLeft"]))
     console.print(ct)
-    return 0
+    if code:
+        why = "a host is unreachable" if code == EXIT_UNREACHABLE else "etcd is not healthy"
+        console.print(f"status: {why} (exit {code})", markup=False)
+    return code

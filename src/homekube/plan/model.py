@@ -9,8 +9,12 @@ the judgement.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+#: what kind of remote work a Run is, for its default timeout (cluster.yaml `timeouts`)
+StepKind = Literal["package", "kubeadm", "wait", "default"]
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,43 @@ class Run:
     description: str = ""
     #: hide the command text in plans and logs (it carries a token or key)
     secret: bool = False
+    #: None: guessed from the command (see `kind_of`); sets the default timeout
+    kind: StepKind | None = None
+    #: seconds the step may take on the host before it is stopped (None: its kind's default)
+    timeout: float | None = None
 
     def describe(self) -> str:
         if self.secret:
             return f"run: {self.description or '<command with secret material>'}"
         return f"run: {self.command}"
+
+    def label(self) -> str:
+        """A short name for progress lines and errors: the description, else the first line."""
+        if self.description or self.secret:
+            return self.description or "<command with secret material>"
+        first = self.command.strip().splitlines()[0] if self.command.strip() else ""
+        return first if len(first) <= 72 else first[:69] + "..."
+
+
+_PACKAGE_RE = re.compile(r"\b(apt-get|apt|dnf|yum|zypper)\s+(-\S+\s+)*(update|install|upgrade|purge|remove)"
+                         r"|\b(curl|wget)\b")
+_KUBEADM_RE = re.compile(r"\bkubeadm\s+(init|join|upgrade|reset)\b")
+_WAIT_RE = re.compile(r"\bkubectl\b.*\b(wait|rollout\s+status)\b|\buntil\b")
+
+
+def kind_of(run: Run) -> StepKind:
+    """The kind of a Run: given, or guessed from its command (package managers and downloads,
+    kubeadm's long verbs, waits); guessing keeps every planner's steps bounded without each
+    one having to say so."""
+    if run.kind is not None:
+        return run.kind
+    if _KUBEADM_RE.search(run.command):
+        return "kubeadm"
+    if _PACKAGE_RE.search(run.command):
+        return "package"
+    if run.description.lower().startswith("wait") or _WAIT_RE.search(run.command):
+        return "wait"
+    return "default"
 
 
 @dataclass(frozen=True)
@@ -77,6 +113,8 @@ class Change:
     diff: str | None = None
     #: changes of one phase run wave by wave; hosts run in parallel within a wave
     wave: int = 0
+    #: for the plan's symbol (+ ~ -); None: guessed from the summary and the diff
+    op: Literal["create", "change", "remove"] | None = None
 
     kind: Literal["change"] = "change"
 

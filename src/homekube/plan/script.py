@@ -7,16 +7,41 @@ so an interrupted upload never leaves a half-written file behind. A temp file is
 the script stops early (error, hang-up, broken pipe of a killed operator run), and any stale
 one beside a target is swept before the next write there: the host lock guarantees no other
 homekube is writing, so such a file can only be left from an earlier run.
+
+Every command (a `Run`) runs under coreutils `timeout` in its own process group, so a hung
+step is ended on the host with everything it started (apt-get's download methods, dpkg), not
+just abandoned by the operator. Its text reaches that bash on a file descriptor (a here-doc),
+never in argv, so a secret in it never shows in a process list. While it runs, its process
+group, start and label sit in STEP_RECORD: when this script is stopped (its operator went
+away, see transport.base.watched) the record says which group to kill, and the next run's
+lock can tell an orphaned step from a live one.
+
+Marker lines tell the operator where the script is while it runs (`Change` i started, Run j
+of it started with its timeout, a Run timed out, all done); the executor streams them into
+progress events.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from homekube.facts.base import shell_quote
 from homekube.plan.model import Change, LocalWrite, Run, WriteFile
 
 STEP_MARK = "@@homekube-step@@"
+#: the step that runs now: "<pgid> <start ticks> <script pid> <since> <label>"
+STEP_RECORD = "/run/homekube.step"
+#: seconds between the TERM and the KILL sent to a step's process group
+KILL_GRACE = 10
+
+TimeoutOf = Callable[[Run], float]
+
+
+def _default_timeout(_: Run) -> float:
+    return 300
 
 
 def _write(a: WriteFile) -> str:
@@ -35,17 +60,90 @@ def _write(a: WriteFile) -> str:
     )
 
 
-def render(changes: list[Change]) -> str:
-    """One script for all of a host's changes in a wave; prints a marker before each."""
+def _delimiter(body: str) -> str:
+    """A here-doc delimiter that cannot occur as a line of `body` (derived from its hash)."""
+    salt = 0
+    while True:
+        d = "HOMEKUBE_STEP_" + hashlib.sha256(f"{salt}:{body}".encode()).hexdigest()[:16]
+        if d not in body.splitlines():
+            return d
+        salt += 1
+
+
+def _run(a: Run, i: int, j: int, seconds: float) -> str:
+    body = f"set -euo pipefail\n{a.command}\n"
+    d = _delimiter(body)
+    secs = max(1, round(seconds))
+    return (f"printf '%s run %d %d %d\\n' '{STEP_MARK}' {i} {j} {secs}\n"
+            f"hk_step {secs} {i} {j} {shell_quote(a.label())} {'secret' if a.secret else 'shown'} "
+            f"3<<'{d}'\n{body}{d}\n")
+
+
+#: runs one step: timeout in the background (it makes its own process group), recorded,
+#: waited for; `wait` is interrupted by the TERM trap, which then stops the group. Just
+#: before the limit, hk_watch lists what the step still runs (a hung apt-get prints nothing:
+#: its processes are what tells where it hangs); not for a secret step, whose arguments may
+#: carry the secret.
+_HELPERS = f"""\
+hk_pid=
+hk_watch() {{
+  local pid=$1 start=$SECONDS at=$(( $2 - 2 )) d s cmd
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ $((SECONDS - start)) -ge "$at" ]; then
+      printf 'still running after %d s:\\n' "$at"
+      for d in /proc/[0-9]*; do
+        s=$(cat "$d/stat" 2>/dev/null) || continue
+        s=${{s##*) }}
+        set -- $s
+        [ "$3" = "$pid" ] || continue
+        cmd=$(tr '\\0' ' ' < "$d/cmdline" 2>/dev/null)
+        printf '  %s %s\\n' "${{d#/proc/}}" "${{cmd:0:200}}"
+      done
+      return 0
+    fi
+    sleep 0.2
+  done
+}}
+hk_step() {{
+  local rc=0 s=$SECONDS w=
+  timeout -k {KILL_GRACE} "$1" bash /dev/fd/3 </dev/null 2>&1 &
+  hk_pid=$!
+  printf '%s %s %s %s %s\\n' "$hk_pid" "$(cut -d' ' -f22 /proc/$hk_pid/stat 2>/dev/null || echo -)" \\
+    "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$4" > "$hk_record" 2>/dev/null || true
+  if [ "$5" = shown ] && [ "$1" -ge 5 ]; then hk_watch "$hk_pid" "$1" & w=$!; fi
+  wait "$hk_pid" || rc=$?
+  [ -z "$w" ] || wait "$w" 2>/dev/null || true
+  hk_pid=
+  rm -f -- "$hk_record"
+  if [ "$rc" -ge 124 ] && [ "$rc" -ne 126 ] && [ "$rc" -ne 127 ] && [ $((SECONDS - s)) -ge "$1" ]; then
+    printf '%s timeout %d %d %d\\n' '{STEP_MARK}' "$2" "$3" "$1"
+  fi
+  return "$rc"
+}}
+hk_stop() {{
+  [ -n "$hk_pid" ] || return 0
+  kill -TERM -- "-$hk_pid" 2>/dev/null || return 0
+  local n=0
+  while kill -0 -- "-$hk_pid" 2>/dev/null && [ $n -lt {KILL_GRACE * 10} ]; do sleep 0.1; n=$((n + 1)); done
+  kill -KILL -- "-$hk_pid" 2>/dev/null || true
+  rm -f -- "$hk_record"
+}}
+"""
+
+
+def render(changes: list[Change], timeout_of: TimeoutOf = _default_timeout, *,
+           record: str | None = None) -> str:
+    """One script for all of a host's changes in a wave; prints a marker before each.
+
+    `record` replaces STEP_RECORD (tests run scripts on the machine they run on)."""
     body: list[str] = []
     for i, c in enumerate(changes):
         body.append(f"printf '%s %d\\n' '{STEP_MARK}' {i}")
-        for a in c.actions:
+        for j, a in enumerate(c.actions):
             if isinstance(a, WriteFile):
                 body.append(_write(a))
             elif isinstance(a, Run):
-                # a subshell with errexit: one failing command fails the step
-                body.append(f"(\nset -euo pipefail\n{a.command}\n)")
+                body.append(_run(a, i, j, timeout_of(a)))
             elif isinstance(a, LocalWrite):
                 continue  # done on the operator machine by the executor
     inner = "\n".join(body)
@@ -54,8 +152,10 @@ def render(changes: list[Change]) -> str:
         "set -eo pipefail\n"
         "umask 077\n"
         "t=\n"
+        f"hk_record={shell_quote(record or STEP_RECORD)}\n"
+        f"{_HELPERS}"
         'trap \'[ -z "$t" ] || rm -f -- "$t"\' EXIT\n'
-        "trap 'exit 129' HUP PIPE TERM INT\n"
+        "trap 'hk_stop; exit 129' HUP PIPE TERM INT\n"
         "export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         f"{inner}\n"
         f"printf '%s done\\n' '{STEP_MARK}'\n"
@@ -64,16 +164,43 @@ def render(changes: list[Change]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Mark:
+    """One marker line: a Change started (`run` None), a Run started, a Run timed out, or done."""
+
+    kind: str  # "change" | "run" | "timeout" | "done"
+    change: int = 0
+    action: int = 0
+    seconds: int = 0
+
+
+def parse_mark(line: str) -> Mark | None:
+    """The marker on `line`, or None for ordinary output."""
+    if not line.startswith(STEP_MARK + " "):
+        return None
+    words = line[len(STEP_MARK) + 1 :].split()
+    try:
+        if words == ["done"]:
+            return Mark("done")
+        if len(words) == 1:
+            return Mark("change", int(words[0]))
+        if len(words) == 4 and words[0] in ("run", "timeout"):
+            return Mark(words[0], int(words[1]), int(words[2]), int(words[3]))
+    except ValueError:
+        return None
+    return None
+
+
 def failed_step(stdout: str) -> int | None:
     """Index of the step that was running when the script stopped (None if it finished)."""
     last: int | None = None
     for line in stdout.splitlines():
-        if line.startswith(STEP_MARK + " "):
-            tail = line[len(STEP_MARK) + 1 :].strip()
-            if tail == "done":
-                return None
-            if tail.isdigit():
-                last = int(tail)
+        m = parse_mark(line)
+        if m is None:
+            continue
+        if m.kind == "done":
+            return None
+        last = m.change
     return last if last is not None else 0
 
 

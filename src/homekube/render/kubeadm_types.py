@@ -270,7 +270,7 @@ class NodeRegistrationOptions(KubeModel):
         None,
         alias="taints",
         description="No omitempty upstream: nil = kubeadm adds the control-plane taint; "
-        "[] = no taint (facts.md §7.1).",
+        "[] = no taint.",
     )
     kubelet_extra_args: list[Arg] | None = omitempty("kubeletExtraArgs")
     ignore_preflight_errors: list[str] | None = omitempty("ignorePreflightErrors")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,12 @@ class ExecResult:
         return self.exit_status == 0
 
 
+#: called with each line of stdout (without its newline) as it arrives
+LineSink = Callable[[str], None]
+
 LOCK_PATH = "/run/homekube.lock"
+#: exit status of a script the operator stopped at its deadline (like coreutils timeout)
+TIMED_OUT = 124
 
 
 class Transport(ABC):
@@ -35,10 +42,18 @@ class Transport(ABC):
     def __init__(self, host: str) -> None:
         self.host = host
         self.execs = 0
+        #: things the host said while being locked (e.g. an orphaned step it stopped)
+        self.notices: list[str] = []
 
     @abstractmethod
-    async def run(self, script: str, *, timeout: float | None = None) -> ExecResult:
-        """Run `script` with bash on the host (as root, via sudo when needed)."""
+    async def run(self, script: str, *, timeout: float | None = None,
+                  on_line: LineSink | None = None) -> ExecResult:
+        """Run `script` with bash on the host (as root, via sudo when needed).
+
+        `on_line` sees stdout line by line while the script runs. When `timeout` passes, or
+        the caller is cancelled, the script is stopped on the host too (see `watched`), and
+        the result has exit status TIMED_OUT.
+        """
 
     @abstractmethod
     async def lock(self, holder: str) -> None:
@@ -51,9 +66,9 @@ class Transport(ABC):
     @abstractmethod
     async def unlock(self) -> None: ...
 
-    async def lock_and_run(self, holder: str, script: str, *, until: str,
+    async def lock_and_run(self, holder: str, script: str, *,
                            timeout: float | None = None) -> ExecResult:
-        """Take the host lock, then run `script` under it; `until` is its last output line.
+        """Take the host lock, then run `script` under it.
 
         Every apply starts with lock + facts, so SshTransport does both in one exec (one
         channel, one shell on the host). This default is the plain two-step version.
@@ -89,18 +104,49 @@ def lock_refused(host: str, line: str, rest: str) -> Exception:
     if line == "BUSY":
         return LockedError(f"another homekube run holds the host lock ({rest or 'unknown'})",
                            host=host, hint="wait for it to finish")
+    if line == "STEP":
+        return LockedError(f"an earlier homekube step still runs here: {rest or 'unknown'}",
+                           host=host, hint="it is stopped when the run that started it ends; wait "
+                           "for that, or stop it yourself (`kill -- -PID` on the host)")
     return ConnectError(f"cannot take the host lock: {line or 'no answer'}", host=host)
 
 
-def lock_prelude(holder: str) -> str:
-    """Take the lock on fd 9 and say LOCKED, or say BUSY and who holds it, and exit 75."""
-    from homekube.facts.base import shell_quote
+#: seconds a new run waits for a step of an ended run to finish being stopped
+STEP_SETTLE = 25
 
-    return (
-        f"exec 9>>{LOCK_PATH}; "
-        f"if flock -n 9; then printf '%s\\n' {shell_quote(holder)} > {LOCK_PATH}.holder; echo LOCKED; "
-        f"else echo BUSY; cat {LOCK_PATH}.holder 2>/dev/null; exit 75; fi\n"
-    )
+
+def lock_prelude(holder: str) -> str:
+    """Take the lock on fd 9 and say LOCKED, or say BUSY and who holds it, and exit 75.
+
+    With the lock taken, a step recorded in STEP_RECORD whose process group still runs is
+    left over from an ended run: if the shell that ran it is still alive it is being stopped
+    (see `watched`), so wait for that a little, then say STEP (what, since when) and exit 75;
+    if that shell is gone, nothing will ever stop it, so stop it here and say NOTE first.
+    """
+    from homekube.facts.base import shell_quote
+    from homekube.plan.script import KILL_GRACE, STEP_RECORD
+
+    rec = shell_quote(STEP_RECORD)
+    return f"""\
+exec 9>>{LOCK_PATH}
+if ! flock -n 9; then echo BUSY; cat {LOCK_PATH}.holder 2>/dev/null; exit 75; fi
+if [ -s {rec} ] && read -r hk_p hk_st hk_top hk_since hk_what < {rec}; then
+  hk_alive() {{ [ "$(cut -d' ' -f22 /proc/$hk_p/stat 2>/dev/null)" = "$hk_st" ]; }}
+  hk_n=0
+  while hk_alive && [ -d /proc/$hk_top ] && [ $hk_n -lt {STEP_SETTLE * 10} ]; do sleep 0.1; hk_n=$((hk_n + 1)); done
+  if hk_alive && [ -d /proc/$hk_top ]; then
+    echo STEP; printf '%s (since %s, process group %s)\\n' "$hk_what" "$hk_since" "$hk_p"; exit 75
+  elif hk_alive; then
+    kill -TERM -- "-$hk_p" 2>/dev/null; hk_n=0
+    while kill -0 -- "-$hk_p" 2>/dev/null && [ $hk_n -lt {KILL_GRACE * 10} ]; do sleep 0.1; hk_n=$((hk_n + 1)); done
+    kill -KILL -- "-$hk_p" 2>/dev/null
+    printf 'NOTE stopped an earlier homekube step whose run had ended: %s (running since %s)\\n' \\
+      "$hk_what" "$hk_since"
+  fi
+  rm -f {rec}
+fi
+printf '%s\\n' {shell_quote(holder)} > {LOCK_PATH}.holder; echo LOCKED
+"""
 
 
 #: the lock is held until the operator closes stdin (or its connection drops)
@@ -111,10 +157,73 @@ def lock_command(holder: str) -> str:
     return lock_prelude(holder) + HOLD
 
 
-def locked_script(holder: str, script: str) -> str:
-    """Lock, run `script` (stdin closed to it: stdin carries the script and then the hold),
-    then keep holding the lock. Fed to `bash -s`, which reads stdin only as far as it runs."""
-    return f"{lock_prelude(holder)}{{\n{script}\n}} </dev/null\n{HOLD}"
+def end_marker() -> str:
+    """A fresh marker for `watched` (unique per exec, so no output can fake it)."""
+    return f"@@homekube-end-{secrets.token_hex(6)}@@"
+
+
+def watched(script: str, end: str) -> str:
+    """Run `script` as a job in its own process group, print `<end> <status>` when it ends,
+    then wait for stdin's EOF; stop the job if that EOF comes first.
+
+    Fed to `bash -s`, which reads stdin only as far as it runs: first this text, then the
+    channel itself, which the operator keeps open until it has read the end marker. EOF
+    before that means the operator is gone (killed, Ctrl-C, its deadline, its connection
+    lost): the job's process group gets TERM, then KILL, and so does the process group of
+    the step it was running (a step runs under `timeout`, which leads its own group). The
+    job's stdin is /dev/null, and it never holds the channel's stdin or the host lock's fd.
+    """
+    from homekube.facts.base import shell_quote
+    from homekube.plan.script import KILL_GRACE, STEP_RECORD
+
+    rec = shell_quote(STEP_RECORD)
+    # Everything after the body sits in a function so that bash has read all of its input
+    # before the watcher starts reading the same stdin for EOF.
+    return (
+        "hk_body() {\n"
+        f"{script}\n"
+        "}\n"
+        "hk_halt() {\n"
+        "  kill -TERM -- \"-$hk_job\" 2>/dev/null || return 0\n"
+        "  local n=0\n"
+        f"  while kill -0 -- \"-$hk_job\" 2>/dev/null && [ $n -lt {(KILL_GRACE + 5) * 10} ]; do "
+        "sleep 0.1; n=$((n + 1)); done\n"
+        "  kill -KILL -- \"-$hk_job\" 2>/dev/null\n"
+        f"  if [ -s {rec} ] && read -r p st top rest < {rec} && [ \"$top\" = \"$$\" ]; then\n"
+        f"    kill -KILL -- \"-$p\" 2>/dev/null; rm -f {rec}\n"
+        "  fi\n"
+        "}\n"
+        "hk_watched() {\n"
+        "  exec 4<&0\n"
+        "  set -m\n"
+        "  hk_body </dev/null 4<&- 9>&- &\n"
+        "  hk_job=$!\n"
+        "  set +m\n"
+        "  { cat <&4 >/dev/null 2>&1; hk_halt; } 9>&- </dev/null >/dev/null 2>&1 &\n"
+        "  local watch=$! rc=0\n"
+        "  exec 4<&- 0</dev/null\n"
+        "  trap '' PIPE\n"
+        "  wait \"$hk_job\" || rc=$?\n"
+        f"  printf '\\n%s %d\\n' {shell_quote(end)} \"$rc\"\n"
+        "  wait \"$watch\"\n"
+        "  exit \"$rc\"\n"
+        "}\n"
+        "hk_watched\n"
+    )
+
+
+def parse_end(line: str, end: str) -> int | None:
+    """The exit status on `watched`'s end line, or None if `line` is not it."""
+    if line.startswith(end + " "):
+        tail = line[len(end) + 1 :].strip()
+        return int(tail) if tail.isdigit() else 255
+    return None
+
+
+def locked_script(holder: str, script: str, end: str) -> str:
+    """Lock, run `script` watched (stdin closed to it), then keep holding the lock until
+    stdin's EOF. Fed to `bash -s`."""
+    return lock_prelude(holder) + watched(script, end)
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from homekube.transport.base import ExecResult, Transport
+from homekube.transport.base import ExecResult, LineSink, Transport
 
 Handler = Callable[[str], ExecResult]
 
@@ -16,10 +16,16 @@ class FakeTransport(Transport):
         self.scripts: list[str] = []
         self.locked = False
 
-    async def run(self, script: str, *, timeout: float | None = None) -> ExecResult:
+    async def run(self, script: str, *, timeout: float | None = None,
+                  on_line: LineSink | None = None) -> ExecResult:
         self.execs += 1
         self.scripts.append(script)
-        return self.handler(script)
+        res = self.handler(script)
+        if on_line is not None:
+            for line in res.stdout.splitlines():
+                if line.strip():
+                    on_line(line)
+        return res
 
     async def lock(self, holder: str) -> None:
         self.execs += 1

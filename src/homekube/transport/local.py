@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
-from homekube.transport.base import ExecResult, Transport, lock_command, lock_refused
+from homekube.transport.base import (
+    TIMED_OUT,
+    ExecResult,
+    LineSink,
+    Transport,
+    end_marker,
+    lock_command,
+    lock_refused,
+    parse_end,
+    watched,
+)
 
 
 class LocalTransport(Transport):
@@ -17,19 +28,50 @@ class LocalTransport(Transport):
     def _argv(self) -> list[str]:
         return ["sudo", "-n", "bash", "-s"] if self._sudo else ["bash", "-s"]
 
-    async def run(self, script: str, *, timeout: float | None = None) -> ExecResult:
+    async def run(self, script: str, *, timeout: float | None = None,
+                  on_line: LineSink | None = None) -> ExecResult:
         self.execs += 1
+        end = end_marker()
         proc = await asyncio.create_subprocess_exec(
             *self._argv(), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(watched(script, end).encode())
+        errs = asyncio.ensure_future(proc.stderr.read())
+        out: list[str] = []
+        status: int | None = None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(script.encode()), timeout)
+            async with asyncio.timeout(timeout):
+                while status is None:
+                    raw = await proc.stdout.readline()
+                    if not raw:
+                        break
+                    line = raw.decode(errors="replace")
+                    status = parse_end(line.rstrip("\n"), end)
+                    if status is None:
+                        out.append(line)
+                        if on_line is not None and line.strip():
+                            on_line(line.rstrip("\n"))
         except TimeoutError:
-            proc.kill()
+            proc.stdin.close()  # EOF: the script stops itself
+            errs.cancel()
             await proc.wait()
-            return ExecResult(124, "", f"timed out after {timeout}s")
-        return ExecResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+            return ExecResult(TIMED_OUT, "".join(out), f"timed out after {timeout:g} s; stopped")
+        except asyncio.CancelledError:
+            proc.stdin.close()
+            errs.cancel()
+            raise
+        if out and out[-1] == "\n":
+            out.pop()
+        proc.stdin.close()
+        err = b""
+        with contextlib.suppress(TimeoutError):
+            err = await asyncio.wait_for(errs, 30)
+        await proc.wait()
+        if status is None:
+            status = proc.returncode if proc.returncode else 255
+        return ExecResult(status, "".join(out), err.decode(errors="replace"))
 
     async def lock(self, holder: str) -> None:
         self.execs += 1
@@ -39,7 +81,11 @@ class LocalTransport(Transport):
             stderr=asyncio.subprocess.DEVNULL,
         )
         assert proc.stdout is not None
-        line = (await proc.stdout.readline()).decode().strip()
+        while True:
+            line = (await proc.stdout.readline()).decode().strip()
+            if not line.startswith("NOTE "):
+                break
+            self.notices.append(line.removeprefix("NOTE "))
         if line != "LOCKED":
             rest = (await proc.stdout.read()).decode().strip()
             await proc.wait()

@@ -11,12 +11,17 @@ from pathlib import Path
 from homekube.errors import ConnectError
 from homekube.transport._asyncssh import asyncssh
 from homekube.transport.base import (
+    TIMED_OUT,
     ExecResult,
+    LineSink,
     Transport,
     create_private,
+    end_marker,
     lock_command,
     lock_refused,
     locked_script,
+    parse_end,
+    watched,
 )
 
 
@@ -93,20 +98,16 @@ class SshTransport(Transport):
     def _wrap(self, cmd: str) -> str:
         return f"sudo -n {cmd}" if self._sudo else cmd
 
-    async def run(self, script: str, *, timeout: float | None = None) -> ExecResult:
+    async def run(self, script: str, *, timeout: float | None = None,
+                  on_line: LineSink | None = None) -> ExecResult:
         self.execs += 1
+        end = end_marker()
         try:
-            res = await asyncio.wait_for(
-                self._conn.run(self._wrap("bash -s"), input=script, check=False), timeout
-            )
-        except TimeoutError:
-            return ExecResult(124, "", f"timed out after {timeout}s")
+            proc = await self._conn.create_process(self._wrap("bash -s"), errors="replace")
+            proc.stdin.write(watched(script, end))
         except (asyncssh.Error, OSError) as e:
             raise ConnectError(f"connection lost: {e}", host=self.host) from None
-        out = res.stdout if isinstance(res.stdout, str) else (res.stdout or b"").decode()
-        err = res.stderr if isinstance(res.stderr, str) else (res.stderr or b"").decode()
-        status = res.exit_status if res.exit_status is not None else 255
-        return ExecResult(status, out, err)
+        return await _follow(proc, end, self.host, timeout, on_line, release=True)
 
     async def get_file(self, remote: str, local: Path) -> None:
         """SFTP, falling back to base64 over stdout when the host has no SFTP subsystem.
@@ -131,12 +132,17 @@ class SshTransport(Transport):
     async def _take_lock(self, script: str) -> asyncssh.SSHClientProcess[str]:
         """Feed `script` (it starts with the lock prelude) to `bash -s`; return once LOCKED.
 
-        The process stays alive holding the lock until `unlock()` closes its stdin.
+        The process stays alive holding the lock until `unlock()` closes its stdin. Lines
+        before the answer are notices (an orphaned step the host stopped).
         """
         self.execs += 1
-        proc = await self._conn.create_process(self._wrap("bash -s"))
+        proc = await self._conn.create_process(self._wrap("bash -s"), errors="replace")
         proc.stdin.write(script)
-        line = (await proc.stdout.readline()).strip()
+        while True:
+            line = (await proc.stdout.readline()).strip()
+            if not line.startswith("NOTE "):
+                break
+            self.notices.append(line.removeprefix("NOTE "))
         if line != "LOCKED":
             rest = (await proc.stdout.read()).strip()
             proc.close()
@@ -145,21 +151,20 @@ class SshTransport(Transport):
         return proc
 
     async def lock(self, holder: str) -> None:
-        await self._take_lock(lock_command(holder))
-
-    async def lock_and_run(self, holder: str, script: str, *, until: str,
-                           timeout: float | None = None) -> ExecResult:
         try:
-            proc = await self._take_lock(locked_script(holder, script))
-            try:
-                out = await asyncio.wait_for(proc.stdout.readuntil(until + "\n"), timeout)
-            except asyncio.IncompleteReadError as e:  # the script died: its output so far
-                return ExecResult(255, str(e.partial), "the script stopped before its end")
-            except TimeoutError:
-                return ExecResult(124, "", f"timed out after {timeout}s")
+            await self._take_lock(lock_command(holder))
         except (asyncssh.Error, OSError) as e:
             raise ConnectError(f"connection lost: {e}", host=self.host) from None
-        return ExecResult(0, out, "")
+
+    async def lock_and_run(self, holder: str, script: str, *,
+                           timeout: float | None = None) -> ExecResult:
+        end = end_marker()
+        try:
+            proc = await self._take_lock(locked_script(holder, script, end))
+        except (asyncssh.Error, OSError) as e:
+            raise ConnectError(f"connection lost: {e}", host=self.host) from None
+        # stdin stays open: it holds the lock until unlock()
+        return await _follow(proc, end, self.host, timeout, None, release=False)
 
     async def unlock(self) -> None:
         if self._lock is not None:
@@ -173,6 +178,61 @@ class SshTransport(Transport):
         self._conn.close()
         with contextlib.suppress(Exception):
             await self._conn.wait_closed()
+
+
+async def _follow(proc: asyncssh.SSHClientProcess[str], end: str, host: str, timeout: float | None,
+                  on_line: LineSink | None, *, release: bool) -> ExecResult:
+    """Read a `watched` script's stdout up to its end line; then, with `release`, close stdin
+    and collect stderr. On the deadline or cancellation the channel is closed, which makes
+    the host stop the script (its stdin reaches EOF)."""
+    out: list[str] = []
+    errs: asyncio.Task[str] | None = asyncio.ensure_future(proc.stderr.read()) if release else None
+    status: int | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            while status is None:
+                line = await proc.stdout.readline()
+                if not line:
+                    break
+                status = parse_end(line.rstrip("\n"), end)
+                if status is None:
+                    out.append(line)
+                    if on_line is not None and line.strip():
+                        on_line(line.rstrip("\n"))
+    except TimeoutError:
+        proc.close()
+        if errs is not None:
+            errs.cancel()
+        return ExecResult(TIMED_OUT, "".join(out), f"timed out after {timeout:g} s; stopped on the host")
+    except asyncio.CancelledError:
+        proc.close()
+        if errs is not None:
+            errs.cancel()
+        raise
+    except (asyncssh.Error, OSError) as e:
+        proc.close()
+        if errs is not None:
+            errs.cancel()
+        raise ConnectError(f"connection lost: {e}", host=host) from None
+    if out and out[-1] == "\n":
+        out.pop()  # the blank line watched() prints before its end line
+    text = "".join(out)
+    if status is None:  # the channel closed without the end line: the script was killed
+        proc.close()
+        err = ""
+        if errs is not None:
+            with contextlib.suppress(asyncio.CancelledError, asyncssh.Error, OSError):
+                err = await asyncio.wait_for(errs, 5)
+        return ExecResult(255, text, err or "the script stopped before its end")
+    if not release:
+        return ExecResult(status, text, "")
+    err = ""
+    with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+        proc.stdin.write_eof()
+        err = await asyncio.wait_for(errs, 30) if errs is not None else ""
+        await asyncio.wait_for(proc.wait_closed(), 30)
+    proc.close()
+    return ExecResult(status, text, err)
 
 
 async def _check_sudo(conn: asyncssh.SSHClientConnection, host: str, user: str) -> None:

@@ -1,0 +1,102 @@
+"""The executor's reading of a host's streamed output (FakeTransport replays what a host
+script prints): progress events while it runs, the error of a timed-out step, one retry of a
+package step after a network error, and the kind and limit of each step."""
+
+from __future__ import annotations
+
+import asyncio
+
+from homekube.executor import DEFAULT_TIMEOUTS, Event, execute
+from homekube.plan.model import Change, PhasePlan, Plan, Run, kind_of
+from homekube.plan.script import STEP_MARK
+from homekube.transport.base import ExecResult
+from homekube.transport.fake import FakeTransport
+
+PKG = Run("export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y socat",
+          "install socat")
+
+
+def plan(*changes: Change) -> Plan:
+    return Plan("c", sorted({c.host for c in changes}), [PhasePlan("hostprep", "Host preparation", changes)])
+
+
+def ch(host: str, summary: str, *runs: Run) -> Change:
+    return Change(host, "hostprep", summary, summary, "why", runs)
+
+
+def m(*words: object) -> str:
+    return " ".join([STEP_MARK, *map(str, words)])
+
+
+def test_kinds_and_limits() -> None:
+    assert kind_of(PKG) == "package"
+    assert kind_of(Run("dnf install -y -q cri-o")) == "package"
+    assert kind_of(Run("curl -fsSL -o /tmp/x https://example.invalid/x")) == "package"
+    assert kind_of(Run("kubeadm init --config /etc/kubernetes/x.yaml")) == "kubeadm"
+    assert kind_of(Run("kubectl -n x rollout status deployment/y")) == "wait"
+    assert kind_of(Run("true", "wait until etcd is healthy")) == "wait"
+    assert kind_of(Run("systemctl daemon-reload")) == "default"
+    assert kind_of(Run("apt-get install x", kind="default")) == "default"
+    assert DEFAULT_TIMEOUTS["package"] > DEFAULT_TIMEOUTS["default"]
+
+
+def test_a_timed_out_step_names_host_phase_step_limit_and_last_lines() -> None:
+    out = "\n".join([m(0), m("run", 0, 0, 20), "Reading package lists...",
+                     "0% [Connecting to 10.77.2.1 (10.77.2.1)]", m("timeout", 0, 0, 20)])
+    events: list[Event] = []
+    h2 = FakeTransport("h2", lambda s: ExecResult(124, out, ""))
+    h1 = FakeTransport("h1", lambda s: ExecResult(0, "\n".join([m(0), m("run", 0, 0, 20), m("done")]), ""))
+    p = plan(ch("h1", "install socat", PKG), ch("h2", "install socat", PKG))
+    res = asyncio.run(execute(p, {"h1": h1, "h2": h2}, progress=events.append, timeouts={"package": 20}))
+    assert [c.host for c in res.applied] == ["h1"]
+    (err,) = res.failed
+    text = str(err)
+    assert text.startswith("h2: hostprep / install socat: timed out after 20 s")
+    assert "timeouts.package in cluster.yaml" in text and "stopped on the host" in text
+    assert text.rstrip().endswith("0% [Connecting to 10.77.2.1 (10.77.2.1)]")
+    assert len(h2.scripts) == 1  # a timeout is not retried: the run ends within its limit
+    kinds = [(e.kind, e.host) for e in events]
+    assert ("start", "h2") in kinds and ("fail", "h2") in kinds and ("done", "h1") in kinds
+    run = next(e for e in events if e.kind == "run" and e.host == "h2")
+    assert run.timeout == 20 and run.text == "install socat"
+    assert "hk_step 20 " in h2.scripts[0]  # the host enforces the limit
+
+
+def test_a_package_step_is_retried_once_after_a_network_error() -> None:
+    calls: list[str] = []
+
+    def host(script: str) -> ExecResult:
+        calls.append(script)
+        if len(calls) == 1:
+            return ExecResult(100, "\n".join([m(0), m(1), m("run", 1, 0, 900),
+                                              "E: Failed to fetch http://deb.debian.org/x  Connection failed"]), "")
+        return ExecResult(0, "\n".join([m(0), m("run", 0, 0, 900), m("done")]), "")
+
+    events: list[Event] = []
+    t = FakeTransport("h1", host)
+    p = plan(ch("h1", "write a file", Run("true")), ch("h1", "install socat", PKG))
+    res = asyncio.run(execute(p, {"h1": t}, progress=events.append))
+    assert res.ok and len(res.applied) == 2
+    assert len(calls) == 2
+    assert "write a file" not in calls[1] and "apt-get install -y socat" in calls[1]  # from the failed one on
+    assert [e.text for e in events if e.kind == "retry"] == ["a network error; trying once more"]
+
+
+def test_a_second_network_error_or_another_failure_is_not_retried() -> None:
+    out = "\n".join([m(0), m("run", 0, 0, 900), "E: Could not connect to 10.77.2.1:3152"])
+    t = FakeTransport("h1", lambda s: ExecResult(100, out, ""))
+    res = asyncio.run(execute(plan(ch("h1", "install socat", PKG)), {"h1": t}))
+    assert len(t.scripts) == 2 and not res.ok
+    assert "failed (exit 100)" in str(res.failed[0])
+    other = FakeTransport("h1", lambda s: ExecResult(1, "\n".join([m(0), m("run", 0, 0, 300), "boom"]), ""))
+    res = asyncio.run(execute(plan(ch("h1", "daemon-reload", Run("systemctl daemon-reload"))), {"h1": other}))
+    assert len(other.scripts) == 1 and str(res.failed[0]).rstrip().endswith("boom")
+
+
+def test_an_apt_lock_held_by_someone_else_is_explained() -> None:
+    out = "\n".join([m(0), m("run", 0, 0, 900), "E: Could not get lock /var/lib/dpkg/lock-frontend. "
+                     "It is held by process 4242 (unattended-upgr)", "E: Unable to acquire the dpkg frontend lock"])
+    t = FakeTransport("h1", lambda s: ExecResult(100, out, ""))
+    res = asyncio.run(execute(plan(ch("h1", "install socat", PKG)), {"h1": t}))
+    (err,) = res.failed
+    assert err.hint is not None and "process 4242, unattended-upgr" in err.hint

@@ -15,8 +15,9 @@ directory, OCI blobs beside it, and crictl); they are copied onto this lab's mir
 image is served by a read-only registry this test runs on the lab bridge. Settings forced by
 this machine, not product defaults: the lab hosts cannot lower OOM scores (no
 CAP_SYS_RESOURCE), so containerd runs at OOMScoreAdjust=0 with restrictOomScoreAdj; they boot
-cgroup v1 with cgroupfs; their root filesystem is an overlayfs, so layers are unpacked with
-the `native` snapshotter (overlayfs on overlayfs fails with EINVAL).
+cgroup v1 with cgroupfs. This test sets the `native` snapshotter to prove that setting end to
+end (the Kubernetes lab keeps the default overlayfs one: /var/lib/containerd is a plain-disk
+bind there, since overlayfs on the hosts' overlay root fails with EINVAL).
 """
 
 from __future__ import annotations
@@ -268,7 +269,11 @@ def test_reset_removes_the_containerd_homekube_installed(lab: hklab.Lab, contain
     res = run_cli("reset", "--host", "h1", "--yes", "--config", str(containerd_config))
     assert res.returncode == 0, (res.stdout, res.stderr)
     left = sh("h1", "for p in /usr/local/bin/containerd /usr/local/bin/ctr /usr/local/sbin/runc "
-                    "/etc/containerd /etc/systemd/system/containerd.service /var/lib/containerd "
+                    "/etc/containerd /etc/systemd/system/containerd.service "
                     "/var/lib/homekube; do [ -e $p ] && echo $p; done; true")
     assert left == ""
+    # the lab binds a plain disk on /var/lib/containerd (as a user's data disk would be):
+    # reset empties a mounted data directory and leaves the mount itself
+    assert sh("h1", "mountpoint -q /var/lib/containerd && echo mounted").strip() == "mounted"
+    assert sh("h1", "ls -A /var/lib/containerd").strip() == ""
     assert sh("h1", "systemctl is-active containerd || true").strip() != "active"

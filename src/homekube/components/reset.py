@@ -104,6 +104,10 @@ def reset_script(cfg: ClusterConfig, f: HostFacts, *, purge_data: bool = True) -
     fam = family_of(f.os)
     purge = fam.remove_command(pkgs) if (fam and pkgs) else "true"
     lines = [
+        # a path that is its own mount (a data disk on /var/lib/containerd or the etcd data
+        # dir) cannot be removed: empty it and leave the mount to the user's fstab
+        "hk_rm() { for p in \"$@\"; do if mountpoint -q \"$p\" 2>/dev/null; then "
+        "find \"$p\" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; else rm -rf \"$p\"; fi; done; }",
         f"systemctl disable --now {' '.join(UNITS)} >/dev/null 2>&1 || true",
         # kubeadm's own cleanup first (validated, not executed here: no kubeadm on lab hosts)
         "if command -v kubeadm >/dev/null; then kubeadm reset -f >/dev/null 2>&1 || true; fi",
@@ -118,12 +122,12 @@ def reset_script(cfg: ClusterConfig, f: HostFacts, *, purge_data: bool = True) -
         "ip link del $l 2>/dev/null || true; done",
         # containerd only when homekube installed it (its stamp says so), after kubeadm reset
         f"if [ -e {CONTAINERD_RECORD} ]; then systemctl disable --now containerd >/dev/null 2>&1 "
-        "|| true; rm -rf " + " ".join(CONTAINERD_FOOTPRINT) + "; fi",
-        "rm -rf " + " ".join(shell_quote(p) for p in (*FOOTPRINT, *_registry_certs(cfg))
+        "|| true; hk_rm " + " ".join(CONTAINERD_FOOTPRINT) + "; fi",
+        "hk_rm " + " ".join(shell_quote(p) for p in (*FOOTPRINT, *_registry_certs(cfg))
                              if p != STATE_DIR),
     ]
     if purge_data:
-        lines.append(f"rm -rf {data} {shell_quote(cfg.etcd.backup.dir)}")
+        lines.append(f"hk_rm {data} {shell_quote(cfg.etcd.backup.dir)}")
     lines += [
         f"[ -e {ETCD_USER_RECORD} ] && {{ userdel etcd >/dev/null 2>&1 || true; "
         "groupdel etcd >/dev/null 2>&1 || true; } || true",

@@ -25,7 +25,7 @@ import os
 import tomllib
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
@@ -631,6 +631,7 @@ def test_valid_configs_load_and_render_files_that_parse_back(data: dict[str, Jso
 @settings(FUZZ, max_examples=80 * SCALE)
 @given(sysctl_key, st.one_of(st.text(max_size=30), sysctl_value,
                              st.text(st.characters(min_codepoint=9, max_codepoint=0x2FF), max_size=30)))
+@example(key="0.0", value="0\x850")  # NEL: YAML folds it to a space (found by CI)
 def test_any_accepted_sysctl_value_reads_back_from_the_file(key: str, value: str) -> None:
     """A value the config accepts must land in the sysctl file as exactly one `key = value` line
     (a line break in a value used to smuggle in another sysctl); any other is refused by name."""
@@ -645,4 +646,8 @@ def test_any_accepted_sysctl_value_reads_back_from_the_file(key: str, value: str
     (_, _, content, _), *_ = [f for f in rendered_files(cfg) if f[1] == SYSCTL_FILE]
     got = parse_sysctl_file(content.decode())
     assert got == wanted_sysctls(cfg)
-    assert got[key] == value.strip() == cfg.host_prep.sysctls[key]
+    assert got[key] == cfg.host_prep.sysctls[key]
+    # YAML reads its own line breaks inside a scalar (NEL, LS, PS as well as \n) as a folded
+    # space; any other accepted value arrives as written
+    if not set(value) & {"\n", "\r", "\x85", "\u2028", "\u2029"}:
+        assert got[key] == value.strip()

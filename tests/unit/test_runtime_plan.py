@@ -32,6 +32,7 @@ from homekube.components.kubernetes import (
     KubeFacts,
     kubernetes_phases,
 )
+from homekube.components.planner import build_plan
 from homekube.components.reset import reset_script
 from homekube.components.runtime import CONTAINERD_STAMP, RUNC_STAMP, runtime_fact_lines
 from homekube.config.loader import load_text
@@ -40,7 +41,6 @@ from homekube.errors import ConfigError
 from homekube.facts.host import HostFacts
 from homekube.facts.system import PackageState, UnitState
 from homekube.plan.model import Change, NoChange
-from homekube.plan.planner import build_plan
 from homekube.render.kubernetes import PAUSE_VERSIONS, repo_files
 from homekube.render.runtime import (
     CONTAINERD_CONFIG,

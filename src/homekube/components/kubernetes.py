@@ -727,7 +727,9 @@ class KubernetesPackagesPhase:
                 restart.append("the CRI-O drop-in")
             for step in registry_steps(cfg, f, ph):
                 add(step)
-                if isinstance(step, Change) and step.resource.endswith(".conf") and not missing:
+                # a changed registries drop-in (not a CA file) is read by CRI-O at start only
+                if (isinstance(step, Change) and step.key is not None and step.key.kind == "file"
+                        and step.key.name.endswith(".conf") and not missing):
                     restart.append("the registries drop-in")
         else:
             pause = PAUSE_VERSIONS[cfg.kubernetes.minor]

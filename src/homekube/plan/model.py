@@ -104,6 +104,8 @@ Action = WriteFile | Run | LocalWrite
 class Act(StrEnum):
     """What a Change does to its resource."""
 
+    CREATE = "create"
+    UPDATE = "update"
     INSTALL = "install"
     ISSUE = "issue"
     START = "start"

@@ -7,13 +7,10 @@ Tests that need a pristine server should not mutate shared state they cannot und
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -43,42 +40,6 @@ def lab(_lab_session: tuple[hklab.Lab, Path]) -> hklab.Lab:
 def lab_config(_lab_session: tuple[hklab.Lab, Path]) -> Path:
     """The cluster.yaml that `up` wrote for the session's lab."""
     return _lab_session[1]
-
-
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "homekube", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
-
-
-def write_config(base: Path, dest: Path, *, etcd_hosts: tuple[str, ...] = ("h1",),
-                 replace: dict[str, str] | None = None, hosts: int | None = None) -> Path:
-    """Derive a cluster.yaml from the lab's: give `etcd_hosts` the etcd role, apply edits."""
-    text = base.read_text()
-    lines = []
-    for line in text.splitlines():
-        if line.lstrip().startswith("- {name: h"):
-            name = line.split("name: ")[1].split(",")[0]
-            if hosts is not None and int(name[1:]) > hosts:
-                continue
-            roles = ["control-plane"] if name == "h1" else []
-            if name in etcd_hosts:
-                roles.append("etcd")
-            roles.append("worker")
-            line = line.split("roles:")[0] + f"roles: [{', '.join(roles)}]}}"
-        lines.append(line)
-    out = "\n".join(lines) + "\n"
-    for old, new in (replace or {}).items():
-        assert old in out, old
-        out = out.replace(old, new)
-    dest.write_text(out)
-    return dest
-
-
-def plan_json(config: Path) -> dict[str, Any]:
-    res = run_cli("plan", "--config", str(config), "--output", "json")
-    assert res.returncode == 0, res.stderr
-    return dict(json.loads(res.stdout))
 
 
 @pytest.fixture()

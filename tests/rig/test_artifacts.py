@@ -22,16 +22,11 @@ from homekube.lab.artifacts import gobuild, recipes
 from homekube.lab.artifacts.pipeline import LabArtifacts
 from homekube.render.kubernetes import repo_files
 from tests.conftest import GOOD
+from tests.rig.helpers import sh
 
 pytestmark = pytest.mark.rig
 
 R = settings.REGISTRY_HOST
-
-
-def sh(host: str, cmd: str, timeout: float = 300) -> str:
-    cp = hklab.host_exec(host, cmd, timeout=timeout)
-    assert cp.returncode == 0, f"{host}: {cmd!r} -> {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
-    return cp.stdout
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ import pytest
 
 from homekube import lab as hklab
 from homekube.lab import settings
-from tests.rig.conftest import plan_json, run_cli, write_config
+from tests.rig.helpers import plan_json, run_cli, sh, wait_ok, write_config
 
 pytestmark = pytest.mark.rig
 
@@ -57,13 +57,6 @@ BLOCK = """table inet hk_test_block {
 LEFT = ("pgrep -a -f '[a]pt-get|/usr/lib/apt/method[s]/|/usr/bin/dpk[g]'; "
         "pgrep -a -x -f 'bash -s'; [ -e /run/homekube.step ] && cat /run/homekube.step; true")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
-
-
-def sh(name: str, cmd: str, *, ok: bool = True, timeout: float = 120) -> str:
-    res = hklab.host_exec(name, cmd, timeout=timeout)
-    if ok:
-        assert res.returncode == 0, (name, cmd, res.stdout, res.stderr)
-    return res.stdout
 
 
 def netns(name: str) -> str:
@@ -95,15 +88,6 @@ def wait_clean(name: str, limit: float = 90) -> tuple[float, str]:
             return time.monotonic() - t0, ""
         time.sleep(0.5)
     return time.monotonic() - t0, left
-
-
-def wait_for(name: str, cmd: str, limit: float = 60) -> None:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if hklab.host_exec(name, cmd).returncode == 0:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{name}: `{cmd}` never succeeded")
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +169,7 @@ def test_a_stopped_apply_stops_its_step_on_the_host(
         p = subprocess.Popen([sys.executable, "-m", "homekube", "apply", "--config", str(cfg)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "COLUMNS": "200"})
-        wait_for("h2", "pgrep -f '/usr/lib/apt/method[s]/' >/dev/null")
+        wait_ok("h2", "pgrep -f '/usr/lib/apt/method[s]/' >/dev/null")
         p.send_signal(how)
         out, err = p.communicate(timeout=120)
         if how == signal.SIGINT:

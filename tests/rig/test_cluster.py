@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,11 @@ from homekube.config.loader import load
 from homekube.lab.artifacts.pipeline import LabArtifacts
 from homekube.render.kubernetes import all_cluster_objects
 from homekube.render.yamlout import dump_all
-from tests.rig.conftest import run_cli
+from tests.rig.helpers import run_cli, sh, wait_for
 
 pytestmark = pytest.mark.rig
 
 KUBECTL = "kubectl --kubeconfig=/etc/kubernetes/admin.conf"
-
-
-def sh(name: str, cmd: str, *, input: str | None = None, timeout: float = 300) -> str:
-    res = hklab.host_exec(name, cmd, input=input, timeout=timeout)
-    assert res.returncode == 0, (name, cmd, res.stdout[-2000:], res.stderr[-2000:])
-    return res.stdout
 
 
 def kubectl(args: str, *, input: str | None = None, host: str = "h1") -> str:
@@ -47,18 +40,6 @@ def kubectl(args: str, *, input: str | None = None, host: str = "h1") -> str:
 
 def kubectl_json(args: str) -> Any:
     return json.loads(kubectl(f"{args} -o json"))
-
-
-def wait_for(what: str, check: Callable[[], bool], *, seconds: float = 180,
-             every: float = 1.0) -> None:
-    """Poll `check` until it holds; fail naming `what` after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not true after {seconds:.0f} s")
-        time.sleep(every)
 
 
 def ready_nodes() -> dict[str, bool]:

@@ -43,7 +43,7 @@ from homekube.lab.settings import LabPaths
 from homekube.ops import session as sess
 from homekube.plan.model import Change, PhasePlan, Plan
 from homekube.render.runtime import CONTAINERD_CONFIG, CONTAINERD_UNIT
-from tests.rig.conftest import run_cli
+from tests.rig.helpers import run_cli, sh
 
 pytestmark = pytest.mark.rig
 
@@ -155,12 +155,6 @@ def containerd_config(lab: hklab.Lab, lab_config: Path, registry: str,
     out = tmp_path_factory.mktemp("containerd") / "containerd.yaml"
     out.write_text(text)
     return out
-
-
-def sh(name: str, cmd: str) -> str:
-    res = hklab.host_exec(name, cmd)
-    assert res.returncode == 0, (name, cmd, res.stderr)
-    return res.stdout
 
 
 def runtime_resources(registry: str) -> tuple[str, ...]:

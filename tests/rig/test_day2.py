@@ -18,25 +18,13 @@ from typing import Any
 import pytest
 
 from homekube import lab as hklab
-from tests.rig.conftest import plan_json, run_cli, write_config
+from tests.rig.helpers import cli, plan_json, run_cli, sh, write_config
 
 pytestmark = pytest.mark.rig
 
 HOSTS = ("h1", "h2", "h3")
 ENV = "set -a; . /etc/etcd/etcdctl.env; set +a"
 N_KEYS = 1000
-
-
-def sh(name: str, cmd: str, *, timeout: float = 120) -> str:
-    res = hklab.host_exec(name, cmd, timeout=timeout)
-    assert res.returncode == 0, (name, cmd, res.stdout, res.stderr)
-    return res.stdout
-
-
-def cli(*args: str, timeout: float = 600) -> str:
-    res = run_cli(*args, timeout=timeout)
-    assert res.returncode == 0, f"homekube {' '.join(args)} -> {res.returncode}\n{res.stdout}\n{res.stderr}"
-    return res.stdout
 
 
 @pytest.fixture(scope="module")

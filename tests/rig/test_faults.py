@@ -42,20 +42,13 @@ from homekube.ops.session import ssh_target
 from homekube.plan.model import Change, PhasePlan, Plan, WriteFile
 from homekube.transport.base import ExecResult
 from homekube.transport.ssh import SshTransport
-from tests.rig.conftest import plan_json, run_cli, write_config
+from tests.rig.helpers import plan_json, run_cli, run_on, write_config
 
 pytestmark = pytest.mark.rig
 
 SEED = 20260125
 HOSTS = ("h1", "h2", "h3")
 ETCDCTL = "set -a; . /etc/etcd/etcdctl.env; set +a; etcdctl"
-
-
-def sh(name: str, cmd: str, *, ok: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    res = hklab.host_exec(name, cmd, timeout=timeout)
-    if ok:
-        assert res.returncode == 0, (name, cmd, res.stdout, res.stderr)
-    return res
 
 
 def cli_env() -> dict[str, str]:
@@ -85,17 +78,17 @@ def fingerprint(names: tuple[str, ...] = HOSTS) -> dict[str, str]:
         "ls -la --time-style=+%s /etc/sysctl.d /etc/modules-load.d /etc/etcd /etc/kubernetes /var/lib/etcd 2>&1; "
         "systemctl is-active etcd 2>&1; dpkg -l socat conntrack 2>&1 | tail -2; getent passwd | cut -d: -f1 | sort | tr '\\n' ' '"
     )
-    return {n: sh(n, cmd, ok=False).stdout for n in names}
+    return {n: run_on(n, cmd, ok=False).stdout for n in names}
 
 
 def mark_hosts(names: tuple[str, ...] = HOSTS) -> None:
     for n in names:
-        sh(n, f"touch {MARK} && sleep 0.01")
+        run_on(n, f"touch {MARK} && sleep 0.01")
 
 
 def changed_since_mark(name: str) -> list[str]:
     """Files created or modified on `name` since mark_hosts() (volatile trees excluded)."""
-    out = sh(name, f"find / -xdev {PRUNE} -newer {MARK} -print 2>/dev/null", ok=False).stdout
+    out = run_on(name, f"find / -xdev {PRUNE} -newer {MARK} -print 2>/dev/null", ok=False).stdout
     return [p for p in out.split() if p not in (MARK, "/root")]
 
 
@@ -200,7 +193,7 @@ def test_bad_host_is_refused_untouched(faults_lab: tuple[hklab.Lab, Path], tmp_p
     lab, base = faults_lab
     if case.setup:
         for n in HOSTS:
-            sh(n, case.setup)
+            run_on(n, case.setup)
     try:
         cfg = case.make(lab, base, tmp_path)
         before = fingerprint()
@@ -227,7 +220,7 @@ def test_bad_host_is_refused_untouched(faults_lab: tuple[hklab.Lab, Path], tmp_p
     finally:
         if case.undo:
             for n in HOSTS:
-                sh(n, case.undo, ok=False)
+                run_on(n, case.undo, ok=False)
 
 
 def test_two_unfit_hosts_are_reported_together(faults_lab: tuple[hklab.Lab, Path]) -> None:
@@ -237,10 +230,10 @@ def test_two_unfit_hosts_are_reported_together(faults_lab: tuple[hklab.Lab, Path
                    if "/cpuset/" in line), None)
     assert cpuset is not None and (cpuset / "cpuset.cpus").exists()
     old_cpus = (cpuset / "cpuset.cpus").read_text().strip()
-    sh("h2", OLD_DEBIAN)
+    run_on("h2", OLD_DEBIAN)
     (cpuset / "cpuset.cpus").write_text("0")
     try:
-        assert sh("h3", "nproc").stdout.strip() == "1"
+        assert run_on("h3", "nproc").stdout.strip() == "1"
         before = fingerprint()
         mark_hosts()
         res = run_cli("apply", "--config", str(base), timeout=120)
@@ -254,7 +247,7 @@ def test_two_unfit_hosts_are_reported_together(faults_lab: tuple[hklab.Lab, Path
             assert changed_since_mark(n) == [], n
     finally:
         (cpuset / "cpuset.cpus").write_text(old_cpus)
-        sh("h2", "mv /root/os-release.orig /usr/lib/os-release")
+        run_on("h2", "mv /root/os-release.orig /usr/lib/os-release")
 
 
 # ------------------------------------------------------------------ 2. SIGKILL at random moments
@@ -276,7 +269,7 @@ def wait_scripts_done(timeout: float = 150) -> float:
     until it next writes to its closed stdout); return how long that took."""
     t0 = time.monotonic()
     for n in HOSTS:
-        sh(n, f"end=$((SECONDS + {int(timeout)})); while {SCRIPTS_RUNNING}; do "
+        run_on(n, f"end=$((SECONDS + {int(timeout)})); while {SCRIPTS_RUNNING}; do "
               "[ $SECONDS -lt $end ] || { ps -ef >&2; exit 1; }; sleep 0.2; done")
     return time.monotonic() - t0
 
@@ -284,7 +277,7 @@ def wait_scripts_done(timeout: float = 150) -> float:
 def leftovers() -> list[str]:
     """Temp files of interrupted writes (`.homekube.XXXXXX` beside their target); they never
     replace the target, and must not outlive the run that made them."""
-    return [f"{n}:{p}" for n in HOSTS for p in sh(
+    return [f"{n}:{p}" for n in HOSTS for p in run_on(
         n, "find /etc /usr/local /var/lib /root -name '.homekube.*' 2>/dev/null; true").stdout.split()]
 
 
@@ -293,7 +286,7 @@ def wipe(state_dir: Path) -> list[str]:
     wait_scripts_done()
     left = leftovers()
     for n in HOSTS:
-        sh(n, WIPE)
+        run_on(n, WIPE)
     subprocess.run(["rm", "-rf", str(state_dir)], check=True)
     return left
 
@@ -333,7 +326,7 @@ def converge(cfg: Path) -> tuple[float, int]:
 
 
 def members() -> list[dict[str, object]]:
-    got = json.loads(sh("h1", f"{ETCDCTL} member list -w json").stdout)
+    got = json.loads(run_on("h1", f"{ETCDCTL} member list -w json").stdout)
     return list(got["members"])
 
 
@@ -344,8 +337,8 @@ def assert_converged(cfg: Path) -> None:
     assert sorted(str(m.get("name")) for m in ms) == list(HOSTS), ms
     assert not any(m.get("isLearner") for m in ms), ms
     for n in HOSTS:
-        assert sh(n, "systemctl is-active etcd").stdout.strip() == "active"
-    health = sh("h1", f"{ETCDCTL} endpoint health --cluster -w json").stdout
+        assert run_on(n, "systemctl is-active etcd").stdout.strip() == "active"
+    health = run_on("h1", f"{ETCDCTL} endpoint health --cluster -w json").stdout
     endpoints = json.loads(health)  # every advertised client URL: IPv4 and IPv6 of each member
     assert len(endpoints) == 6 and all(e["health"] for e in endpoints), health
 
@@ -390,8 +383,8 @@ def test_sigkill_apply_at_random_moments_then_rerun_converges(
     # phase B: a running cluster with data; kill applies of config changes (a sysctl and the
     # etcd snapshot count, which rolls a restart through the members)
     for i in range(50):
-        sh("h1", f"{ETCDCTL} put /faults/key{i} value-{i} >/dev/null")
-    digest = sh("h1", f"{ETCDCTL} get --prefix /faults/ -w json | python3 -c "
+        run_on("h1", f"{ETCDCTL} put /faults/key{i} value-{i} >/dev/null")
+    digest = run_on("h1", f"{ETCDCTL} get --prefix /faults/ -w json | python3 -c "
                       "'import json,sys; print(sorted((k[\"key\"],k[\"value\"]) for k in json.load(sys.stdin)[\"kvs\"]))' "
                       "| sha256sum").stdout.split()[0]
     variants = []
@@ -410,9 +403,9 @@ def test_sigkill_apply_at_random_moments_then_rerun_converges(
         outcome, _ran = killed_apply(target, at)
         took, attempts = converge(target)
         assert_converged(target)
-        assert sh("h2", "sysctl -n net.core.somaxconn").stdout.strip() == ("4096" if target == variants[1] else "4097")
+        assert run_on("h2", "sysctl -n net.core.somaxconn").stdout.strip() == ("4096" if target == variants[1] else "4097")
         for n in HOSTS:
-            got = sh(n, f"{ETCDCTL} get --prefix /faults/ -w json | python3 -c "
+            got = run_on(n, f"{ETCDCTL} get --prefix /faults/ -w json | python3 -c "
                         "'import json,sys; print(sorted((k[\"key\"],k[\"value\"]) for k in json.load(sys.stdin)[\"kvs\"]))' "
                         "| sha256sum").stdout.split()[0]
             assert got == digest, f"data changed on {n} after kill B{i}"
@@ -451,8 +444,8 @@ def test_kill_between_member_add_and_start_then_rerun_converges(
     three = write_config(base, tmp_path / "three.yaml", etcd_hosts=HOSTS)
     wipe(Path(load(three).state_dir))
     assert run_cli("apply", "--config", str(one), timeout=400).returncode == 0
-    sh("h1", f"{ETCDCTL} put /faults/grow before-growth >/dev/null")
-    sh("h2", SYSTEMCTL_HOLD)
+    run_on("h1", f"{ETCDCTL} put /faults/grow before-growth >/dev/null")
+    run_on("h2", SYSTEMCTL_HOLD)
     try:
         p = subprocess.Popen([sys.executable, "-m", "homekube", "apply", "--config", str(three)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
@@ -466,16 +459,16 @@ def test_kill_between_member_add_and_start_then_rerun_converges(
         p.wait(timeout=60)
         p.stdout.close()
         assert p.returncode == -signal.SIGKILL, "".join(seen)
-        listed = sh("h1", f"{ETCDCTL} member list").stdout
+        listed = run_on("h1", f"{ETCDCTL} member list").stdout
         assert re.search(r", unstarted, , https://[^,]+:2380, , true", listed), listed  # added, never started
     finally:
-        sh("h2", f"rm -f {HOLD} /usr/local/sbin/systemctl")
+        run_on("h2", f"rm -f {HOLD} /usr/local/sbin/systemctl")
     took, _attempts = converge(three)
     assert_converged(three)
     ids = [m["ID"] for m in members()]
     assert len(set(ids)) == 3
     for n in HOSTS:
-        assert sh(n, f"{ETCDCTL} get --print-value-only /faults/grow").stdout.strip() == "before-growth"
+        assert run_on(n, f"{ETCDCTL} get --print-value-only /faults/grow").stdout.strip() == "before-growth"
     print(f"\nkilled between member add and start: the rerun joined h2 and h3 in {took:.1f}s")
 
 
@@ -487,15 +480,15 @@ def test_member_that_missed_the_bootstrap_joins_on_rerun(
     _lab, base = faults_lab
     three = write_config(base, tmp_path / "three.yaml", etcd_hosts=HOSTS)
     wipe(Path(load(three).state_dir))
-    sh("h3", SYSTEMCTL_HOLD + f" && rm -f {HOLD}")
+    run_on("h3", SYSTEMCTL_HOLD + f" && rm -f {HOLD}")
     try:
         res = run_cli("apply", "--config", str(three), timeout=400)
         assert res.returncode == 1, res.stdout + res.stderr
         assert "error: h3: etcd / start etcd" in res.stderr and "simulated failure" in res.stdout + res.stderr
         assert "Traceback" not in res.stdout + res.stderr
     finally:
-        sh("h3", "rm -f /usr/local/sbin/systemctl")
-    assert sh("h3", "systemctl is-active etcd", ok=False).stdout.strip() != "active"
+        run_on("h3", "rm -f /usr/local/sbin/systemctl")
+    assert run_on("h3", "systemctl is-active etcd", ok=False).stdout.strip() != "active"
     took, _attempts = converge(three)
     assert_converged(three)
     print(f"\nh3 missed the bootstrap: the rerun started it in {took:.1f}s")
@@ -546,9 +539,9 @@ def test_host_powered_off_mid_apply_then_rerun_converges(
         print(f"\nh3 stopped during the etcd phase: {errors[0]}")
         # the other hosts are consistent: no half-written file, etcd either not started or serving
         for n in ("h1", "h2"):
-            leftovers = sh(n, "find /etc /usr/local/bin /var/lib/etcd -name '.homekube.*' 2>/dev/null", ok=False).stdout
+            leftovers = run_on(n, "find /etc /usr/local/bin /var/lib/etcd -name '.homekube.*' 2>/dev/null", ok=False).stdout
             assert leftovers.strip() == "", (n, leftovers)
-            conf = sh(n, "cat /etc/etcd/etcd.conf.yml 2>/dev/null", ok=False).stdout
+            conf = run_on(n, "cat /etc/etcd/etcd.conf.yml 2>/dev/null", ok=False).stdout
             assert conf == "" or conf.rstrip().endswith("trusted-ca-file: /etc/etcd/pki/ca.crt"), conf
     finally:
         hklab.start_host("h3")
@@ -601,10 +594,10 @@ def _upload_plan(content: bytes, path: str) -> Plan:
 def target_state(content: bytes) -> tuple[str, list[str]]:
     """('absent' | 'complete' | 'PARTIAL ...', leftover temp files) for TARGET on h2."""
     for _ in range(150):  # an orphaned script may still be writing: wait until it is done
-        if sh("h2", SCRIPTS_RUNNING, ok=False).returncode != 0:
+        if run_on("h2", SCRIPTS_RUNNING, ok=False).returncode != 0:
             break
         time.sleep(0.2)
-    res = sh("h2", f"if [ -e {TARGET} ]; then stat -c %s {TARGET}; sha256sum < {TARGET}; else echo absent; fi; "
+    res = run_on("h2", f"if [ -e {TARGET} ]; then stat -c %s {TARGET}; sha256sum < {TARGET}; else echo absent; fi; "
                    "ls -a /root | grep '^\\.homekube\\.' || true", ok=False)
     words = res.stdout.split()
     leftovers = [w for w in words if w.startswith(".homekube.")]
@@ -637,7 +630,7 @@ def test_cut_during_upload_never_leaves_a_partial_file(faults_lab: tuple[hklab.L
 
     # client side: the connection dies at 0 %, 10 %, 50 %, 90 %, 99.9 % and after 100 % of the script
     for frac in (0.0, 0.1, 0.5, 0.9, 0.999, 1.0):
-        sh("h2", f"rm -f {TARGET} /root/.homekube.*")
+        run_on("h2", f"rm -f {TARGET} /root/.homekube.*")
         cut = int(script_len * frac) if frac < 1 else script_len
         err = asyncio.run(client_cut(cut))
         state, leftovers = target_state(content)
@@ -660,14 +653,14 @@ def test_cut_during_upload_never_leaves_a_partial_file(faults_lab: tuple[hklab.L
         probe = ("pgrep -x base64 >/dev/null" if when == "writing" else "pgrep -f '^bash -s$' >/dev/null")
         kill = ("for p in $(pgrep -f '^bash -s$'); do pp=$(ps -o ppid= -p $p | tr -d ' '); "
                 "kill -9 $pp $p $(pgrep -P $p) 2>/dev/null; done; true")
-        await asyncio.to_thread(sh, "h2", f"for _ in $(seq 400); do {probe} && break; sleep 0.01; done; {kill}")
+        await asyncio.to_thread(run_on, "h2", f"for _ in $(seq 400); do {probe} && break; sleep 0.01; done; {kill}")
         result = await asyncio.wait_for(task, 120)
         with contextlib.suppress(Exception):
             await t.close()
         return "failed" if not result.ok else "finished"
 
     for when in ("streaming", "writing", "streaming", "writing"):
-        sh("h2", f"rm -f {TARGET} /root/.homekube.*")
+        run_on("h2", f"rm -f {TARGET} /root/.homekube.*")
         how = asyncio.run(server_cut(when))
         state, leftovers = target_state(content)
         outcomes.append(f"sshd session killed while {when}: apply {how}, target {state}, temp files left {len(leftovers)}")
@@ -675,7 +668,7 @@ def test_cut_during_upload_never_leaves_a_partial_file(faults_lab: tuple[hklab.L
         if state == "absent" or how == "failed":
             assert how == "failed", outcomes[-1]
     print("\n" + "\n".join(outcomes))
-    sh("h2", f"rm -f {TARGET} /root/.homekube.*")
+    run_on("h2", f"rm -f {TARGET} /root/.homekube.*")
 
 
 def _script_for(content: bytes) -> str:

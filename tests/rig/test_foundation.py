@@ -18,18 +18,12 @@ from homekube.config.loader import load
 from homekube.lab import settings
 from homekube.ops import session as sess
 from homekube.transport.base import Transport
-from tests.rig.conftest import plan_json, run_cli, write_config
+from tests.rig.helpers import plan_json, run_cli, sh, write_config
 
 pytestmark = pytest.mark.rig
 
 SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding",
            "net.ipv6.conf.default.forwarding", "net.bridge.bridge-nf-call-iptables")
-
-
-def sh(name: str, cmd: str) -> str:
-    res = hklab.host_exec(name, cmd)
-    assert res.returncode == 0, (name, cmd, res.stderr)
-    return res.stdout
 
 
 def fingerprint(lab: hklab.Lab) -> dict[str, str]:

@@ -32,18 +32,12 @@ from homekube.kube import forward_port
 from homekube.ops import session as sess
 from homekube.render.kubernetes import REDACTED_TOKEN
 from homekube.transport.ssh import SshTransport
-from tests.rig.conftest import run_cli
+from tests.rig.helpers import run_cli, sh
 
 pytestmark = pytest.mark.rig
 
 TOKEN_RE = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
 CGROUP_V1 = "cgroup v1: kubelet ≥ 1.35 refuses to start on cgroup v1"
-
-
-def sh(name: str, cmd: str) -> str:
-    res = hklab.host_exec(name, cmd)
-    assert res.returncode == 0, (name, cmd, res.stderr)
-    return res.stdout
 
 
 @pytest.fixture(scope="module")

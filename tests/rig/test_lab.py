@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from homekube import lab as hklab
 from homekube.cli.lab_cmd import app as lab_app
 from homekube.lab import settings
+from tests.rig.helpers import sh
 
 pytestmark = pytest.mark.rig
 
@@ -37,13 +38,6 @@ try:
 except OSError as e:
     print(type(e).__name__, round(time.monotonic() - t, 3))
 """
-
-
-def sh(host: str, cmd: str, timeout: float = 120) -> str:
-    """Run cmd on host; fail the test (with its output) unless it exits 0."""
-    cp = hklab.host_exec(host, cmd, timeout=timeout)
-    assert cp.returncode == 0, f"{host}: {cmd!r} -> {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
-    return cp.stdout
 
 
 def machine(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -240,7 +234,7 @@ def test_apt_installs_from_the_lab_repository(lab: hklab.Lab) -> None:
     assert out.returncode == 0, out.stdout
     assert f"{settings.MIRROR_URL}debian bookworm InRelease" in out.stdout
     assert "W:" not in out.stdout and "E:" not in out.stdout, out.stdout
-    sh("h3", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null", 300)
+    sh("h3", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null", timeout=300)
     try:
         status = sh("h3", "dpkg-query -W -f='${Status}' etcd-server")
         assert status == "install ok installed"

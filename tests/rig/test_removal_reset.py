@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from homekube import lab as hklab
-from tests.rig.conftest import plan_json, run_cli, write_config
+from tests.rig.helpers import plan_json, run_cli, sh, write_config
 
 pytestmark = pytest.mark.rig
 
@@ -18,12 +18,6 @@ INVENTORY = (
     "-prune -o -print | sort; echo ---units; systemctl list-unit-files --no-legend | awk '{print $1, $2}' | sort; "
     "echo ---ports; ss -ltnH | awk '{print $4}' | sort -u"
 )
-
-
-def sh(name: str, cmd: str) -> str:
-    res = hklab.host_exec(name, cmd, timeout=120)
-    assert res.returncode == 0, (name, cmd, res.stderr)
-    return res.stdout
 
 
 def inventory(name: str) -> list[str]:

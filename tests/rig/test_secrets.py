@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from homekube import lab as hklab
 from homekube.config.loader import load
 from homekube.pki.spec import ETCD_PKI, KUBEADM_PKI, member_files
-from tests.rig.conftest import plan_json, write_config
+from tests.rig.helpers import plan_json, run_on, write_config
 
 pytestmark = pytest.mark.rig
 
@@ -36,13 +36,6 @@ HOSTS = ("h1", "h2", "h3")
 WINDOW = 40
 PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n-----END \1-----", re.S)
 MARKER = "PRIVATE KEY-----"
-
-
-def sh(name: str, cmd: str, *, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    res = hklab.host_exec(name, cmd, timeout=120)
-    if ok:
-        assert res.returncode == 0, (name, cmd, res.stdout, res.stderr)
-    return res
 
 
 def debug_cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
@@ -153,19 +146,19 @@ def brought_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[hklab
     # new keys written on every member (rolling), then a fresh key for h2 that cannot land:
     # /etc/etcd/pki is a file, so the apply fails on h2 and prints the failing step's output
     run("certs renew", "certs", "renew", "--config", c, "--within", "400", "--yes")
-    sh("h2", f"rm -f {KUBEADM_PKI}/etcd/server.key && mv {ETCD_PKI} /root/etcd-pki.moved && "
+    run_on("h2", f"rm -f {KUBEADM_PKI}/etcd/server.key && mv {ETCD_PKI} /root/etcd-pki.moved && "
              f"echo not a directory > {ETCD_PKI}")
     run("plan with a missing key", "plan", "--config", c, "--verbose")
     failed = run("failing apply", "apply", "--config", c, expect=1)
     assert "error: h2: " in failed.stderr, failed.stderr
-    sh("h2", f"rm -f {ETCD_PKI} && mv /root/etcd-pki.moved {ETCD_PKI}")
+    run_on("h2", f"rm -f {ETCD_PKI} && mv /root/etcd-pki.moved {ETCD_PKI}")
     run("apply after the failure", "apply", "--config", c)
     assert plan_json(cfg)["changes"] == 0
     yield lab, cfg, outputs
 
 
 def host_private_keys(name: str) -> list[str]:
-    res = sh(name, "grep -rlI -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' /etc /root /var/lib /usr/local /home /opt "
+    res = run_on(name, "grep -rlI -e '-----BEGIN [A-Z ]*PRIVATE KEY-----' /etc /root /var/lib /usr/local /home /opt "
                    "2>/dev/null | sort; true")
     return [p for p in res.stdout.split() if p]
 
@@ -175,8 +168,8 @@ def collect_secrets(lab: hklab.Lab, cfg: Path) -> Secrets:
     public_texts: list[str] = []
     for n in HOSTS:
         for path in host_private_keys(n):
-            s.add(f"{n}:{path}", sh(n, f"cat {path}").stdout.encode())
-        certs = sh(n, "cat /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/etcd/*.crt /etc/etcd/pki/*.crt "
+            s.add(f"{n}:{path}", run_on(n, f"cat {path}").stdout.encode())
+        certs = run_on(n, "cat /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/etcd/*.crt /etc/etcd/pki/*.crt "
                       "/etc/ssh/*.pub 2>/dev/null; true").stdout
         public_texts.append(certs)
     state = Path(load(cfg).state_dir)
@@ -229,7 +222,7 @@ def test_rendered_tree_has_no_private_key(brought_up: tuple[hklab.Lab, Path, dic
 
 
 def _stat(name: str, paths: list[str]) -> dict[str, tuple[str, str, str]]:
-    out = sh(name, "stat -c '%n %a %U %G' " + " ".join(paths)).stdout
+    out = run_on(name, "stat -c '%n %a %U %G' " + " ".join(paths)).stdout
     return {ln.split()[0]: tuple(ln.split()[1:]) for ln in out.splitlines()}  # type: ignore[misc]
 
 
@@ -253,7 +246,7 @@ def test_secret_files_on_hosts_are_0600_and_owned_as_documented(
         assert dirs["/var/lib/etcd"] == ("700", "etcd", "etcd"), dirs
         assert dirs[KUBEADM_PKI][1:] == ("root", "root") and dirs[f"{KUBEADM_PKI}/etcd"][1:] == ("root", "root")
         # no upload left a temp copy of a key behind
-        assert sh(n, "find /etc -name '.homekube.*' | wc -l").stdout.strip() == "0"
+        assert run_on(n, "find /etc -name '.homekube.*' | wc -l").stdout.strip() == "0"
 
 
 def test_local_state_is_private(brought_up: tuple[hklab.Lab, Path, dict[str, str]]) -> None:

@@ -10,17 +10,11 @@ from pathlib import Path
 import pytest
 
 from homekube import lab as hklab
-from tests.rig.conftest import plan_json, run_cli, write_config
+from tests.rig.helpers import plan_json, run_cli, sh, write_config
 
 pytestmark = pytest.mark.rig
 
 CTL = "env $(grep -v '^#' /etc/etcd/etcdctl.env | xargs) etcdctl"
-
-
-def sh(name: str, cmd: str, timeout: float = 300) -> str:
-    res = hklab.host_exec(name, cmd, timeout=timeout)
-    assert res.returncode == 0, (name, cmd, res.stdout, res.stderr)
-    return res.stdout
 
 
 def versions() -> dict[str, str]:

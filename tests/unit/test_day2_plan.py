@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import textwrap
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from homekube.components.backup import (
     timer_unit,
 )
 from homekube.components.base import Context, LocalState
+from homekube.components.etcd import restart_key
 from homekube.config.loader import load_text
 from homekube.config.model import ClusterConfig
 from homekube.errors import RefusedError, UsageError
@@ -38,7 +40,7 @@ from homekube.facts.system import FileState, UnitState
 from homekube.ops.backup import verify_trailer
 from homekube.ops.certs import rolling_plan, with_window
 from homekube.ops.restore import BUMP, Snapshot, describe, inspect, restore_plan
-from homekube.plan.model import Change, NoChange, PhasePlan, Plan, Run, WriteFile
+from homekube.plan.model import Act, Change, ChangeKey, NoChange, PhasePlan, Plan, Run, WriteFile
 from homekube.render import etcd as r
 from tests.unit.factsgen import debian12
 
@@ -396,19 +398,42 @@ def test_describe_lists_numbered_steps(tmp_path: Path) -> None:
     assert lines[-1].startswith("  7. a: start kube-apiserver again")
 
 
+def test_describe_groups_and_picks_by_identity_not_text(tmp_path: Path) -> None:
+    cfg = config()
+    snap = Snapshot(tmp_path / "x.db", 4128, "ab" * 32, revision=9, keys=1000, member="b")
+    p = restore_plan(cfg, snap, "S")
+    # every host gets its own wording: grouping and the upload line must not depend on it
+    p.phases = [replace(ph, steps=tuple(
+        replace(c, resource=f"{c.resource} on {c.host}", summary=f"{c.summary} [{c.host}]")
+        if isinstance(c, Change) else c for c in ph.steps)) for ph in p.phases]
+    lines = describe(p, snap).splitlines()
+    assert lines[1] == "upload it to a, b, c, then:"
+    assert lines[2].startswith("  1. a, b, c: restore the snapshot into /var/lib/etcd.restore [a]")
+    assert lines[4].startswith("  3. a, b, c: stop etcd [a]")
+
+
 # ------------------------------------------------------------------------------- renew
 
 
-def fake_change(host: str, phase: str, resource: str, summary: str, why: str) -> Change:
-    return Change(host, phase, resource, summary, why, (Run("true"),))
+def fake_change(host: str, phase: str, resource: str, summary: str, why: str,
+                key: ChangeKey | None = None) -> Change:
+    return Change(host, phase, resource, summary, why, (Run("true"),), key=key)
+
+
+def renewal_changes(word: Callable[[str], str] = lambda s: s) -> list[Change]:
+    """Issues and certificate restarts for hosts a and b, their display text passed through `word`."""
+    restart_why = "certificates changed; one member at a time keeps quorum"
+    cs = [fake_change(h, "etcd-pki", word(f"cert etcd/{k}"), word(f"issue etcd/{k} (CN {h})"), word("expires"),
+                      ChangeKey("cert", f"etcd/{k}", Act.ISSUE))
+          for h in ("a", "b") for k in ("server", "peer")]
+    cs += [replace(fake_change(h, "etcd", word("unit etcd.service"), word("restart etcd"), word(restart_why),
+                               restart_key(["certificates"])),
+                   wave=10 + i) for i, h in enumerate(("a", "b"))]
+    return cs
 
 
 def test_rolling_plan_renews_member_by_member() -> None:
-    restart_why = "certificates changed; one member at a time keeps quorum"
-    cs = [fake_change(h, "etcd-pki", f"cert etcd/{k}", f"issue etcd/{k} (CN {h})", "expires")
-          for h in ("a", "b") for k in ("server", "peer")]
-    cs += [replace(fake_change(h, "etcd", "unit etcd.service", "restart etcd", restart_why),
-                   wave=10 + i) for i, h in enumerate(("a", "b"))]
+    cs = renewal_changes()
     p = Plan("home", ["a", "b"], [PhasePlan("etcd-pki", "", tuple(cs[:4])),
                                   PhasePlan("etcd", "", tuple(cs[4:]))])
     out = rolling_plan(p, ["b", "a"])
@@ -417,10 +442,40 @@ def test_rolling_plan_renews_member_by_member() -> None:
         ("a", 2, "issue etcd/server"), ("a", 2, "issue etcd/peer"), ("a", 3, "restart etcd")]
 
 
+@pytest.mark.parametrize("word", [str.upper, lambda s: f"reworded: {s[::-1]}"])
+def test_rolling_plan_selects_by_identity_not_text(word: Callable[[str], str]) -> None:
+    cs = renewal_changes(word)
+    p = Plan("home", ["a", "b"], [PhasePlan("etcd-pki", "", tuple(cs[:4])),
+                                  PhasePlan("etcd", "", tuple(cs[4:]))])
+    out = rolling_plan(p, ["b", "a"])
+    assert [(c.host, c.wave, c.key) for c in out.changes] == [
+        (h, w, k) for i, h in enumerate(("b", "a"))
+        for w, k in ((2 * i, ChangeKey("cert", "etcd/server", Act.ISSUE)),
+                     (2 * i, ChangeKey("cert", "etcd/peer", Act.ISSUE)),
+                     (2 * i + 1, restart_key(["certificates"])))]
+
+
+def test_rolling_plan_refuses_a_restart_with_other_causes_whatever_its_text() -> None:
+    # worded exactly like a certificate restart, but caused by a config change too
+    restart = fake_change("a", "etcd", "unit etcd.service", "restart etcd",
+                          "certificates changed; one member at a time keeps quorum",
+                          restart_key(["config", "certificates"]))
+    p = Plan("home", ["a"], [PhasePlan("etcd", "", (restart,))])
+    with pytest.raises(RefusedError, match="other etcd changes are pending"):
+        rolling_plan(p, ["a"])
+
+
+def test_restart_key_tells_causes_apart() -> None:
+    assert restart_key(["certificates"]) == ChangeKey("unit", "etcd.service", Act.RESTART,
+                                                      frozenset({"certificates"}))
+    assert restart_key(["certificates", "config"]) != restart_key(["certificates"])
+
+
 def test_rolling_plan_refuses_other_pending_changes() -> None:
     drift = fake_change("a", "etcd", "file /etc/etcd/etcd.conf.yml", "update", "content differs")
     restart = fake_change("a", "etcd", "unit etcd.service", "restart etcd",
-                          "config, certificates changed; one member at a time keeps quorum")
+                          "config, certificates changed; one member at a time keeps quorum",
+                          restart_key(["config", "certificates"]))
     p = Plan("home", ["a"], [PhasePlan("etcd", "", (drift, restart))])
     with pytest.raises(RefusedError, match="other etcd changes are pending"):
         rolling_plan(p, ["a"])

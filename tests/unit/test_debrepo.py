@@ -5,12 +5,11 @@ from __future__ import annotations
 from homekube.components.hostprep import HOST_PACKAGES
 from homekube.lab import debrepo, settings
 from homekube.lab.image import AptSources
-from homekube.osfamily import OsFamily
+from homekube.osfamily import DEBIAN
 
 
 def test_every_package_homekube_installs_on_debian_is_in_the_list() -> None:
-    debian = OsFamily("debian")
-    for pkg in debian.packages([*HOST_PACKAGES, "gpg", "etcd-server", "etcd-client"]):
+    for pkg in DEBIAN.packages([*HOST_PACKAGES, "gpg", "etcd-server", "etcd-client"]):
         assert pkg in debrepo.REPO_PACKAGES, pkg
     # kubelet's deb dependencies from Debian
     for pkg in ("conntrack", "socat", "ethtool", "ebtables", "iptables", "iproute2", "mount"):

@@ -19,6 +19,7 @@ from homekube.cli.output import print_plan
 from homekube.components import etcd
 from homekube.components.k8s_upgrade import KubernetesUpgradePhase
 from homekube.components.kubernetes import kubernetes_phases
+from homekube.components.planner import build_plan
 from homekube.components.registry import phase_names
 from homekube.config.loader import load_text
 from homekube.config.model import ClusterConfig
@@ -26,7 +27,6 @@ from homekube.errors import RefusedError
 from homekube.facts.host import HostFacts
 from homekube.facts.system import PackageState
 from homekube.plan.model import Change, NoChange, Plan, Run, WriteFile
-from homekube.plan.planner import build_plan
 from homekube.render.kubernetes import CRIO_DROPIN_PATH, REDACTED_TOKEN, crio_dropin
 from tests.unit.test_kubernetes_plan import (
     HA,

@@ -48,6 +48,7 @@ from homekube.components.kubernetes import (
     kubernetes_phases,
     parse_kube_fact,
 )
+from homekube.components.planner import build_plan
 from homekube.config.loader import load_text
 from homekube.config.model import ClusterConfig
 from homekube.errors import HomekubeError
@@ -57,7 +58,6 @@ from homekube.kube import Kube, api_client, deployment_progress, tigerastatus_pr
 from homekube.ops.kubernetes import operator_kubeconfig, write_cluster_objects
 from homekube.pki.issue import generate_key, issue_ca
 from homekube.plan.model import Change, NoChange, Plan, Run, Step, WriteFile
-from homekube.plan.planner import build_plan
 from homekube.render.kubernetes import (
     CALICO_MANIFESTS,
     CRIO_DROPIN_PATH,

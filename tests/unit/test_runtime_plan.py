@@ -32,6 +32,7 @@ from homekube.components.kubernetes import (
     KubeFacts,
     kubernetes_phases,
 )
+from homekube.components.planner import build_plan
 from homekube.components.reset import reset_script
 from homekube.components.runtime import CONTAINERD_STAMP, RUNC_STAMP, runtime_fact_lines
 from homekube.config.loader import load_text
@@ -39,8 +40,7 @@ from homekube.config.model import ClusterConfig
 from homekube.errors import ConfigError
 from homekube.facts.host import HostFacts
 from homekube.facts.system import PackageState, UnitState
-from homekube.plan.model import Change, NoChange
-from homekube.plan.planner import build_plan
+from homekube.plan.model import Act, Change, ChangeKey, NoChange
 from homekube.render.kubernetes import PAUSE_VERSIONS, repo_files
 from homekube.render.runtime import (
     CONTAINERD_CONFIG,
@@ -415,6 +415,8 @@ def test_cri_o_registries_are_written_and_restart_cri_o() -> None:
     assert res[:2] == [f"file {CRIO_REGISTRIES}", "file /etc/containers/certs.d/registry.home.arpa/ca.crt"]
     assert res[-1] == "unit crio.service" and "the registries drop-in changed" in cs[-1].why
     assert writes(cs[1])["/etc/containers/certs.d/registry.home.arpa/ca.crt"].content == TEST_CA_PEM.encode()
+    # the restart follows the file's identity, not its display text
+    assert cs[0].key == ChangeKey("file", CRIO_REGISTRIES, Act.CREATE)
 
 
 def test_ca_file_is_read_at_load_time_relative_to_cluster_yaml(tmp_path: Path) -> None:

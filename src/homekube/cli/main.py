@@ -390,7 +390,8 @@ def reset(
 
         with open_runlog(cfg, "reset") as rl, ProgressView(quiet=quiet, title="reset") as view:
             return run_async(run_reset(cfg, console, host=host, yes=yes, keep_data=keep_data,
-                                       progress=progress_to(view, rl), confirm=asker(view)), timeout)
+                                       progress=progress_to(view, rl), confirm=asker(view),
+                                       show_plan=lambda p: output.print_plan(console, p)), timeout)
 
     guarded(body)
 

@@ -46,7 +46,7 @@ from homekube.pki.spec import (
     member_files,
     needs_issue,
 )
-from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
+from homekube.plan.model import Act, Action, Change, ChangeKey, NoChange, Run, Step, WriteFile
 from homekube.plan.resources import file_step, unit_step
 from homekube.render import etcd as r
 
@@ -330,7 +330,7 @@ class EtcdPkiPhase:
                     actions.append(WriteFile(pf.path, content, pf.mode, pf.owner, pf.group,
                                              secret=pf.kind == "key"))
                 steps.append(Change(h.name, ph, f"cert {d.spec.name}", f"issue {d.spec.name} (CN {d.spec.common_name})",
-                                    d.reason, tuple(actions)))
+                                    d.reason, tuple(actions), key=ChangeKey("cert", d.spec.name, Act.ISSUE)))
                 continue
             steps.append(NoChange(h.name, ph, f"cert {d.spec.name}", d.reason))
             # keep the etcd-owned copies identical to kubeadm's files
@@ -351,6 +351,14 @@ class EtcdPkiPhase:
 
 
 CA_KEY_ON_HOST = "/etc/kubernetes/pki/etcd/ca.key"
+
+#: identity of the Change that installs or upgrades etcd's binaries on a host
+INSTALL_KEY = ChangeKey("etcd", "binaries", Act.INSTALL)
+
+
+def restart_key(causes: list[str] | tuple[str, ...]) -> ChangeKey:
+    """Identity of a rolling restart of etcd.service for `causes` (config, unit, binary, certificates)."""
+    return ChangeKey("unit", "etcd.service", Act.RESTART, frozenset(causes))
 
 USERADD = (
     "getent passwd etcd >/dev/null || { useradd --system --user-group --home-dir /var/lib/etcd "
@@ -395,7 +403,8 @@ def _install(cfg: ClusterConfig, f: HostFacts) -> Step:
             "systemctl stop etcd 2>/dev/null || true"
         )
         return Change(h, "etcd", "etcd install", f"install {' '.join(missing)}",
-                      "etcd.install is `package`", (Run(cmd, f"install {' '.join(missing)}"),))
+                      "etcd.install is `package`", (Run(cmd, f"install {' '.join(missing)}"),),
+                      key=INSTALL_KEY)
     have: str | None = ef.versions.get(TARBALL_BIN)
     if have == want:
         return NoChange(h, "etcd", "etcd install", f"etcd {want} installed in {TARBALL_BIN}")
@@ -413,7 +422,7 @@ def _install(cfg: ClusterConfig, f: HostFacts) -> Step:
     return Change(h, "etcd", "etcd install", what,
                   f"release tarball from {'the mirror' if cfg.artifacts.mirror else 'upstream'}, "
                   f"SHA-256 {'pinned' if art.sha256 else 'from SHA256SUMS'}",
-                  (Run(cmd, f"download, verify and install etcd {want}"),))
+                  (Run(cmd, f"download, verify and install etcd {want}"),), key=INSTALL_KEY)
 
 
 @dataclass(frozen=True)
@@ -530,7 +539,7 @@ class EtcdPhase:
                 acts += [MOVE_LEADER, Run("systemctl restart etcd"), _wait_healthy("etcd")]
                 steps.append(Change(h.name, self.name, "unit etcd.service", "restart etcd",
                                     f"{', '.join(changed)} changed; one member at a time keeps quorum",
-                                    tuple(acts), wave=restart_wave))
+                                    tuple(acts), wave=restart_wave, key=restart_key(changed)))
                 restart_wave += 1
             else:
                 steps.append(unit_step(f, self.name, "etcd.service", why="etcd must run at boot"))
@@ -657,7 +666,7 @@ def _wait_healthy(unit: str, condition: str = HEALTHY, seconds: int = 120) -> Ru
 
 
 def _install_changes(steps: list[Step], host: str) -> bool:
-    return any(isinstance(s, Change) and s.host == host and s.resource == "etcd install" for s in steps)
+    return any(isinstance(s, Change) and s.host == host and s.key == INSTALL_KEY for s in steps)
 
 
 def _healthy(ctx: Context) -> set[str]:

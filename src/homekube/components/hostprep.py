@@ -14,7 +14,7 @@ from homekube.components.reset import PACKAGES_RECORD
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
-from homekube.osfamily import OPTIONAL_COMMANDS, REQUIRED_COMMANDS, family_of, supported, supported_list
+from homekube.osfamily import FAMILIES, OPTIONAL_COMMANDS, REQUIRED_COMMANDS, family_of, supported, supported_list
 from homekube.plan.model import Change, NoChange, Run, Step, WriteFile
 from homekube.plan.resources import file_step, sysctl_steps
 
@@ -163,7 +163,7 @@ class HostPrepPhase:
             files=fam_paths,
             sysctls=set(wanted_sysctls(config)),
             units={"NetworkManager.service", "firewalld.service"},
-            packages={p for fam in ("debian", "rhel") for p in _pkg_names(fam)},
+            packages={p for fam in FAMILIES.values() for p in fam.packages(HOST_PACKAGES)},
             modules=set(MODULES),
             commands=set(REQUIRED_COMMANDS) | set(OPTIONAL_COMMANDS),
             disk={"/", config.etcd.data_dir, "/var/lib"},
@@ -270,9 +270,3 @@ class HostPrepPhase:
         else:
             steps.append(NoChange(h, ph, "firewalld", f"firewalld left as it is (hostPrep.firewall: {mode})"))
         return steps
-
-
-def _pkg_names(fam: str) -> list[str]:
-    from homekube.osfamily import OsFamily
-
-    return OsFamily(fam).packages(HOST_PACKAGES)  # type: ignore[arg-type]

@@ -41,10 +41,10 @@ from homekube.components.kubernetes import (
 )
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import RefusedError
-from homekube.facts.base import shell_quote, shell_words
+from homekube.facts.base import shell_quote
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
-from homekube.osfamily import APT_NET_OPTIONS, OsFamily, family_of
+from homekube.osfamily import OsFamily, family_of, fetch_keyring_command
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
 from homekube.render.kubernetes import CRIO_DROPIN_PATH, RepoFile, crio_dropin, repo_files
 
@@ -73,24 +73,10 @@ def check_minor_step(host: str, have: str, want: str) -> str | None:
 
 
 def _install(cfg: ClusterConfig, fam: OsFamily, packages: list[str]) -> Run:
-    """Install the new minor's `packages`; on Debian unhold first and hold again in any case."""
-    pins = shell_words(package_pins(cfg, fam, packages))
-    names = shell_words(packages)
-    if fam.family == "debian":
-        cmd = (
-            "export DEBIAN_FRONTEND=noninteractive\n"
-            f"apt-mark unhold {names} >/dev/null\n"
-            f"rc=0; {{ apt-get update -q -o Dpkg::Use-Pty=0 {APT_NET_OPTIONS} >/dev/null && "
-            f"apt-get install -y -q -o Dpkg::Use-Pty=0 {APT_NET_OPTIONS} --no-install-recommends "
-            f"--allow-change-held-packages -o Dpkg::Options::=--force-confold {pins}; }} || rc=$?\n"
-            f"apt-mark hold {names} >/dev/null\n"
-            "exit $rc"
-        )
-        how = "unhold, install, hold again"
-    else:
-        cmd = f"dnf install -y -q --disableexcludes=kubernetes {pins}"
-        how = "the repository's exclude= is lifted for this install only"
-    return Run(cmd, f"install {' '.join(package_pins(cfg, fam, packages))} ({how})")
+    """Install the new minor's `packages`, lifting and restoring whatever holds them."""
+    pins = package_pins(cfg, fam, packages)
+    cmd, how = fam.upgrade_held_command(packages, pins)
+    return Run(cmd, f"install {' '.join(pins)} ({how})")
 
 
 def _repo_base(rf: RepoFile) -> str:
@@ -99,16 +85,11 @@ def _repo_base(rf: RepoFile) -> str:
 
 def _repos(cfg: ClusterConfig, h: str, fam: OsFamily, have: str) -> Change:
     want = cfg.kubernetes.minor
-    repos = repo_files(cfg, fam.family)
+    repos = repo_files(cfg, fam)
     acts: list[Action] = []
     for rf in repos:
         if rf.keyring:
-            tmp = rf.keyring + ".tmp"
-            acts.append(Run(
-                f"install -d -m 0755 /etc/apt/keyrings && "
-                f"curl -fsSL --retry 3 {shell_quote(rf.key_url)} | "
-                f"gpg --dearmor --yes -o {tmp} && chmod 0644 {tmp} && mv -f {tmp} {rf.keyring}",
-                f"refresh {rf.keyring} from {rf.key_url}"))
+            acts.append(Run(fetch_keyring_command(rf), f"refresh {rf.keyring} from {rf.key_url}"))
         acts.append(WriteFile(rf.path, rf.content.encode(), rf.mode))
     return Change(
         h, PHASE, "repositories", f"switch the Kubernetes and CRI-O repositories to v{want}",

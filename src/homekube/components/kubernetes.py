@@ -71,10 +71,10 @@ from homekube.components.runtime import (
 )
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import RefusedError
-from homekube.facts.base import Fact, shell_quote, shell_words
+from homekube.facts.base import Fact, shell_quote
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
-from homekube.osfamily import OsFamily, family_of
+from homekube.osfamily import FAMILIES, OsFamily, family_of, fetch_keyring_command
 from homekube.pki.issue import generate_key, issue_ca
 from homekube.pki.spec import CA_VALIDITY, CertSpec
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
@@ -209,7 +209,7 @@ def package_pins(cfg: ClusterConfig, fam: OsFamily, packages: Sequence[str]) -> 
             out.append(p)
             continue
         glob = f"{version}-*" if version != minor and p != "cri-o" else f"{minor}.*"
-        out.append(f"{p}={glob}" if fam.family == "debian" else f"{p}-{glob}")
+        out.append(fam.version_pin(p, glob))
     return out
 
 TOKEN_TTL = "15m0s"  # noqa: S105 - a duration
@@ -375,7 +375,7 @@ def _probes(config: ClusterConfig, host: HostSpec) -> Probes:
     else:
         files |= {CONTAINERD_CONFIG: False, CONTAINERD_UNIT: False}
     files |= {path: False for path, _ in registry_files(config)}
-    for fam in ("debian", "rhel"):
+    for fam in FAMILIES.values():
         for rf in repo_files(config, fam):
             files[rf.path] = False
             if rf.keyring:
@@ -452,8 +452,7 @@ def _repo_index_url(rf: RepoFile) -> str:
 
 
 def _packages_missing(cfg: ClusterConfig, f: HostFacts, fam: OsFamily) -> list[str]:
-    selinux = fam.packages(["container-selinux"]) if fam.family == "rhel" else []
-    want = list(k8s_packages(cfg)) + selinux
+    want = list(k8s_packages(cfg)) + fam.packages(fam.node_extras)
     return [p for p in want if not f.installed(p)]
 
 
@@ -470,7 +469,7 @@ def artifact_urls(ctx: Context, h: HostSpec) -> list[str]:
     fam = family_of(f.os)
     urls: list[str] = []
     if fam is not None:
-        repos = repo_files(cfg, fam.family)
+        repos = repo_files(cfg, fam)
         missing_keys = [rf for rf in repos if rf.keyring and f.file(rf.keyring) is None]
         if _packages_missing(cfg, f, fam) or missing_keys:
             for rf in repos:
@@ -699,25 +698,19 @@ class KubernetesPackagesPhase:
             return step
 
         missing = _packages_missing(cfg, f, fam)
-        repos = repo_files(cfg, fam.family)
-        if fam.family == "debian":
-            gpg = [p for p in fam.packages(["gpg"]) if not f.installed(p)]
-            if gpg and any(rf.keyring and f.file(rf.keyring) is None for rf in repos):
-                add(Change(h, ph, "packages gpg", "install gpg",
-                           "apt keyrings are stored dearmored (gpg --dearmor)",
-                           (Run(fam.install_command(gpg), "install gpg"),)))
+        repos = repo_files(cfg, fam)
+        tools = [p for p in fam.packages(fam.keyring_tools) if not f.installed(p)]
+        if tools and any(rf.keyring and f.file(rf.keyring) is None for rf in repos):
+            add(Change(h, ph, f"packages {' '.join(tools)}", f"install {', '.join(tools)}",
+                       "apt keyrings are stored dearmored (gpg --dearmor)",
+                       (Run(fam.install_command(tools), f"install {' '.join(tools)}"),)))
         for rf in repos:
             if rf.keyring:
                 if f.file(rf.keyring) is None:
-                    tmp = rf.keyring + ".tmp"
                     add(Change(
                         h, ph, f"keyring {rf.keyring}", f"install the signing key {rf.keyring}",
                         "apt verifies the repository with this key only (signed-by)",
-                        (Run(f"install -d -m 0755 /etc/apt/keyrings && "
-                             f"curl -fsSL --retry 3 {shell_quote(rf.key_url)} | "
-                             f"gpg --dearmor --yes -o {tmp} && chmod 0644 {tmp} && "
-                             f"mv -f {tmp} {rf.keyring}",
-                             f"fetch {rf.key_url} into {rf.keyring}"),),
+                        (Run(fetch_keyring_command(rf), f"fetch {rf.key_url} into {rf.keyring}"),),
                     ))
                 else:
                     steps.append(NoChange(h, ph, f"keyring {rf.keyring}", f"{rf.keyring} exists"))
@@ -734,7 +727,9 @@ class KubernetesPackagesPhase:
                 restart.append("the CRI-O drop-in")
             for step in registry_steps(cfg, f, ph):
                 add(step)
-                if isinstance(step, Change) and step.resource.endswith(".conf") and not missing:
+                # a changed registries drop-in (not a CA file) is read by CRI-O at start only
+                if (isinstance(step, Change) and step.key is not None and step.key.kind == "file"
+                        and step.key.name.endswith(".conf") and not missing):
                     restart.append("the registries drop-in")
         else:
             pause = PAUSE_VERSIONS[cfg.kubernetes.minor]
@@ -748,14 +743,7 @@ class KubernetesPackagesPhase:
             # a kubelet newer than the control plane it was told to build)
             pinned = (package_pins(cfg, fam, missing) if cfg.kubernetes.version != cfg.kubernetes.minor
                       else missing)
-            if fam.family == "debian":
-                cmd = (f"{fam.install_command(pinned)} && "
-                       f"apt-mark hold {shell_words(list(held))} >/dev/null")
-                how = "apt-mark hold keeps `apt upgrade` from changing the cluster's version"
-            else:
-                cmd = ("dnf install -y -q --disableexcludes=kubernetes "
-                       f"{shell_words(sorted(pinned))}")
-                how = "the repository's exclude= keeps `dnf upgrade` away from them"
+            cmd, how = fam.install_held_command(pinned, held)
             what = ("with the matching CRI-O" if crio
                     else "and the CNI plugins (kubernetes-cni) for containerd")
             add(Change(h, ph, "packages", f"install {', '.join(missing)}",
@@ -782,12 +770,13 @@ class KubernetesPackagesPhase:
                 steps.append(NoChange(
                     h, ph, "packages",
                     f"installed: {', '.join(k8s_packages(cfg))} ({cfg.kubernetes.minor})"))
-            if fam.family == "debian":
-                unheld = [p for p in held if p not in kube_facts(f).held]
+            unheld = [p for p in held if p not in kube_facts(f).held]
+            hold = fam.hold_command(unheld)
+            # None: the family's repository keeps them (dnf's exclude=), there is nothing to hold
+            if hold is not None:
                 if unheld:
                     add(Change(h, ph, "holds", f"hold {', '.join(unheld)}",
-                               "keep `apt upgrade` from changing the cluster's version",
-                               (Run(f"apt-mark hold {shell_words(unheld)} >/dev/null"),)))
+                               "keep `apt upgrade` from changing the cluster's version", (Run(hold),)))
                 else:
                     steps.append(NoChange(h, ph, "holds", "Kubernetes packages are held"))
 
@@ -1346,7 +1335,7 @@ def rendered_kubernetes_files(cfg: ClusterConfig) -> list[tuple[str, str, bytes,
     for h in cfg.hosts:
         if not is_node(h):
             continue
-        for fam in ("debian", "rhel"):
+        for fam in FAMILIES.values():
             for rf in repo_files(cfg, fam):
                 out.append((h.name, rf.path, rf.content.encode(), False))
         if cfg.kubernetes.runtime == "cri-o":

@@ -35,9 +35,7 @@ from homekube.components.hostprep import HOST_PACKAGES
 from homekube.lab import aptrepo, image, settings
 from homekube.lab.image import AptSources
 from homekube.lab.system import LabError, exclusive_lock, log, run
-from homekube.osfamily import OsFamily
-
-_DEBIAN = OsFamily("debian")
+from homekube.osfamily import DEBIAN as _DEBIAN
 
 #: Every package lab hosts may install, beyond the base image: host preparation's, the ones
 #: `etcd.install: package` and the tests install, and what the Kubernetes packages

@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from homekube.components.base import Context
-from homekube.components.etcd import EtcdPhase, EtcdPkiPhase, etcd_facts
+from homekube.components.etcd import EtcdPhase, EtcdPkiPhase, etcd_facts, restart_key
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import HostError, RefusedError
 from homekube.etcdclient import operator_spec
@@ -56,7 +56,7 @@ from homekube.ops.session import close_all, connect_some, gather_facts, open_ses
 from homekube.pki.issue import generate_key
 from homekube.pki.spec import cert_info, member_files, needs_issue
 from homekube.pki.store import LocalCA, _write_atomic
-from homekube.plan.model import Change, PhasePlan, Plan, Step
+from homekube.plan.model import Act, Change, PhasePlan, Plan, Step
 
 CERT_PATHS = tuple(pf.path for pf in member_files(control_plane=True) if pf.kind == "cert")
 LOCAL = "(local)"
@@ -140,12 +140,13 @@ def with_window(cfg: ClusterConfig, days: int) -> ClusterConfig:
 
 
 def _is_issue(c: Change) -> bool:
-    return c.phase == EtcdPkiPhase.name and c.summary.startswith("issue ")
+    return c.phase == EtcdPkiPhase.name and c.key is not None and c.key.kind == "cert" and c.key.act is Act.ISSUE
 
 
 def _is_cert_restart(c: Change) -> bool:
-    return (c.phase == EtcdPhase.name and c.resource == "unit etcd.service"
-            and c.summary == "restart etcd" and c.why.startswith("certificates changed"))
+    # a restart for certificates only: one that also carries a config or binary change is
+    # not a renewal, and renew refuses it as "other changes pending"
+    return c.phase == EtcdPhase.name and c.key == restart_key(["certificates"])
 
 
 def rolling_plan(plan: Plan, order: list[str]) -> Plan:

@@ -19,9 +19,12 @@ from homekube.plan.model import PhasePlan, Plan
 
 async def run_reset(cfg: ClusterConfig, console: Console, *, host: str | None, yes: bool,
                     keep_data: bool = False, progress: Progress | None = None,
-                    confirm: Callable[[str], bool] | None = None) -> int:
+                    confirm: Callable[[str], bool] | None = None,
+                    show_plan: Callable[[Plan], None] | None = None) -> int:
     """Show what would be removed; remove it with `yes`, or when `confirm` (a question put
-    to a person at a terminal) says so."""
+    to a person at a terminal) says so.
+
+    `show_plan` prints the plan (the CLI passes its renderer: ops sit below the CLI)."""
     t0 = time.monotonic()
     targets = [h for h in cfg.hosts if host is None or h.name == host]
     if host is not None and not targets:
@@ -41,9 +44,8 @@ async def run_reset(cfg: ClusterConfig, console: Console, *, host: str | None, y
         check_removal_quorum(ctx)
         steps = [st for h in targets for st in reset_steps(cfg, h, s.facts[h.name], purge_data=not keep_data)]
         plan = Plan(cfg.name, [h.name for h in targets], [PhasePlan("reset", "Reset", tuple(steps))])
-        from homekube.cli.output import print_plan
-
-        print_plan(console, plan)
+        if show_plan is not None:
+            show_plan(plan)
         if not plan.changes:
             console.print("nothing to reset")
             return 0

@@ -54,7 +54,7 @@ from homekube.executor import Progress, execute
 from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
 from homekube.ops.session import close_all, connect_all, holder, timeouts_of
-from homekube.plan.model import Change, PhasePlan, Plan, Run, WriteFile
+from homekube.plan.model import Act, Change, ChangeKey, PhasePlan, Plan, Run, WriteFile
 from homekube.render import etcd as r
 from homekube.transport.base import Transport
 
@@ -62,6 +62,15 @@ BUMP = 1_000_000_000
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 CHUNK = 8 << 20  # bytes per upload exec (base64 makes it ~11 MiB of script)
 PHASE = "restore"
+
+#: identities of the restore plan's steps (what `describe` groups and picks by)
+RESTORE_DATA = ChangeKey("etcd-data", "restore", Act.RESTORE)
+STOP_APISERVER = ChangeKey("static-pod", "kube-apiserver", Act.STOP)
+STOP_ETCD = ChangeKey("unit", "etcd.service", Act.STOP)
+SWAP_DATA = ChangeKey("etcd-data", "data dir", Act.REPLACE)
+START_ETCD = ChangeKey("unit", "etcd.service", Act.START)
+VERIFY = ChangeKey("etcd", "cluster", Act.VERIFY)
+START_APISERVER = ChangeKey("static-pod", "kube-apiserver", Act.START)
 
 
 @dataclass(frozen=True)
@@ -231,41 +240,41 @@ def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:
     up = remote_path(stamp)
     steps: list[Change] = []
 
-    def add(h: str, resource: str, summary: str, why: str, wave: int,
+    def add(h: str, key: ChangeKey, resource: str, summary: str, why: str, wave: int,
             *actions: Run | WriteFile) -> None:
-        steps.append(Change(h, PHASE, resource, summary, why, tuple(actions), wave=wave))
+        steps.append(Change(h, PHASE, resource, summary, why, tuple(actions), wave=wave, key=key))
 
     data = cfg.etcd.data_dir
     for h in etcd_hosts:
-        add(h.name, "restore data", f"restore the snapshot into {data}.restore",
+        add(h.name, RESTORE_DATA, "restore data", f"restore the snapshot into {data}.restore",
             f"--name <member>, --initial-cluster of {len(etcd_hosts)} members, token "
             f"{r.cluster_token(cfg)}, --bump-revision {BUMP} --mark-compacted when etcdutl has "
             "them; etcd keeps serving meanwhile",
             0, Run(_restore_cmd(cfg, h, snap, up), f"etcdutl snapshot restore into {data}.restore"))
     for h in _apiserver_hosts(cfg):
-        add(h.name, "kube-apiserver", "stop kube-apiserver if present",
+        add(h.name, STOP_APISERVER, "kube-apiserver", "stop kube-apiserver if present",
             f"move {APISERVER_MANIFEST} aside so nothing writes to etcd during the swap", 1,
             Run(_stop_apiserver(stamp), "move kube-apiserver's manifest aside, wait for exit"))
     for h in etcd_hosts:
-        add(h.name, "unit etcd.service", "stop etcd",
+        add(h.name, STOP_ETCD, "unit etcd.service", "stop etcd",
             "every member stops before any data is swapped", 2, Run("systemctl stop etcd"))
     for h in etcd_hosts:
         conf = r.member_config(cfg, h, members=restore_members(cfg), state="new")
-        add(h.name, "data dir",
+        add(h.name, SWAP_DATA, "data dir",
             f"swap in the restored data; keep the old as {data}.before-restore-{stamp}",
             "the old data stays on disk until you delete it", 3,
             Run(_swap(cfg, stamp, up), f"move {data} aside, move {data}.restore in, chown etcd"),
             WriteFile(r.CONFIG_PATH, r.config_file(conf), 0o644, "root", "etcd"))
     for h in etcd_hosts:
-        add(h.name, "unit etcd.service", "start etcd",
+        add(h.name, START_ETCD, "unit etcd.service", "start etcd",
             "all members start together and elect a leader", 4,
             Run("systemctl start --no-block etcd"), Run(_wait_healthy(), "wait until healthy"))
     keys = f"≥ {snap.keys} live keys" if snap.keys is not None else "live keys counted"
-    add(etcd_hosts[0].name, "verify", f"check {len(etcd_hosts)} healthy members, {keys}",
+    add(etcd_hosts[0].name, VERIFY, "verify", f"check {len(etcd_hosts)} healthy members, {keys}",
         "the restored cluster must hold at least what the snapshot held", 5,
         Run(_verify(cfg, snap), "check members, health, key count and revision"))
     for h in _apiserver_hosts(cfg):
-        add(h.name, "kube-apiserver", "start kube-apiserver again if it was stopped",
+        add(h.name, START_APISERVER, "kube-apiserver", "start kube-apiserver again if it was stopped",
             "kubelet starts the static pod once its manifest is back", 6,
             Run(_start_apiserver(stamp), "move the kube-apiserver manifest back"))
     hosts = [h.name for h in cfg.hosts if h.has("etcd") or h.has("control-plane")]
@@ -279,19 +288,19 @@ def describe(plan: Plan, snap: Snapshot) -> str:
     if snap.revision is not None:
         keys = f", {snap.keys} live keys" if snap.keys is not None else ""
         lines[0] += f": revision {snap.revision}{keys}, taken from {snap.member or '?'}"
-    members = [c.host for c in plan.changes if c.resource == "restore data"]
+    members = [c.host for c in plan.changes if c.key == RESTORE_DATA]
     lines.append(f"upload it to {', '.join(members)}, then:")
     waves: dict[int, list[Change]] = {}
     for c in plan.changes:
         waves.setdefault(c.wave, []).append(c)
     for i, w in enumerate(sorted(waves), start=1):
         cs = waves[w]
-        by_summary: dict[str, list[str]] = {}
+        by_key: dict[ChangeKey | None, list[Change]] = {}
         for c in cs:
-            by_summary.setdefault(c.summary, []).append(c.host)
-        for summary, hosts in by_summary.items():
-            why = next(c.why for c in cs if c.summary == summary)
-            lines.append(f"  {i}. {', '.join(hosts)}: {summary} ({why})")
+            by_key.setdefault(c.key, []).append(c)
+        for same in by_key.values():
+            hosts = ", ".join(c.host for c in same)
+            lines.append(f"  {i}. {hosts}: {same[0].summary} ({same[0].why})")
     return "\n".join(lines)
 
 

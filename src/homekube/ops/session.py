@@ -21,6 +21,7 @@ from typing import Any
 
 from homekube.components.base import Context, LocalState, Phase
 from homekube.components.hostprep import Finding, preflight
+from homekube.components.planner import build_plan
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, PreflightError
@@ -30,7 +31,6 @@ from homekube.facts.host import HostFacts, build_host_facts
 from homekube.facts.system import Probes, facts_for
 from homekube.pki.store import LocalCA
 from homekube.plan.model import Plan
-from homekube.plan.planner import build_plan
 from homekube.transport.base import Transport
 from homekube.transport.ssh import SshTarget, SshTransport
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 #: what kind of remote work a Run is, for its default timeout (cluster.yaml `timeouts`)
@@ -100,6 +101,38 @@ class LocalWrite:
 Action = WriteFile | Run | LocalWrite
 
 
+class Act(StrEnum):
+    """What a Change does to its resource."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    INSTALL = "install"
+    ISSUE = "issue"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    RESTORE = "restore"
+    REPLACE = "replace"
+    VERIFY = "verify"
+
+
+@dataclass(frozen=True)
+class ChangeKey:
+    """A Change's identity for code: resource kind and name, and what is done to it.
+
+    Code that picks Changes out of a plan (`certs renew`, `restore`, a planner looking at
+    its own earlier steps) matches on this, so the display text (`resource`, `summary`,
+    `why`) can be reworded freely.
+    """
+
+    kind: str
+    name: str
+    act: Act
+    #: what made the action necessary, where callers tell causes apart (a restart for
+    #: new certificates only, versus one for a changed config)
+    causes: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True)
 class Change:
     """One thing that will be changed, where, and why."""
@@ -115,6 +148,8 @@ class Change:
     wave: int = 0
     #: for the plan's symbol (+ ~ -); None: guessed from the summary and the diff
     op: Literal["create", "change", "remove"] | None = None
+    #: identity that code matches on; None for Changes nothing selects by identity yet
+    key: ChangeKey | None = None
 
     kind: Literal["change"] = "change"
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from homekube.facts.base import shell_quote
 from homekube.facts.host import HostFacts
-from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
+from homekube.plan.model import Act, Action, Change, ChangeKey, NoChange, Run, Step, WriteFile
 
 
 def file_step(
@@ -26,7 +26,8 @@ def file_step(
     sha = hashlib.sha256(want.content).hexdigest()
     if have is None:
         diff = None if want.secret else _diff(b"", want.content, want.path)
-        return Change(host, phase, res, f"create {want.path}", why, (want,), diff=diff)
+        return Change(host, phase, res, f"create {want.path}", why, (want,), diff=diff,
+                      key=ChangeKey("file", want.path, Act.CREATE))
     problems = []
     if have.kind != "file":
         problems.append(f"is a {have.kind}")
@@ -42,7 +43,8 @@ def file_step(
     if have.sha256 != sha and not want.secret and have.content is not None:
         diff = _diff(have.content, want.content, want.path)
     return Change(
-        host, phase, res, f"update {want.path} ({', '.join(problems)})", why, (want,), diff=diff
+        host, phase, res, f"update {want.path} ({', '.join(problems)})", why, (want,), diff=diff,
+        key=ChangeKey("file", want.path, Act.UPDATE),
     )
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from homekube.config.model import ClusterConfig, HostSpec
+from homekube.osfamily import Family, OsFamily, RepoFile, family_named
 from homekube.render import tomlout
 from homekube.render.flannel import flannel_objects
 from homekube.render.images import image, pause_image
@@ -143,22 +144,6 @@ _HEADER = "# Written by homekube from cluster.yaml ({name}); local edits are ove
 # --------------------------------------------------------------------------------------------
 # Small value types
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RepoFile:
-    """A package repository definition to write, and the signing key it trusts.
-
-    ``keyring`` is set for apt: the caller fetches ``key_url`` and stores it *dearmored* there
-    (``gpg --dearmor``), matching the ``signed-by=`` in ``content``. For dnf the key URL is in
-    the ``.repo`` file itself (``gpgkey=``) and ``keyring`` is ``None``.
-    """
-
-    path: str
-    content: str
-    key_url: str
-    keyring: str | None = None
-    mode: int = 0o644
 
 
 @dataclass(frozen=True)
@@ -528,7 +513,7 @@ def _repo_base(cfg: ClusterConfig, project: Literal["kubernetes", "cri-o"]) -> s
     return f"https://download.opensuse.org/repositories/isv:/cri-o:/stable:/{stream}/"
 
 
-def repo_files(cfg: ClusterConfig, os_family: Literal["debian", "rhel"]) -> list[RepoFile]:
+def repo_files(cfg: ClusterConfig, family: Family | OsFamily) -> list[RepoFile]:
     """Render the Kubernetes and CRI-O repository definitions for one OS family.
 
     debian: one-line ``.list`` files with ``signed-by`` keyrings under ``/etc/apt/keyrings``
@@ -536,46 +521,13 @@ def repo_files(cfg: ClusterConfig, os_family: Literal["debian", "rhel"]) -> list
     ``exclude=`` so ``dnf upgrade`` never bumps the cluster by accident — install with
     ``--disableexcludes=kubernetes`` (§2.2).
     """
-    out: list[RepoFile] = []
+    fam = family_named(family)
     header = _HEADER.format(name=cfg.name)
     projects: tuple[tuple[Literal["kubernetes", "cri-o"], str], ...] = (
         ("kubernetes", "Kubernetes"),
         ("cri-o", "CRI-O"),
     ) if cfg.kubernetes.runtime == "cri-o" else (("kubernetes", "Kubernetes"),)
-    for project, title in projects:
-        base = _repo_base(cfg, project)
-        if os_family == "debian":
-            keyring = f"/etc/apt/keyrings/{project}-apt-keyring.gpg"
-            out.append(
-                RepoFile(
-                    path=f"/etc/apt/sources.list.d/{project}.list",
-                    content=f"{header}deb [signed-by={keyring}] {base}deb/ /\n",
-                    key_url=f"{base}deb/Release.key",
-                    keyring=keyring,
-                )
-            )
-        elif os_family == "rhel":
-            key_url = f"{base}rpm/repodata/repomd.xml.key"
-            lines = [
-                f"[{project}]",
-                f"name={title}",
-                f"baseurl={base}rpm/",
-                "enabled=1",
-                "gpgcheck=1",
-                f"gpgkey={key_url}",
-            ]
-            if project == "kubernetes":
-                lines.append("exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni")
-            out.append(
-                RepoFile(
-                    path=f"/etc/yum.repos.d/{project}.repo",
-                    content=header + "\n".join(lines) + "\n",
-                    key_url=key_url,
-                )
-            )
-        else:
-            raise ValueError(f"unknown OS family {os_family!r} (debian or rhel)")
-    return out
+    return [fam.repository(project, title, _repo_base(cfg, project), header) for project, title in projects]
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from homekube.config.checks import feature_checks, read_ca_files
-from homekube.config.model import ClusterConfig
+from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConfigError, ConfigProblem
 
 Loc = tuple[str | int, ...]
@@ -218,26 +218,7 @@ def load_text(text: str, filename: str = "cluster.yaml", *, resolve: Resolver | 
     With `resolve`, hosts[].address (and address6) may be DNS names: each is replaced by
     the address it resolves to, and SSH goes on using the name (HostSpec.dns_name).
     """
-    yaml = YAML(typ="rt")
-    try:
-        root = yaml.load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        col = mark.column + 1 if mark else 1
-        msg = f"YAML syntax: {e.problem or e.context or 'cannot parse'}"
-        raise ConfigError([ConfigProblem(filename, line, col, "", msg)]) from None
-    except YAMLError as e:  # e.g. duplicate keys without a mark
-        raise ConfigError([ConfigProblem(filename, 1, 1, "", f"YAML: {e}")]) from None
-    except RecursionError:  # the parser recurses once per nesting level
-        raise ConfigError([ConfigProblem(filename, 1, 1, "", "the document is nested too deeply")]) from None
-    if root is None:
-        raise ConfigError([ConfigProblem(filename, 1, 1, "", "the file is empty")])
-    if not isinstance(root, CommentedMap):
-        raise ConfigError(
-            [ConfigProblem(filename, 1, 1, "", "the top level must be a mapping of keys")]
-        )
-
+    root = _parse_yaml(text, filename)
     problems: list[ConfigProblem] = []
     seen: set[tuple[Loc, str]] = set()
     try:
@@ -252,24 +233,7 @@ def load_text(text: str, filename: str = "cluster.yaml", *, resolve: Resolver | 
     try:
         cfg = ClusterConfig.model_validate(plain)
     except ValidationError as e:
-        for err in e.errors():
-            loc = _clean_loc(err["loc"])
-            msg = _message(dict(err))
-            if (loc, msg) in seen or ((loc, "not a valid IP address") in seen and "valid IP" in msg):
-                continue
-            seen.add((loc, msg))
-            line, col = locate(root, loc, key_only=err.get("type") == "extra_forbidden")
-            problems.append(ConfigProblem(filename, line, col, _path(loc), msg))
-        # union types report one error per branch; keep the clearest per location
-        problems = _dedupe(problems)
-        # a container reported as too short because a member failed is noise
-        problems = [
-            p for p in problems
-            if not (p.message == "must not be empty"
-                    and any(q.path.startswith(p.path + "[") for q in problems))
-        ]
-        problems.sort(key=lambda p: (p.line, p.column))
-        raise ConfigError(problems) from None
+        raise ConfigError(_tidy([*problems, *_validation_problems(e, root, filename, seen)])) from None
 
     # caFile is read here, where the config file's directory is known (config/checks.py)
     cfg, unreadable = read_ca_files(cfg, Path(filename).parent)
@@ -291,6 +255,58 @@ def load_text(text: str, filename: str = "cluster.yaml", *, resolve: Resolver | 
         raise ConfigError(problems)
     _WARNINGS[id(cfg)] = warnings
     return cfg
+
+
+def _parse_yaml(text: str, filename: str) -> CommentedMap:
+    """The document's top-level mapping, or a ConfigError saying where the YAML breaks."""
+    yaml = YAML(typ="rt")
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        col = mark.column + 1 if mark else 1
+        msg = f"YAML syntax: {e.problem or e.context or 'cannot parse'}"
+        raise ConfigError([ConfigProblem(filename, line, col, "", msg)]) from None
+    except YAMLError as e:  # e.g. duplicate keys without a mark
+        raise ConfigError([ConfigProblem(filename, 1, 1, "", f"YAML: {e}")]) from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise ConfigError([ConfigProblem(filename, 1, 1, "", "the document is nested too deeply")]) from None
+    if root is None:
+        raise ConfigError([ConfigProblem(filename, 1, 1, "", "the file is empty")])
+    if not isinstance(root, CommentedMap):
+        raise ConfigError(
+            [ConfigProblem(filename, 1, 1, "", "the top level must be a mapping of keys")]
+        )
+    return root
+
+
+def _validation_problems(e: ValidationError, root: CommentedMap, filename: str,
+                         seen: set[tuple[Loc, str]]) -> list[ConfigProblem]:
+    """pydantic's errors as located problems, without those already reported in `seen`."""
+    problems: list[ConfigProblem] = []
+    for err in e.errors():
+        loc = _clean_loc(err["loc"])
+        msg = _message(dict(err))
+        if (loc, msg) in seen or ((loc, "not a valid IP address") in seen and "valid IP" in msg):
+            continue
+        seen.add((loc, msg))
+        line, col = locate(root, loc, key_only=err.get("type") == "extra_forbidden")
+        problems.append(ConfigProblem(filename, line, col, _path(loc), msg))
+    return problems
+
+
+def _tidy(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    # union types report one error per branch; keep the clearest per location
+    problems = _dedupe(problems)
+    # a container reported as too short because a member failed is noise
+    problems = [
+        p for p in problems
+        if not (p.message == "must not be empty"
+                and any(q.path.startswith(p.path + "[") for q in problems))
+    ]
+    problems.sort(key=lambda p: (p.line, p.column))
+    return problems
 
 
 def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
@@ -330,18 +346,25 @@ def load(path: str | Path, *, resolve: Resolver | None = None) -> ClusterConfig:
     return load_text(text, str(p), resolve=resolve)
 
 
-def semantic_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:
+Finding = tuple[Loc, str, bool]
+
+
+def semantic_checks(cfg: ClusterConfig) -> list[Finding]:
     """Cross-field checks; each result is (location, message, is_warning)."""
-    out: list[tuple[Loc, str, bool]] = []
+    return [*_host_identity(cfg), *_roles(cfg), *_networks(cfg), *_address_families(cfg),
+            *_endpoint_and_etcd(cfg)]
+
+
+def _host_identity(cfg: ClusterConfig) -> list[Finding]:
+    """Names and addresses are unique and usable as node addresses."""
+    out: list[Finding] = []
     names: dict[str, int] = {}
     addrs: dict[str, int] = {}
     for i, h in enumerate(cfg.hosts):
         if h.name in names:
             out.append((("hosts", i, "name"), f"duplicate host name {h.name!r} (also hosts[{names[h.name]}])", False))
         names.setdefault(h.name, i)
-        for field, a in (("address", h.address), ("address6", h.address6)):
-            if a is None:
-                continue
+        for field, a in _addresses(h):
             key = str(a)
             if key in addrs:
                 out.append(((("hosts", i, field)), f"duplicate address {key} (also hosts[{addrs[key]}])", False))
@@ -351,7 +374,15 @@ def semantic_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:
         if h.address6 is not None and h.ipv4 is None:
             msg = "address6 is for an extra IPv6 address; address is IPv6 already"
             out.append((("hosts", i, "address6"), msg, False))
+    return out
 
+
+def _addresses(h: HostSpec) -> list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    return [(field, a) for field, a in (("address", h.address), ("address6", h.address6)) if a is not None]
+
+
+def _roles(cfg: ClusterConfig) -> list[Finding]:
+    out: list[Finding] = []
     if not cfg.control_planes and cfg.kubernetes.enabled:
         out.append((("hosts",), "at least one host needs the control-plane role", False))
     if not cfg.etcd_hosts:
@@ -361,7 +392,12 @@ def semantic_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:
         out.append(
             (("hosts",), f"{n_etcd} etcd members tolerate no more failures than {n_etcd - 1}; use an odd count", True)
         )
+    return out
 
+
+def _networks(cfg: ClusterConfig) -> list[Finding]:
+    """Pod and service ranges do not overlap each other or contain a host's address."""
+    out: list[Finding] = []
     nets: list[tuple[Loc, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
     nets += [(("network", "pods", i), n) for i, n in enumerate(cfg.network.pods)]
     nets += [(("network", "services", i), n) for i, n in enumerate(cfg.network.services)]
@@ -371,20 +407,27 @@ def semantic_checks(cfg: ClusterConfig) -> list[tuple[Loc, str, bool]]:
             if na.version == nb.version and na.overlaps(nb):
                 out.append((lb, f"{nb} overlaps {na} ({_path(la)})", False))
     for i, h in enumerate(cfg.hosts):
-        for field, addr in (("address", h.address), ("address6", h.address6)):
-            if addr is None:
-                continue
+        for field, addr in _addresses(h):
             for loc, net in nets:
                 if addr.version == net.version and addr in net:
                     out.append(((("hosts", i, field)), f"{addr} lies inside {_path(loc)} {net}", False))
+    return out
 
+
+def _address_families(cfg: ClusterConfig) -> list[Finding]:
+    """Every host has an address of each family the pod network uses."""
+    out: list[Finding] = []
     families = {n.version for n in cfg.network.pods}
     for i, h in enumerate(cfg.hosts):
         if 6 in families and h.ipv6 is None:
             out.append((("hosts", i), "the pod network has IPv6: this host needs address6", False))
         if 4 in families and h.ipv4 is None:
             out.append((("hosts", i, "address"), "the pod network has IPv4: this host needs an IPv4 address", False))
+    return out
 
+
+def _endpoint_and_etcd(cfg: ClusterConfig) -> list[Finding]:
+    out: list[Finding] = []
     ep = cfg.kubernetes.control_plane_endpoint
     if ep is not None:
         host, sep, port = ep.rpartition(":")

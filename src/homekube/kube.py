@@ -10,7 +10,7 @@ from the admin kubeconfig.
 What is here (all validated against a fake API in the unit tests, not against a cluster):
 
 * :meth:`Kube.apply` — server-side apply, field manager ``homekube``, conflicts forced;
-* :meth:`Kube.wait_deployment`, :meth:`Kube.wait_tigerastatus`, :meth:`Kube.wait_api` — polls
+* :meth:`Kube.wait_deployment`, :meth:`Kube.wait_api` — polls
   with a timeout whose error says what is not ready and why (conditions, replica counts);
 * :meth:`Kube.token` — a TokenRequest: a short-lived ServiceAccount token, never a Secret.
 
@@ -54,7 +54,6 @@ __all__ = [
     "forward_port",
     "open_api",
     "parse_kubeconfig",
-    "tigerastatus_progress",
 ]
 
 FIELD_MANAGER = "homekube"
@@ -62,9 +61,10 @@ API_PORT = 6443
 API_SERVER_NAME = "kubernetes"
 """Always a SAN of kubeadm's apiserver certificate (with kubernetes.default.svc…)."""
 
-TigeraStatus = create_global_resource("operator.tigera.io", "v1", "TigeraStatus", "tigerastatuses")
-Installation = create_global_resource("operator.tigera.io", "v1", "Installation", "installations")
-CalicoAPIServer = create_global_resource("operator.tigera.io", "v1", "APIServer", "apiservers")
+# Registering the operator's kinds is what lets `apply_objects` server-side-apply Calico's
+# Installation and APIServer objects: lightkube resolves a manifest's kind through this registry.
+create_global_resource("operator.tigera.io", "v1", "Installation", "installations")
+create_global_resource("operator.tigera.io", "v1", "APIServer", "apiservers")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,17 +216,6 @@ def deployment_progress(obj: Mapping[str, Any]) -> tuple[bool, str]:
     return True, f"{available}/{want} replicas available"
 
 
-def tigerastatus_progress(obj: Mapping[str, Any]) -> tuple[bool, str]:
-    """(ready, what is not ready) for a TigeraStatus: Available and not Degraded."""
-    conds = conditions(obj)
-    avail = conds.get("Available", {}).get("status") == "True"
-    degraded = conds.get("Degraded", {}).get("status") == "True"
-    if avail and not degraded:
-        return True, "Available"
-    shown = [_cond_text(k, v) for k, v in sorted(conds.items()) if v.get("status") == "True"]
-    return False, "; ".join(shown) if shown else "no conditions reported yet"
-
-
 # ---------------------------------------------------------------------------------------------
 # the client wrapper
 
@@ -312,10 +301,6 @@ class Kube:
         await self._wait(f"deployment {namespace}/{name}",
                          lambda: self.client.get(Deployment, name, namespace=namespace),
                          deployment_progress, seconds)
-
-    async def wait_tigerastatus(self, name: str = "calico", seconds: float = 600.0) -> None:
-        await self._wait(f"TigeraStatus {name}", lambda: self.client.get(TigeraStatus, name),
-                         tigerastatus_progress, seconds)
 
     async def token(self, namespace: str, service_account: str, seconds: int) -> str:
         """A TokenRequest: a token bound to nothing but time; no Secret is created."""

@@ -54,7 +54,7 @@ from homekube.config.model import ClusterConfig
 from homekube.errors import HomekubeError
 from homekube.facts.host import HostFacts
 from homekube.facts.system import FileState, OsInfo, PackageState, UnitState
-from homekube.kube import Kube, api_client, deployment_progress, tigerastatus_progress
+from homekube.kube import Kube, api_client, deployment_progress
 from homekube.ops.kubernetes import operator_kubeconfig, write_cluster_objects
 from homekube.pki.issue import generate_key, issue_ca
 from homekube.plan.model import Change, NoChange, Plan, Run, Step, WriteFile
@@ -698,15 +698,6 @@ def test_wait_says_what_is_not_ready() -> None:
     assert deployment_progress(ready) == (True, "1/1 replicas available")
     stale = {**dep, "status": {**dep["status"], "observedGeneration": 1}}
     assert deployment_progress(stale)[1] == "the controller has not seen the latest spec yet"
-    ts = {"status": {"conditions": [
-        {"type": "Available", "status": "False"},
-        {"type": "Progressing", "status": "True", "reason": "ResourceNotReady",
-         "message": "Waiting for calico-node"}]}}
-    assert tigerastatus_progress(ts) == (
-        False, "Progressing=True (ResourceNotReady: Waiting for calico-node)")
-    ts["status"]["conditions"][0]["status"] = "True"
-    ts["status"]["conditions"][1]["status"] = "False"
-    assert tigerastatus_progress(ts) == (True, "Available")
 
 
 def test_token_request_and_missing_object() -> None:

@@ -46,9 +46,6 @@ from homekube.lab.system import LabError, exclusive_lock, log
 
 #: Bump when packing changes in a way the inputs below do not show.
 PACK_FORMAT = 1
-DEB_NAMES = ("kubeadm", "kubelet", "kubectl", "cri-tools", "kubernetes-cni")
-
-
 @dataclass(frozen=True)
 class LabArtifacts:
     """What a lab cluster.yaml (and a test) needs to know about the artifacts.

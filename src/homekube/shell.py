@@ -45,6 +45,7 @@ __all__ = [
     "retry_while",
     "script",
     "sh",
+    "when",
     "words",
 ]
 
@@ -243,6 +244,16 @@ def sh(text: str, *, compound: bool = False) -> Script:
     needed. Quoting inside `text` is the caller's: use `Cmd` for anything built from values.
     """
     return _Concat((text,), _LIST if compound else _SIMPLE)
+
+
+def when(condition: Script, *then: Script) -> Script:
+    """`if condition; then ...; fi`: the commands run only when it holds, and its being false
+    is no failure (unlike `condition && ...` as a script's last line)."""
+    segs: list[str | tuple[Script, int]] = ["if ", (condition, _ANDOR), "; then "]
+    for t in then:
+        segs += [(t, _ANDOR), "; "]
+    segs.append("fi")
+    return _Concat(tuple(segs), _SIMPLE)
 
 
 def lines(*parts: Script) -> Script:

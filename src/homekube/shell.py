@@ -35,6 +35,7 @@ __all__ = [
     "Script",
     "Secret",
     "Word",
+    "assign",
     "fetch",
     "fetch_signing_key",
     "install_dir",
@@ -254,6 +255,16 @@ def when(condition: Script, *then: Script) -> Script:
         segs += [(t, _ANDOR), "; "]
     segs.append("fi")
     return _Concat(tuple(segs), _SIMPLE)
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def assign(name: str, value: Word) -> Script:
+    """`name=value`, the value one word (how a Python setting reaches a shipped script)."""
+    if not _IDENT.fullmatch(name):
+        raise ValueError(f"not a shell variable name: {name!r}")
+    return _Concat((f"{name}=", (Cmd(value), _SIMPLE)), _SIMPLE)
 
 
 def lines(*parts: Script) -> Script:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from homekube.facts.base import shell_quote
 from homekube.plan.model import Change, LocalWrite, Run, WriteFile
-from homekube.shell import Cmd, script
+from homekube.shell import Cmd, assign, lines, script
 
 STEP_MARK = "@@homekube-step@@"
 #: the step that runs now: "<pgid> <start ticks> <script pid> <since> <label>"
@@ -82,8 +82,7 @@ def _run(a: Run, i: int, j: int, seconds: float) -> str:
 
 def _helpers() -> str:
     """hk_step, hk_watch and hk_stop (homekube/scripts/step.sh) with their settings."""
-    return (f"hk_mark={shell_quote(STEP_MARK)}\nhk_grace={KILL_GRACE}\n"
-            + script("step.sh"))
+    return f"{lines(assign('hk_mark', STEP_MARK), assign('hk_grace', str(KILL_GRACE))).text}\n{script('step.sh')}"
 
 
 def render(changes: list[Change], timeout_of: TimeoutOf = _default_timeout, *,

@@ -82,16 +82,22 @@ class Transport(ABC):
         """Copy `remote` from the host into `local` (created 0600 when absent, else overwritten).
 
         This default sends the file base64-encoded over stdout: right for small files and
-        every transport; SshTransport overrides it with SFTP. Raises OSError on failure.
+        every transport; SshTransport overrides it with SFTP. Raises TransferError on failure.
         """
+        from homekube.errors import TransferError
+
         res = await self.run(shell.Cmd("base64", "-w0", remote).text, timeout=3600)
         if not res.ok:
-            raise OSError(f"{self.host}: cannot read {remote}: {res.stderr.strip()[-300:]}")
+            raise TransferError(f"cannot read {remote}: {res.stderr.strip()[-300:]}", host=self.host)
         try:
             data = base64.b64decode(res.stdout.strip(), validate=True)
         except (binascii.Error, ValueError) as e:
-            raise OSError(f"{self.host}: {remote} arrived garbled: {e}") from None
-        _write_private(local, data)
+            raise TransferError(f"{remote} arrived garbled: {e}", host=self.host) from None
+        try:
+            _write_private(local, data)
+        except OSError as e:
+            raise TransferError(f"cannot write the copy of {remote} to {local}: {e.strerror or e}",
+                                host=self.host) from None
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
 # docker-registry: the lab's image registry; gcc, libc6-dev, libseccomp-dev, pkg-config: the
-# lab's cgo builds (runc with seccomp, flannel), see src/homekube/lab/artifacts/recipes.py
+# lab's cgo builds (runc with seccomp, flannel), see src/homekube/lab/artifacts/recipes.py;
+# and shellcheck for the host programs homekube ships (src/homekube/scripts/*.sh)
 for p in systemd-container debootstrap nftables iproute2 openssl curl gpg \
-    docker-registry gcc libc6-dev libseccomp-dev pkg-config; do
+    docker-registry gcc libc6-dev libseccomp-dev pkg-config shellcheck; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -27,4 +28,6 @@ trap '.venv/bin/homekube lab down >/dev/null 2>&1 || true' EXIT
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports
+# every shipped host program, and this script itself
+shellcheck src/homekube/scripts/*.sh scripts/test.sh .ci/run
 .venv/bin/python -m pytest -q "$@"

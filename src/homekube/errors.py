@@ -5,14 +5,24 @@
     ├── UsageError                exit 2: the command line is wrong
     ├── PreflightError            exit 3: a host cannot take the cluster (too small, wrong OS, ...)
     ├── ConnectError              exit 3: a host cannot be reached or authenticated
+    │   └── TransferError         exit 3: a file cannot be copied from a host
     ├── HostError                 exit 1: a step failed on a host (names host, phase and step)
     ├── LockedError               exit 1: another homekube holds the host lock
     ├── RefusedError              exit 1: the change is unsafe (e.g. would lose etcd quorum)
-    └── ArtifactError             exit 1: something that must be downloaded cannot be fetched
+    ├── ArtifactError             exit 1: something that must be downloaded cannot be fetched
+    ├── PkiStoreError             exit 1: the operator's CA cannot be used (homekube.pki.store)
+    │   ├── InsecureKeyError      a key others can read
+    │   └── BrokenCAError         CA files that do not fit together
+    └── LabError                  exit 1: the lab cannot be built, started or stopped (homekube.lab)
 
 Every error knows the host it concerns (when there is one) and a hint for the user. The CLI
 turns them into a message, a hint and an exit code; anything else is a bug and goes to the
 debug log with its traceback.
+
+Foreign errors become these where they enter: the transports (homekube.transport) turn
+asyncssh's errors, OSError and a failed local process into ConnectError / TransferError
+naming the host and what was being done; a script that ran and failed becomes a HostError
+naming the phase and step (homekube.executor).
 """
 
 from __future__ import annotations
@@ -85,6 +95,10 @@ class PreflightError(HomekubeError):
 
 class ConnectError(HomekubeError):
     exit_code = 3
+
+
+class TransferError(ConnectError):
+    """A file could not be copied from a host (the connection, the host's file, or the copy)."""
 
 
 class HostError(HomekubeError):

@@ -529,6 +529,7 @@ def test_default_get_file_is_base64_and_private(tmp_path: Path) -> None:
     import asyncio
     import base64 as b64
 
+    from homekube.errors import TransferError
     from homekube.transport.base import ExecResult
     from homekube.transport.fake import FakeTransport
 
@@ -539,5 +540,6 @@ def test_default_get_file_is_base64_and_private(tmp_path: Path) -> None:
     assert dest.read_bytes() == data and stat.S_IMODE(dest.stat().st_mode) == 0o600
     assert t.scripts == ["base64 -w0 '/var/tmp/x y'"]
     bad = FakeTransport("a", lambda script: ExecResult(1, "", "No such file"))
-    with pytest.raises(OSError, match="No such file"):
+    with pytest.raises(TransferError, match="No such file") as e:
         asyncio.run(bad.get_file("/nope", tmp_path / "n"))
+    assert e.value.host == "a"

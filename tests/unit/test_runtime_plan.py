@@ -477,7 +477,7 @@ def test_minor_upgrade_with_containerd_moves_only_the_kubelet_packages() -> None
 def test_reset_removes_containerd_only_when_homekube_installed_it() -> None:
     script = reset_script(CFG, node(CFG, "h1"))
     line = next(ln for ln in script.splitlines() if "containerd-binary" in ln)
-    assert line.startswith(f"if [ -e {CONTAINERD_STAMP} ]; then systemctl disable --now containerd")
+    assert line.startswith(f"if test -e {CONTAINERD_STAMP}; then systemctl disable --now containerd")
     assert "/var/lib/containerd" in line and "/usr/local/sbin/runc" in line
     assert script.index("kubeadm reset") < script.index(CONTAINERD_STAMP)  # CRI still there
     assert "flannel.1" in script and "FLANNEL-" in script

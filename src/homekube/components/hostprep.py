@@ -16,7 +16,8 @@ from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.osfamily import FAMILIES, OPTIONAL_COMMANDS, REQUIRED_COMMANDS, family_of, supported, supported_list
 from homekube.plan.model import Change, NoChange, Run, Step, WriteFile
-from homekube.plan.resources import file_step, sysctl_steps
+from homekube.plan.resources import file_step, run, sysctl_steps
+from homekube.shell import Cmd
 
 MODULES_FILE = "/etc/modules-load.d/homekube.conf"
 SYSCTL_FILE = "/etc/sysctl.d/90-homekube.conf"
@@ -204,7 +205,7 @@ class HostPrepPhase:
                 steps.append(NoChange(h, ph, f"module {m}", f"{m} is {'built in' if state == 'builtin' else 'loaded'}"))
             elif state == "loadable":
                 steps.append(Change(h, ph, f"module {m}", f"load {m}", "container storage and bridge filtering need it",
-                                    (Run(f"modprobe {m}"),)))
+                                    (run(Cmd("modprobe", m)),)))
             else:
                 steps.append(NoChange(h, ph, f"module {m}", f"{m} is neither loaded, built in nor installed",
                                       warning=True))
@@ -223,14 +224,14 @@ class HostPrepPhase:
                 names = ", ".join(s.name for s in f.swaps)
                 steps.append(Change(h, ph, "swap", f"turn swap off ({names})",
                                     "kubelet fails with swap on unless hostPrep.swap is `allowed`",
-                                    (Run("swapoff -a"),)))
+                                    (run(Cmd("swapoff", "-a")),)))
             else:
                 steps.append(NoChange(h, ph, "swap", "no active swap"))
             swap_lines = [e for e in f.fstab if e.fstype == "swap"]
             if swap_lines:
-                nums = " ".join(f"-e '{e.line_no}s/^/# disabled by homekube: /'" for e in swap_lines)
+                edits = [w for e in swap_lines for w in ("-e", f"{e.line_no}s/^/# disabled by homekube: /")]
                 steps.append(Change(h, ph, "fstab swap", f"comment out {len(swap_lines)} swap line(s) in /etc/fstab",
-                                    "keep swap off after a reboot", (Run(f"sed -i {nums} /etc/fstab"),)))
+                                    "keep swap off after a reboot", (run(Cmd("sed", "-i", *edits, "/etc/fstab")),)))
             else:
                 steps.append(NoChange(h, ph, "fstab swap", "no swap in /etc/fstab"))
         else:
@@ -253,7 +254,7 @@ class HostPrepPhase:
         elif mode == "disable" and (fw.is_active or fw.is_enabled):
             steps.append(Change(h, ph, "firewalld", "stop and disable firewalld",
                                 "Calico asks for no other iptables manager",
-                                (Run("systemctl disable --now firewalld"),)))
+                                (run(Cmd("systemctl", "disable", "--now", "firewalld")),)))
         elif mode == "open" and fw.is_active:
             ports_wanted = firewall_ports(cfg)
             cni = "Calico" if cfg.network.cni == "calico" else "flannel"
@@ -262,10 +263,10 @@ class HostPrepPhase:
             if have is not None and have.content == marker:
                 steps.append(NoChange(h, ph, "firewalld", f"Kubernetes, etcd and {cni} ports are open"))
             else:
-                ports = " ".join(f"--add-port={p}" for p in ports_wanted)
+                add = Cmd("firewall-cmd", "-q", "--permanent", *(f"--add-port={p}" for p in ports_wanted))
                 steps.append(Change(h, ph, "firewalld", f"open Kubernetes, etcd and {cni} ports",
                                     "hostPrep.firewall is `open`",
-                                    (Run(f"firewall-cmd -q --permanent {ports} && firewall-cmd -q --reload"),
+                                    (run(add & Cmd("firewall-cmd", "-q", "--reload")),
                                      WriteFile(FIREWALL_MARKER, marker, 0o644))))
         else:
             steps.append(NoChange(h, ph, "firewalld", f"firewalld left as it is (hostPrep.firewall: {mode})"))

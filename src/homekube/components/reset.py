@@ -10,10 +10,10 @@ the next boot, once their persisted files are gone.
 from __future__ import annotations
 
 from homekube.config.model import ClusterConfig, HostSpec
-from homekube.facts.base import shell_quote
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.plan.model import Change, NoChange, Run, Step
+from homekube.shell import Cmd, lines, script, sh, when
 
 STATE_DIR = "/var/lib/homekube"
 PACKAGES_RECORD = f"{STATE_DIR}/packages"
@@ -97,45 +97,35 @@ def footprint(cfg: ClusterConfig, f: HostFacts) -> list[str]:
 
 
 def reset_script(cfg: ClusterConfig, f: HostFacts, *, purge_data: bool = True) -> str:
-    data = shell_quote(cfg.etcd.data_dir)
+    """The host program of a reset: homekube/scripts/reset.sh's functions, then their calls."""
     pkgs = recorded_packages(f)
     from homekube.osfamily import family_of
 
     fam = family_of(f.os)
-    purge = fam.remove_command(pkgs) if (fam and pkgs) else "true"
-    lines = [
-        # a path that is its own mount (a data disk on /var/lib/containerd or the etcd data
-        # dir) cannot be removed: empty it and leave the mount to the user's fstab
-        "hk_rm() { for p in \"$@\"; do if mountpoint -q \"$p\" 2>/dev/null; then "
-        "find \"$p\" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; else rm -rf \"$p\"; fi; done; }",
-        f"systemctl disable --now {' '.join(UNITS)} >/dev/null 2>&1 || true",
+    purge = [sh(fam.remove_command(pkgs), compound=True).quiet().or_true()] if (fam and pkgs) else []
+    paths = [p for p in (*FOOTPRINT, *_registry_certs(cfg)) if p != STATE_DIR]
+    steps = [
+        Cmd("systemctl", "disable", "--now", *UNITS).quiet().or_true(),
         # kubeadm's own cleanup first (validated, not executed here: no kubeadm on lab hosts)
-        "if command -v kubeadm >/dev/null; then kubeadm reset -f >/dev/null 2>&1 || true; fi",
-        "for t in filter nat mangle raw; do "
-        "for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (KUBE-|cali-|FLANNEL-)/{print $2}'); do "
-        "iptables -t $t -F $c 2>/dev/null || true; done; "
-        "{ iptables -t $t -S 2>/dev/null | grep -E -- '-j (KUBE-|cali-|FLANNEL-)' | sed 's/^-A/-D/' | "
-        "while read -r r; do eval iptables -t $t $r 2>/dev/null || true; done; } || true; "
-        "for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (KUBE-|cali-|FLANNEL-)/{print $2}'); do "
-        "iptables -t $t -X $c 2>/dev/null || true; done; done",
-        "for l in vxlan.calico vxlan-v6.calico tunl0 cni0 flannel.1 flannel-v6.1; do "
-        "ip link del $l 2>/dev/null || true; done",
+        when(Cmd("command", "-v", "kubeadm").redirect(">/dev/null"), Cmd("kubeadm", "reset", "-f").quiet().or_true()),
+        Cmd("hk_iptables_cleanup"),
+        Cmd("hk_links_cleanup"),
         # containerd only when homekube installed it (its stamp says so), after kubeadm reset
-        f"if [ -e {CONTAINERD_RECORD} ]; then systemctl disable --now containerd >/dev/null 2>&1 "
-        "|| true; hk_rm " + " ".join(CONTAINERD_FOOTPRINT) + "; fi",
-        "hk_rm " + " ".join(shell_quote(p) for p in (*FOOTPRINT, *_registry_certs(cfg))
-                             if p != STATE_DIR),
+        when(Cmd("test", "-e", CONTAINERD_RECORD),
+             Cmd("systemctl", "disable", "--now", "containerd").quiet().or_true(),
+             Cmd("hk_rm", *CONTAINERD_FOOTPRINT)),
+        Cmd("hk_rm", *paths),
     ]
     if purge_data:
-        lines.append(f"hk_rm {data} {shell_quote(cfg.etcd.backup.dir)}")
-    lines += [
-        f"[ -e {ETCD_USER_RECORD} ] && {{ userdel etcd >/dev/null 2>&1 || true; "
-        "groupdel etcd >/dev/null 2>&1 || true; } || true",
-        f"{purge} >/dev/null 2>&1 || true",
-        f"rm -rf {STATE_DIR}",
-        "systemctl daemon-reload; systemctl reset-failed >/dev/null 2>&1 || true",
+        steps.append(Cmd("hk_rm", cfg.etcd.data_dir, cfg.etcd.backup.dir))
+    steps += [
+        when(Cmd("test", "-e", ETCD_USER_RECORD),
+             Cmd("userdel", "etcd").quiet().or_true(), Cmd("groupdel", "etcd").quiet().or_true()),
+        *purge,
+        Cmd("rm", "-rf", STATE_DIR),
+        lines(Cmd("systemctl", "daemon-reload"), Cmd("systemctl", "reset-failed").quiet().or_true()),
     ]
-    return "\n".join(lines)
+    return script("reset.sh") + lines(*steps).text
 
 
 def reset_steps(cfg: ClusterConfig, host: HostSpec | str, f: HostFacts, *, phase: str = "reset",

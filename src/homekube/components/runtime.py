@@ -43,6 +43,7 @@ from homekube.render.runtime import (
     containerd_unit,
     registry_files,
 )
+from homekube.shell import install_dir
 
 __all__ = [
     "CONTAINERD_STAMP",
@@ -134,7 +135,7 @@ def containerd_steps(cfg: ClusterConfig, f: HostFacts, phase: str, have: dict[st
         cmd = "\n".join([
             TEMP_DIR,
             *fetch_verified(runc),
-            f"install -d -m 0755 {RUNC_PATH.rsplit('/', 1)[0]}",
+            install_dir(RUNC_PATH.rsplit("/", 1)[0]).text,
             *install_binaries([(f'"$d/{runc.filename}"', RUNC_PATH)]),
             *stamp_lines(RUNC_PATH, c.runc_version, RUNC_STAMP),
         ])

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from homekube.shell import quote_always, words
+
 T = TypeVar("T")
 
 
@@ -69,10 +71,6 @@ def complete(output: str, marker: str) -> bool:
     return f"{marker} __end__" in output
 
 
-def shell_quote(s: str) -> str:
-    """Quote for POSIX sh (single quotes, embedded quotes escaped)."""
-    return "'" + s.replace("'", "'\"'\"'") + "'"
-
-
-def shell_words(items: Sequence[str]) -> str:
-    return " ".join(shell_quote(i) for i in items)
+#: kept for the modules that quote by hand; new code builds commands with homekube.shell
+shell_quote = quote_always
+shell_words = words

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from homekube.lab import settings
 from homekube.lab.system import LabError, log, mounts_under, run, unmount
+from homekube.shell import script
 
 # minbase + what a real server has + what provisioning and tests poke at. Bookworm names only.
 PACKAGES: tuple[str, ...] = (
@@ -66,14 +67,7 @@ MASKED_UNITS: tuple[str, ...] = (
 # nspawn mounts the cgroup v1 controllers read-only and systemd decides at start-up which
 # controllers it may use. Each host has its own cgroup subtree (see rig.py), so PID 1 is this
 # wrapper, which makes them writable and then becomes systemd.
-INIT_SCRIPT = """\
-#!/bin/sh
-# PID 1 of a homekube lab host (written by homekube): cgroup controllers writable, then systemd.
-for d in /sys/fs/cgroup/*/; do
-    mountpoint -q "$d" && mount -o remount,bind,rw "$d"
-done
-exec /lib/systemd/systemd "$@"
-"""
+INIT_SCRIPT = script("lab-init.sh")
 
 
 @dataclass(frozen=True)

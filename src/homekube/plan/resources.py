@@ -11,9 +11,9 @@ import difflib
 import hashlib
 from collections.abc import Iterable
 
-from homekube.facts.base import shell_quote
 from homekube.facts.host import HostFacts
 from homekube.plan.model import Act, Action, Change, ChangeKey, NoChange, Run, Step, WriteFile
+from homekube.shell import Cmd, Raw, Script, poll_until, quote, sh
 
 
 def file_step(
@@ -80,22 +80,22 @@ def unit_step(
     reasons = list(restart_because)
     actions: list[Action] = []
     if daemon_reload:
-        actions.append(Run("systemctl daemon-reload", "reload systemd unit files"))
+        actions.append(run(Cmd("systemctl", "daemon-reload"), "reload systemd unit files"))
     if active and not st.is_active:
         what = f"start {unit}"
         if enabled and not st.is_enabled:
-            actions.append(Run(f"systemctl enable --now {unit}"))
+            actions.append(run(Cmd("systemctl", "enable", "--now", unit)))
             what = f"enable and start {unit}"
         else:
-            actions.append(Run(f"systemctl start {unit}"))
+            actions.append(run(Cmd("systemctl", "start", unit)))
         if wait:
             actions.append(_wait(wait, unit))
         state = "failed" if st.active == "failed" else "not running"
         return Change(host, phase, f"unit {unit}", what, f"{why} ({unit} is {state})", tuple(actions))
     if active and reasons:
         if enabled and not st.is_enabled:
-            actions.append(Run(f"systemctl enable {unit}"))
-        actions.append(Run(f"systemctl restart {unit}"))
+            actions.append(run(Cmd("systemctl", "enable", unit)))
+        actions.append(run(Cmd("systemctl", "restart", unit)))
         if wait:
             actions.append(_wait(wait, unit))
         return Change(
@@ -103,13 +103,13 @@ def unit_step(
             f"{', '.join(reasons)} changed", tuple(actions),
         )
     if enabled and not st.is_enabled and st.enabled != "static":
-        actions.append(Run(f"systemctl enable {unit}"))
+        actions.append(run(Cmd("systemctl", "enable", unit)))
         return Change(host, phase, f"unit {unit}", f"enable {unit}", why, tuple(actions))
     if not active and st.is_active:
-        cmd = f"systemctl disable --now {unit}" if not enabled else f"systemctl stop {unit}"
-        return Change(host, phase, f"unit {unit}", f"stop {unit}", why, (Run(cmd),))
+        cmd = Cmd("systemctl", "disable", "--now", unit) if not enabled else Cmd("systemctl", "stop", unit)
+        return Change(host, phase, f"unit {unit}", f"stop {unit}", why, (run(cmd),))
     if not enabled and st.is_enabled and st.enabled != "static":
-        return Change(host, phase, f"unit {unit}", f"disable {unit}", why, (Run(f"systemctl disable {unit}"),))
+        return Change(host, phase, f"unit {unit}", f"disable {unit}", why, (run(Cmd("systemctl", "disable", unit)),))
     state = "running" if st.is_active else "stopped"
     en = "enabled" if st.is_enabled else "disabled"
     return NoChange(host, phase, f"unit {unit}", f"{unit} is {en} and {state}")
@@ -117,12 +117,17 @@ def unit_step(
 
 def _wait(condition: str, what: str, seconds: int = 60) -> Run:
     """Poll `condition` (a shell test) every 0.2 s for up to `seconds`; never a fixed sleep."""
-    cmd = (
-        f"for _ in $(seq {seconds * 5}); do if {condition}; then exit_ok=1; break; fi; sleep 0.2; done; "
-        f'[ "${{exit_ok:-0}}" = 1 ] || {{ echo "{what} not ready after {seconds}s" >&2; '
-        f"journalctl -u {shell_quote(what)} -n 20 --no-pager >&2 || true; exit 1; }}"
-    )
-    return Run(cmd, f"wait until {what} is ready")
+    cmd = poll_until(sh(condition, compound=True), seconds=seconds, failure=f"{what} not ready after {seconds}s",
+                     diagnose=[Cmd("journalctl", "-u", what, "-n", "20", "--no-pager").to_stderr()])
+    return Run(cmd.text, f"wait until {what} is ready")
+
+
+def run(cmd: Script, description: str = "") -> Run:
+    """A Run of `cmd`; one holding a Secret is shown (in plans, progress and errors) as its
+    masked text unless a description says what it does."""
+    if cmd.secret:
+        return Run(cmd.text, description or cmd.shown, secret=True)
+    return Run(cmd.text, description)
 
 
 def packages_step(
@@ -149,14 +154,15 @@ def sysctl_steps(
     """
     host = facts.host
     out: list[Step] = []
+    cmd: Script
     for key in sorted(wanted):
         value = wanted[key]
         st = facts.sysctls.get(key)
         res = f"sysctl {key}"
         if (st is None or st.value is None) and any(key.startswith(p) for p in appearing):
-            cmd = f"sysctl -q -w {shell_quote(key + '=' + value)}"
+            cmd = Cmd("sysctl", "-q", "-w", f"{key}={value}")
             out.append(Change(host, phase, res, f"set {key} = {value} (after loading its module)",
-                              why.get(key, "required by Kubernetes networking"), (Run(cmd),)))
+                              why.get(key, "required by Kubernetes networking"), (run(cmd),)))
             continue
         if st is None or st.value is None:
             out.append(NoChange(host, phase, res, f"{key} does not exist on this kernel; not set", warning=True))
@@ -173,16 +179,17 @@ def sysctl_steps(
             ))
             continue
         path = "/proc/sys/" + key.replace(".", "/")
-        cmd = (
-            f"sysctl -q -w {shell_quote(key + '=' + value)} && "
-            f'v=$(cat {shell_quote(path)} | tr "\\t" " "); '
-            f'[ "$v" = {shell_quote(_norm(value))} ] || '
-            f'{{ echo "{key} reads back as $v after setting {value}" >&2; exit 1; }}'
-        )
+        # the message is one quoted word with the read-back value spliced in as "$v": a
+        # value from cluster.yaml is never shell syntax, however it is spelled
+        said = quote(f"{key} reads back as ") + '"$v"' + quote(f" after setting {value}")
+        cmd = (Cmd("sysctl", "-q", "-w", f"{key}={value}")
+               & sh(f'v=$(tr "\\t" " " < {quote(path)})')
+               & Cmd("test", Raw('"$v"'), "=", _norm(value)).or_(
+                   sh(f"{{ echo {said} >&2; exit 1; }}")))
         out.append(Change(
             host, phase, res, f"set {key} = {value} (now {st.value})",
             why.get(key, "required by Kubernetes networking"),
-            (Run(cmd, f"set and verify {key}"),),
+            (run(cmd, f"set and verify {key}"),),
         ))
     return out
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from homekube.facts.base import shell_quote
 from homekube.plan.model import Change, LocalWrite, Run, WriteFile
+from homekube.shell import Cmd, assign, lines, script
 
 STEP_MARK = "@@homekube-step@@"
 #: the step that runs now: "<pgid> <start ticks> <script pid> <since> <label>"
@@ -54,7 +55,7 @@ def _write(a: WriteFile) -> str:
         f"t=$(mktemp {shell_quote(d + '/.homekube.XXXXXX')})\n"
         f"base64 -d > \"$t\" <<'HOMEKUBE_EOF'\n{b64}HOMEKUBE_EOF\n"
         f'if [ "$(sha256sum < "$t" | cut -d" " -f1)" != {a.sha256} ]; then '
-        f'rm -f "$t"; echo "upload of {a.path} is incomplete" >&2; exit 1; fi\n'
+        f'rm -f "$t"; {Cmd("echo", f"upload of {a.path} is incomplete").to_stderr()}; exit 1; fi\n'
         f'chown {shell_quote(a.owner + ":" + a.group)} "$t" && chmod {a.mode:04o} "$t" && '
         f'mv -f "$t" {p}; t=\n'
     )
@@ -79,56 +80,9 @@ def _run(a: Run, i: int, j: int, seconds: float) -> str:
             f"3<<'{d}'\n{body}{d}\n")
 
 
-#: runs one step: timeout in the background (it makes its own process group), recorded,
-#: waited for; `wait` is interrupted by the TERM trap, which then stops the group. Just
-#: before the limit, hk_watch lists what the step still runs (a hung apt-get prints nothing:
-#: its processes are what tells where it hangs); not for a secret step, whose arguments may
-#: carry the secret.
-_HELPERS = f"""\
-hk_pid=
-hk_watch() {{
-  local pid=$1 start=$SECONDS at=$(( $2 - 2 )) d s cmd
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ $((SECONDS - start)) -ge "$at" ]; then
-      printf 'still running after %d s:\\n' "$at"
-      for d in /proc/[0-9]*; do
-        s=$(cat "$d/stat" 2>/dev/null) || continue
-        s=${{s##*) }}
-        set -- $s
-        [ "$3" = "$pid" ] || continue
-        cmd=$(tr '\\0' ' ' < "$d/cmdline" 2>/dev/null)
-        printf '  %s %s\\n' "${{d#/proc/}}" "${{cmd:0:200}}"
-      done
-      return 0
-    fi
-    sleep 0.2
-  done
-}}
-hk_step() {{
-  local rc=0 s=$SECONDS w=
-  timeout -k {KILL_GRACE} "$1" bash /dev/fd/3 </dev/null 2>&1 &
-  hk_pid=$!
-  printf '%s %s %s %s %s\\n' "$hk_pid" "$(cut -d' ' -f22 /proc/$hk_pid/stat 2>/dev/null || echo -)" \\
-    "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$4" > "$hk_record" 2>/dev/null || true
-  if [ "$5" = shown ] && [ "$1" -ge 5 ]; then hk_watch "$hk_pid" "$1" & w=$!; fi
-  wait "$hk_pid" || rc=$?
-  [ -z "$w" ] || wait "$w" 2>/dev/null || true
-  hk_pid=
-  rm -f -- "$hk_record"
-  if [ "$rc" -ge 124 ] && [ "$rc" -ne 126 ] && [ "$rc" -ne 127 ] && [ $((SECONDS - s)) -ge "$1" ]; then
-    printf '%s timeout %d %d %d\\n' '{STEP_MARK}' "$2" "$3" "$1"
-  fi
-  return "$rc"
-}}
-hk_stop() {{
-  [ -n "$hk_pid" ] || return 0
-  kill -TERM -- "-$hk_pid" 2>/dev/null || return 0
-  local n=0
-  while kill -0 -- "-$hk_pid" 2>/dev/null && [ $n -lt {KILL_GRACE * 10} ]; do sleep 0.1; n=$((n + 1)); done
-  kill -KILL -- "-$hk_pid" 2>/dev/null || true
-  rm -f -- "$hk_record"
-}}
-"""
+def _helpers() -> str:
+    """hk_step, hk_watch and hk_stop (homekube/scripts/step.sh) with their settings."""
+    return f"{lines(assign('hk_mark', STEP_MARK), assign('hk_grace', str(KILL_GRACE))).text}\n{script('step.sh')}"
 
 
 def render(changes: list[Change], timeout_of: TimeoutOf = _default_timeout, *,
@@ -153,7 +107,7 @@ def render(changes: list[Change], timeout_of: TimeoutOf = _default_timeout, *,
         "umask 077\n"
         "t=\n"
         f"hk_record={shell_quote(record or STEP_RECORD)}\n"
-        f"{_HELPERS}"
+        f"{_helpers()}"
         'trap \'[ -z "$t" ] || rm -f -- "$t"\' EXIT\n'
         "trap 'hk_stop; exit 129' HUP PIPE TERM INT\n"
         "export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from homekube import shell
+
 
 @dataclass(frozen=True)
 class ExecResult:
@@ -80,18 +82,22 @@ class Transport(ABC):
         """Copy `remote` from the host into `local` (created 0600 when absent, else overwritten).
 
         This default sends the file base64-encoded over stdout: right for small files and
-        every transport; SshTransport overrides it with SFTP. Raises OSError on failure.
+        every transport; SshTransport overrides it with SFTP. Raises TransferError on failure.
         """
-        from homekube.facts.base import shell_quote
+        from homekube.errors import TransferError
 
-        res = await self.run(f"base64 -w0 {shell_quote(remote)}", timeout=3600)
+        res = await self.run(shell.Cmd("base64", "-w0", remote).text, timeout=3600)
         if not res.ok:
-            raise OSError(f"{self.host}: cannot read {remote}: {res.stderr.strip()[-300:]}")
+            raise TransferError(f"cannot read {remote}: {res.stderr.strip()[-300:]}", host=self.host)
         try:
             data = base64.b64decode(res.stdout.strip(), validate=True)
         except (binascii.Error, ValueError) as e:
-            raise OSError(f"{self.host}: {remote} arrived garbled: {e}") from None
-        _write_private(local, data)
+            raise TransferError(f"{remote} arrived garbled: {e}", host=self.host) from None
+        try:
+            _write_private(local, data)
+        except OSError as e:
+            raise TransferError(f"cannot write the copy of {remote} to {local}: {e.strerror or e}",
+                                host=self.host) from None
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -123,30 +129,13 @@ def lock_prelude(holder: str) -> str:
     (see `watched`), so wait for that a little, then say STEP (what, since when) and exit 75;
     if that shell is gone, nothing will ever stop it, so stop it here and say NOTE first.
     """
-    from homekube.facts.base import shell_quote
     from homekube.plan.script import KILL_GRACE, STEP_RECORD
 
-    rec = shell_quote(STEP_RECORD)
-    return f"""\
-exec 9>>{LOCK_PATH}
-if ! flock -n 9; then echo BUSY; cat {LOCK_PATH}.holder 2>/dev/null; exit 75; fi
-if [ -s {rec} ] && read -r hk_p hk_st hk_top hk_since hk_what < {rec}; then
-  hk_alive() {{ [ "$(cut -d' ' -f22 /proc/$hk_p/stat 2>/dev/null)" = "$hk_st" ]; }}
-  hk_n=0
-  while hk_alive && [ -d /proc/$hk_top ] && [ $hk_n -lt {STEP_SETTLE * 10} ]; do sleep 0.1; hk_n=$((hk_n + 1)); done
-  if hk_alive && [ -d /proc/$hk_top ]; then
-    echo STEP; printf '%s (since %s, process group %s)\\n' "$hk_what" "$hk_since" "$hk_p"; exit 75
-  elif hk_alive; then
-    kill -TERM -- "-$hk_p" 2>/dev/null; hk_n=0
-    while kill -0 -- "-$hk_p" 2>/dev/null && [ $hk_n -lt {KILL_GRACE * 10} ]; do sleep 0.1; hk_n=$((hk_n + 1)); done
-    kill -KILL -- "-$hk_p" 2>/dev/null
-    printf 'NOTE stopped an earlier homekube step whose run had ended: %s (running since %s)\\n' \\
-      "$hk_what" "$hk_since"
-  fi
-  rm -f {rec}
-fi
-printf '%s\\n' {shell_quote(holder)} > {LOCK_PATH}.holder; echo LOCKED
-"""
+    settings = shell.lines(
+        shell.assign("hk_lock_path", LOCK_PATH), shell.assign("hk_record", STEP_RECORD),
+        shell.assign("hk_settle", str(STEP_SETTLE)), shell.assign("hk_grace", str(KILL_GRACE)),
+        shell.assign("hk_holder", holder))
+    return f"{settings.text}\n{shell.script('lock.sh')}hk_lock\n"
 
 
 #: the lock is held until the operator closes stdin (or its connection drops)
@@ -173,41 +162,15 @@ def watched(script: str, end: str) -> str:
     the step it was running (a step runs under `timeout`, which leads its own group). The
     job's stdin is /dev/null, and it never holds the channel's stdin or the host lock's fd.
     """
-    from homekube.facts.base import shell_quote
     from homekube.plan.script import KILL_GRACE, STEP_RECORD
 
-    rec = shell_quote(STEP_RECORD)
     # Everything after the body sits in a function so that bash has read all of its input
     # before the watcher starts reading the same stdin for EOF.
     return (
-        "hk_body() {\n"
-        f"{script}\n"
-        "}\n"
-        "hk_halt() {\n"
-        "  kill -TERM -- \"-$hk_job\" 2>/dev/null || return 0\n"
-        "  local n=0\n"
-        f"  while kill -0 -- \"-$hk_job\" 2>/dev/null && [ $n -lt {(KILL_GRACE + 5) * 10} ]; do "
-        "sleep 0.1; n=$((n + 1)); done\n"
-        "  kill -KILL -- \"-$hk_job\" 2>/dev/null\n"
-        f"  if [ -s {rec} ] && read -r p st top rest < {rec} && [ \"$top\" = \"$$\" ]; then\n"
-        f"    kill -KILL -- \"-$p\" 2>/dev/null; rm -f {rec}\n"
-        "  fi\n"
-        "}\n"
-        "hk_watched() {\n"
-        "  exec 4<&0\n"
-        "  set -m\n"
-        "  hk_body </dev/null 4<&- 9>&- &\n"
-        "  hk_job=$!\n"
-        "  set +m\n"
-        "  { cat <&4 >/dev/null 2>&1; hk_halt; } 9>&- </dev/null >/dev/null 2>&1 &\n"
-        "  local watch=$! rc=0\n"
-        "  exec 4<&- 0</dev/null\n"
-        "  trap '' PIPE\n"
-        "  wait \"$hk_job\" || rc=$?\n"
-        f"  printf '\\n%s %d\\n' {shell_quote(end)} \"$rc\"\n"
-        "  wait \"$watch\"\n"
-        "  exit \"$rc\"\n"
-        "}\n"
+        f"{shell.assign('hk_record', STEP_RECORD).text}\n{shell.assign('hk_grace', str(KILL_GRACE)).text}\n"
+        f"{shell.assign('hk_end', end).text}\n"
+        f"hk_body() {{\n{script}\n}}\n"
+        f"{shell.script('watch.sh')}"
         "hk_watched\n"
     )
 

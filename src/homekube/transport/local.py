@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 
+from homekube.errors import ConnectError
 from homekube.transport.base import (
     TIMED_OUT,
     ExecResult,
@@ -25,6 +26,15 @@ class LocalTransport(Transport):
         self._sudo = (os.geteuid() != 0) if sudo is None else sudo
         self._lock: asyncio.subprocess.Process | None = None
 
+    async def _spawn(self, argv: list[str], *, stderr: int) -> asyncio.subprocess.Process:
+        """Start `argv` with piped stdin and stdout; a missing bash or sudo is a ConnectError."""
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr)
+        except OSError as e:
+            raise ConnectError(f"cannot start {' '.join(argv[:3])} here: {e.strerror or e}",
+                               host=self.host) from None
+
     def _argv(self) -> list[str]:
         return ["sudo", "-n", "bash", "-s"] if self._sudo else ["bash", "-s"]
 
@@ -32,10 +42,7 @@ class LocalTransport(Transport):
                   on_line: LineSink | None = None) -> ExecResult:
         self.execs += 1
         end = end_marker()
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv(), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await self._spawn(self._argv(), stderr=asyncio.subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write(watched(script, end).encode())
         errs = asyncio.ensure_future(proc.stderr.read())
@@ -76,10 +83,7 @@ class LocalTransport(Transport):
     async def lock(self, holder: str) -> None:
         self.execs += 1
         argv = [*self._argv()[:-1], "-c", lock_command(holder)]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        proc = await self._spawn(argv, stderr=asyncio.subprocess.DEVNULL)
         assert proc.stdout is not None
         while True:
             line = (await proc.stdout.readline()).decode().strip()

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from homekube.errors import ConnectError
+from homekube.errors import ConnectError, TransferError
 from homekube.transport._asyncssh import asyncssh
 from homekube.transport.base import (
     TIMED_OUT,
@@ -123,7 +123,7 @@ class SshTransport(Transport):
             create_private(local)
             await sftp.get(remote, str(local))
         except (asyncssh.Error, OSError) as e:
-            raise OSError(f"{self.host}: cannot copy {remote} over SFTP: {e}") from None
+            raise TransferError(f"cannot copy {remote} over SFTP: {e}", host=self.host) from None
         finally:
             sftp.exit()
             with contextlib.suppress(asyncssh.Error, OSError):

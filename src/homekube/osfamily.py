@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from homekube.facts.base import shell_quote, shell_words
+from homekube.facts.base import shell_words
 from homekube.facts.system import OsInfo
+from homekube.shell import fetch_signing_key
 
 Family = Literal["debian", "rhel"]
 
@@ -74,11 +75,7 @@ class RepoFile:
 def fetch_keyring_command(rf: RepoFile) -> str:
     """Fetch `rf`'s signing key and store it dearmored at its keyring (atomically)."""
     assert rf.keyring is not None
-    tmp = rf.keyring + ".tmp"
-    return (f"install -d -m 0755 /etc/apt/keyrings && "
-            f"curl -fsSL --retry 3 {shell_quote(rf.key_url)} | "
-            f"gpg --dearmor --yes -o {tmp} && chmod 0644 {tmp} && mv -f {tmp} {rf.keyring}")
-
+    return fetch_signing_key(rf.key_url, rf.keyring).text
 
 class OsFamily(ABC):
     """One family of distributions: how packages are named, installed, held and removed."""

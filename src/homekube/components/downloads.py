@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from homekube.components.artifacts import Artifact
 from homekube.facts.base import shell_quote
+from homekube.shell import quote
 
 __all__ = ["STAMP_DIR", "fetch_verified", "install_binaries", "stamp_lines", "stamped_version"]
 
@@ -29,21 +30,22 @@ TEMP_DIR = "d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT"
 
 def fetch_verified(a: Artifact) -> list[str]:
     """Lines that download `a` into "$d" and stop (exit 1, naming the file) if it does not verify."""
-    target = f'"$d/{a.filename}"'
+    # names and URLs come from cluster.yaml: every one is a single quoted word, also in messages
+    target = f'"$d"/{quote(a.filename)}'
     lines = [f"curl -fsSL --retry 3 -o {target} {shell_quote(a.url)}"]
     if a.sha256:
-        lines.append(f'[ "$(sha256sum {target} | cut -d" " -f1)" = {a.sha256} ] || '
-                     f'{{ echo "checksum mismatch for {a.filename}" >&2; exit 1; }}')
+        lines.append(f'[ "$(sha256sum {target} | cut -d" " -f1)" = {quote(a.sha256)} ] || '
+                     f'{{ echo {quote("checksum mismatch for " + a.filename)} >&2; exit 1; }}')
         return lines
     if not a.sums_url:
         return lines  # upstream over TLS from an immutable release tag, nothing to check against
-    sums = f'"$d/{a.filename}.sums"'
+    sums = f'"$d"/{quote(a.filename + ".sums")}'
     # `name` or `*name` (binary mode) in the second column; awk compares text, no regex
     lines += [
         f"curl -fsSL --retry 3 -o {sums} {shell_quote(a.sums_url)}",
         f"(cd \"$d\" && awk -v f={shell_quote(a.filename)} '$2 == f || $2 == \"*\" f' "
-        f"{a.filename}.sums | sha256sum -c --quiet -) || "
-        f'{{ echo "{a.filename} is not in {a.sums_url} or does not match it" >&2; exit 1; }}',
+        f"{quote(a.filename + '.sums')} | sha256sum -c --quiet -) || "
+        f"{{ echo {quote(f'{a.filename} is not in {a.sums_url} or does not match it')} >&2; exit 1; }}",
     ]
     return lines
 

@@ -854,60 +854,21 @@ class KubeadmPhase:
                              warning=True) for h in ctx.hosts()]
         ph = self.name
         pf = ctx.facts[p.host.name]
-        steps: list[Step] = cgroup_v1_warnings(ctx, ph)
         others = [h for h in ctx.hosts() if is_node(h) and h.name != p.host.name]
         joining = [h for h in others if ctx.facts[h.name].file(KUBELET_CONF) is None]
-        for h in others:
-            if h not in joining:
-                state = ("has joined (kubelet.conf present)" if p.state != "fresh" else
-                         f"has {KUBELET_CONF} but no control plane is initialised: it belongs to "
-                         "an old cluster (`kubeadm reset` it first)")
-                steps.append(NoChange(h.name, ph, "join", f"{h.name} {state}",
-                                      warning=p.state == "fresh"))
-        if p.state == "down":
-            steps.append(NoChange(p.host.name, ph, "kubeadm init",
-                                  f"{p.why}; homekube will not run kubeadm init again. Check "
-                                  "`journalctl -u kubelet` and `crictl ps -a` there", warning=True))
-            steps += [NoChange(h.name, ph, "join", f"{h.name} waits for the API of {p.host.name}",
-                               warning=True) for h in joining]
-            return steps
-
-        have = kube_facts(pf).kubeadm
-        if p.state == "fresh" and have and _minor(have) != cfg.kubernetes.minor:
-            steps.append(NoChange(
-                p.host.name, ph, "kubeadm init",
-                f"kubeadm {have} is installed but cluster.yaml wants {cfg.kubernetes.minor}: "
-                "not initialising a cluster of another minor", warning=True))
-            return steps
+        steps: list[Step] = cgroup_v1_warnings(ctx, ph) + self._joined(p, others, joining)
+        stopped = self._stopped(ctx, p, joining)
+        if stopped:
+            return steps + stopped
 
         cp_joins = [h for h in joining if h.has("control-plane")]
         wk_joins = [h for h in joining if not h.has("control-plane")]
         sec = _Secrets(new_token(), new_certificate_key() if cp_joins else None)
 
         # the CA whose hash pins discovery
-        ca_actions: list[Action] = []
         if p.state == "fresh":
-            have_crt, have_key = pf.file(CA_CRT), pf.file(CA_KEY)
-            if have_crt is not None and have_crt.content and have_key is not None:
-                ca_pem = have_crt.content
-                steps.append(NoChange(p.host.name, ph, "cluster CA",
-                                      f"{CA_CRT} and ca.key exist; kubeadm init uses them"))
-            elif have_crt is not None:
-                raise RefusedError(
-                    f"{CA_CRT} exists on {p.host.name} without its key and no cluster runs",
-                    host=p.host.name,
-                    hint="remove /etc/kubernetes/pki/ca.* there (or restore ca.key), then apply")
-            else:
-                key = generate_key(cfg.etcd.key_type)
-                ca_pem = issue_ca(kubernetes_ca_spec(), key, ctx.now)
-                ca_actions = [WriteFile(CA_CRT, ca_pem, 0o644),
-                              WriteFile(CA_KEY, key, 0o600, secret=True)]
-                steps.append(Change(
-                    p.host.name, ph, "cluster CA",
-                    "create the Kubernetes cluster CA (CN kubernetes)",
-                    "kubeadm uses an existing CA; its hash pins discovery for the joining nodes "
-                    "in this same apply", tuple(ca_actions), order=INIT))
-            steps.append(self._init(ctx, p.host, pf, sec))
+            ca_pem, ca_step = self._cluster_ca(ctx, p.host, pf)
+            steps += [ca_step, self._init(ctx, p.host, pf, sec)]
         else:
             crt = pf.file(CA_CRT)
             if crt is None or not crt.content:
@@ -925,6 +886,54 @@ class KubeadmPhase:
         steps += [self._join(ctx, h, sec, ca_hash, CP_JOIN.turn(i)) for i, h in enumerate(cp_joins)]
         steps += [self._join(ctx, h, sec, ca_hash, WORKER_JOIN) for h in wk_joins]
         return steps
+
+    def _joined(self, p: Primary, others: list[HostSpec], joining: list[HostSpec]) -> list[Step]:
+        """Nodes that have a kubelet.conf: members, or leftovers of an old cluster."""
+        if p.state != "fresh":
+            state, warn = "has joined (kubelet.conf present)", False
+        else:
+            state = (f"has {KUBELET_CONF} but no control plane is initialised: it belongs to "
+                     "an old cluster (`kubeadm reset` it first)")
+            warn = True
+        return [NoChange(h.name, self.name, "join", f"{h.name} {state}", warning=warn)
+                for h in others if h not in joining]
+
+    def _stopped(self, ctx: Context, p: Primary, joining: list[HostSpec]) -> list[Step]:
+        """Why nothing can be done (a control plane that is down, kubeadm of another minor);
+        empty when the plan can go on."""
+        ph, first = self.name, p.host.name
+        if p.state == "down":
+            return [NoChange(first, ph, "kubeadm init",
+                             f"{p.why}; homekube will not run kubeadm init again. Check "
+                             "`journalctl -u kubelet` and `crictl ps -a` there", warning=True),
+                    *(NoChange(h.name, ph, "join", f"{h.name} waits for the API of {first}",
+                               warning=True) for h in joining)]
+        have = kube_facts(ctx.facts[first]).kubeadm
+        minor = ctx.config.kubernetes.minor
+        if p.state == "fresh" and have and _minor(have) != minor:
+            return [NoChange(first, ph, "kubeadm init",
+                             f"kubeadm {have} is installed but cluster.yaml wants {minor}: "
+                             "not initialising a cluster of another minor", warning=True)]
+        return []
+
+    def _cluster_ca(self, ctx: Context, h: HostSpec, f: HostFacts) -> tuple[bytes, Step]:
+        """The CA `kubeadm init` will use (its PEM) and the step that provides it."""
+        have_crt, have_key = f.file(CA_CRT), f.file(CA_KEY)
+        if have_crt is not None and have_crt.content and have_key is not None:
+            return have_crt.content, NoChange(h.name, self.name, "cluster CA",
+                                              f"{CA_CRT} and ca.key exist; kubeadm init uses them")
+        if have_crt is not None:
+            raise RefusedError(
+                f"{CA_CRT} exists on {h.name} without its key and no cluster runs", host=h.name,
+                hint="remove /etc/kubernetes/pki/ca.* there (or restore ca.key), then apply")
+        key = generate_key(ctx.config.etcd.key_type)
+        ca_pem = issue_ca(kubernetes_ca_spec(), key, ctx.now)
+        return ca_pem, Change(
+            h.name, self.name, "cluster CA", "create the Kubernetes cluster CA (CN kubernetes)",
+            "kubeadm uses an existing CA; its hash pins discovery for the joining nodes in this "
+            "same apply",
+            (WriteFile(CA_CRT, ca_pem, 0o644), WriteFile(CA_KEY, key, 0o600, secret=True)),
+            order=INIT)
 
     def _init(self, ctx: Context, h: HostSpec, f: HostFacts, sec: _Secrets) -> Change:
         cfg = ctx.config

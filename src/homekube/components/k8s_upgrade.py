@@ -195,6 +195,30 @@ def _uncordon(first: str, node: str, order: Order) -> Change:
         order=order)
 
 
+def _upgrading(ctx: Context, nodes: list[HostSpec]) -> dict[str, str]:
+    """The minor each member to upgrade runs now, by host; refuses any step but one minor up."""
+    want = ctx.config.kubernetes.minor
+    have = {h.name: old for h in nodes if (old := upgrading_from(ctx, ctx.facts[h.name])) is not None}
+    problems = [why for n, m in have.items() if (why := check_minor_step(n, m, want))]
+    if problems:
+        raise RefusedError(
+            f"unsupported Kubernetes version change to {want}; nothing was changed:\n"
+            + "\n".join(problems),
+            hint="kubeadm upgrades one minor at a time and never downgrades: set "
+                 "kubernetes.version to the next minor of what runs and apply once per minor")
+    return have
+
+
+def _families(ctx: Context, hosts: dict[str, str]) -> dict[str, OsFamily]:
+    fams: dict[str, OsFamily] = {}
+    for n in hosts:
+        fam = family_of(ctx.facts[n].os)
+        if fam is None:
+            raise RefusedError(f"cannot upgrade {n}: unsupported OS {ctx.facts[n].os.pretty}", host=n)
+        fams[n] = fam
+    return fams
+
+
 class KubernetesUpgradePhase:
     name = PHASE
     title = "Kubernetes minor upgrade (kubeadm upgrade, then kubelets node by node)"
@@ -212,45 +236,27 @@ class KubernetesUpgradePhase:
             return [NoChange(h.name, ph, "upgrade", "no cluster is initialised: nothing to upgrade")
                     for h in ctx.hosts() if is_node(h)]
         nodes = [h for h in ctx.hosts() if is_node(h)]
-        have: dict[str, str] = {}
-        for h in nodes:
-            old = upgrading_from(ctx, ctx.facts[h.name])
-            if old is not None:
-                have[h.name] = old
-        problems = [why for n, m in have.items() if (why := check_minor_step(n, m, want))]
-        if problems:
-            raise RefusedError(
-                f"unsupported Kubernetes version change to {want}; nothing was changed:\n"
-                + "\n".join(problems),
-                hint="kubeadm upgrades one minor at a time and never downgrades: set "
-                     "kubernetes.version to the next minor of what runs and apply once per minor")
+        have = _upgrading(ctx, nodes)
         if not have:
             return [NoChange(h.name, ph, "upgrade", self._same(ctx.facts[h.name], want))
                     for h in nodes]
         if p.state == "down":
             return [NoChange(p.host.name, ph, "upgrade",
                              f"the upgrade to {want} waits for the API: {p.why}", warning=True)]
-        fams: dict[str, OsFamily] = {}
-        for n in have:
-            fam = family_of(ctx.facts[n].os)
-            if fam is None:
-                raise RefusedError(f"cannot upgrade {n}: unsupported OS "
-                                   f"{ctx.facts[n].os.pretty}", host=n)
-            fams[n] = fam
-
+        fams = _families(ctx, have)
         first = p.host.name
         upgrading = [h for h in nodes if h.name in have]
-        cps = [h for h in upgrading if h.has("control-plane")]
-        order = sorted(upgrading, key=lambda h: (h.name != first, not h.has("control-plane")))
+        other_cps = [h for h in upgrading if h.has("control-plane") and h.name != first]
+        # kubelets: the first control plane, then the other control planes, then workers
+        kubelets = sorted(upgrading, key=lambda h: (h.name != first, not h.has("control-plane")))
         steps: list[Step] = [NoChange(h.name, ph, "upgrade", self._same(ctx.facts[h.name], want))
                              for h in nodes if h.name not in have]
         steps += [_repos(cfg, h.name, fams[h.name], have[h.name]) for h in upgrading]
         if first in have:
             steps.append(_upgrade_apply(cfg, first, fams[first], have[first]))
-        for i, h in enumerate(c for c in cps if c.name != first):
-            steps.append(_upgrade_node(cfg, h.name, fams[h.name], have[h.name],
-                                       CONTROL_PLANES.turn(i)))
-        for i, h in enumerate(order):
+        steps += [_upgrade_node(cfg, h.name, fams[h.name], have[h.name], CONTROL_PLANES.turn(i))
+                  for i, h in enumerate(other_cps)]
+        for i, h in enumerate(kubelets):
             steps += [_drain(first, h.name, KUBELETS.turn(i, "drain")),
                       _kubelet(cfg, h, fams[h.name], have[h.name], KUBELETS.turn(i, "kubelet")),
                       _uncordon(first, h.name, KUBELETS.turn(i, "uncordon"))]

@@ -226,10 +226,14 @@ def waves(changes: Sequence[Change]) -> list[list[Change]]:
         untagged = next(c for c in changes if c.order is None)
         raise ValueError(f"{untagged.phase}: {untagged.host}: {untagged.summary!r} has no stage "
                          "while other Changes of the phase have one")
-    declared = {(stage_of(c.order).phase, stage_of(c.order).rank >= 0)
-                for c in changes if c.order is not None}
-    if len(declared) > 1 or any(not ok for _, ok in declared):
-        raise ValueError(f"stages of one phase must come from one `declare`: {sorted(declared)}")
+    stages = [stage_of(c.order) for c in changes if c.order is not None]
+    loose = [s.name for s in stages if s.rank < 0]
+    if loose:
+        raise ValueError(f"stage {loose[0]!r} was not declared: give it to `declare` with the "
+                         "phase's other stages")
+    if len({s.phase for s in stages}) > 1:
+        raise ValueError("the stages of one phase must come from one `declare`, not from "
+                         f"{sorted({s.phase for s in stages})}")
     by_key: dict[tuple[int, ...], list[Change]] = {}
     for c in changes:
         by_key.setdefault(_key(c), []).append(c)

@@ -367,7 +367,7 @@ def test_restore_plan_waves_and_commands(tmp_path: Path) -> None:
 def test_restore_refuses_unbumped_restore_when_kubernetes_runs(tmp_path: Path) -> None:
     cfg = config(kubernetes=True)
     p = restore_plan(cfg, Snapshot(tmp_path / "x.db", 1, "00" * 32), "s")
-    cmd = next(c for c in p.changes if c.wave == 0).actions[0].describe()
+    cmd = p.phases[0].waves[0][0].actions[0].describe()
     assert "has no --bump-revision" in cmd and "exit 1" in cmd
 
 

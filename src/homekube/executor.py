@@ -1,5 +1,8 @@
 """Run a plan: phases in order, waves in order, hosts in parallel within a wave.
 
+The waves come from the stages each phase declares (homekube.plan.order, mapped by
+`PhasePlan.waves`).
+
 The executor makes no decisions: it runs the actions of exactly the Changes it is given.
 Progress goes to an optional callback as `Event`s, streamed while a host's script runs (the
 script prints a marker as each step starts), so the CLI can draw it without the executor
@@ -8,27 +11,36 @@ knowing about terminals.
 Every command runs under a timeout enforced on the host (plan.script); the operator keeps a
 deadline of its own a little beyond the sum of them, for a host that stops answering. A
 package-manager step that failed on a network error is tried once more.
+
+Only homekube's own errors and the operator's I/O (OSError: a lost connection, a timeout, a
+local file that cannot be written) become a host's failure. Anything else is a bug: the
+other hosts still finish the wave, then the bug is raised as it is, its traceback in the run
+log (a `bug` event) and in the debug log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import tempfile
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from homekube.errors import HostError
+from homekube.errors import HomekubeError, HostError
 from homekube.plan.model import Change, LocalWrite, Plan, Run, kind_of
 from homekube.plan.script import KILL_GRACE, parse_mark, render
 from homekube.transport.base import TIMED_OUT, Transport
 
-EventKind = Literal["phase", "start", "run", "output", "done", "fail", "retry", "end"]
+EventKind = Literal["phase", "start", "run", "output", "done", "fail", "retry", "bug", "end"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,9 @@ class Event:
     phase: `text` is the phase title. start: a Change (`step`) began on `host`. run: one of
     its commands began (`text` its label, `timeout` its limit). output: a line it printed.
     done: the Change finished (`seconds`). fail: it failed (`text` the error). retry: it is
-    tried again (`text` why). end: the plan's run is over (what follows is its result).
+    tried again (`text` why). bug: an unexpected exception on `host` (`text` its traceback;
+    a `fail` event says it in one line). end: the plan's run is over (what follows is its
+    result).
     """
 
     kind: EventKind
@@ -246,31 +260,67 @@ async def _execute(plan: Plan, transports: dict[str, Transport], progress: Progr
                    limits: Mapping[str, float]) -> ApplyResult:
     result = ApplyResult()
     for phase in plan.phases:
-        changes = phase.changes
-        if not changes:
+        waves = phase.waves
+        if not waves:
             continue
         if progress:
             progress(Event("phase", phase=phase.name, text=phase.title))
-        for wave in sorted({c.wave for c in changes}):
+        for wave in waves:
             by_host: dict[str, list[Change]] = {}
-            for c in changes:
-                if c.wave == wave:
-                    by_host.setdefault(c.host, []).append(c)
+            for c in wave:
+                by_host.setdefault(c.host, []).append(c)
             hosts = list(by_host)
+            # every host finishes its part of the wave, whatever happens to the others
             outcomes = await asyncio.gather(
                 *(_run_host(transports[h], by_host[h], progress, limits) for h in hosts),
                 return_exceptions=True,
             )
+            bugs: list[BaseException] = []
             for h, out in zip(hosts, outcomes, strict=True):
-                if isinstance(out, HostError):
-                    result.failed.append(out)
-                elif isinstance(out, asyncio.CancelledError):
-                    raise out
-                elif isinstance(out, BaseException):
-                    result.failed.append(HostError(str(out) or type(out).__name__, host=h,
-                                                   phase=phase.name))
-                else:
+                if isinstance(out, list):
                     result.applied.extend(out)
+                elif (err := _host_error(h, phase.name, out)) is not None:
+                    result.failed.append(err)
+                elif not isinstance(out, Exception):
+                    raise out  # cancelled, interrupted: nothing to report per host
+                else:
+                    _report_bug(h, phase.name, out, progress)
+                    bugs.append(out)
+            if bugs:
+                raise _with_notes(bugs, result)
             if result.failed:
                 return result
     return result
+
+
+def _host_error(host: str, phase: str, e: BaseException) -> HostError | None:
+    """The host's failure for one of homekube's errors or an I/O error; None for a bug."""
+    if isinstance(e, HostError):
+        return e
+    if isinstance(e, HomekubeError):
+        return HostError(e.message, host=e.host or host, phase=phase, hint=e.hint)
+    if isinstance(e, OSError):  # a lost connection, a timeout, a local file (TimeoutError too)
+        return HostError(str(e) or type(e).__name__, host=host, phase=phase)
+    return None
+
+
+def _report_bug(host: str, phase: str, e: BaseException, progress: Progress | None) -> None:
+    tb = "".join(traceback.format_exception(e)).rstrip()
+    log.debug("bug while running phase %s on %s", phase, host, exc_info=e)
+    if progress is not None:
+        progress(Event("fail", host, phase, text=f"internal error (a bug): {type(e).__name__}: {e}"))
+        progress(Event("bug", host, phase, text=tb))
+
+
+def _with_notes(bugs: list[BaseException], result: ApplyResult) -> BaseException:
+    """The first bug, noting the others and what the rest of the wave did."""
+    first = bugs[0]
+    for other in bugs[1:]:
+        first.add_note(f"also: {type(other).__name__}: {other} (traceback in the run log)")
+    for err in result.failed:
+        first.add_note(f"also failed: {err}")
+    if result.applied:
+        hosts = sorted({c.host for c in result.applied})
+        first.add_note(f"finished before the bug stopped the run: {len(result.applied)} "
+                       f"change(s) on {', '.join(hosts)}")
+    return first

@@ -101,6 +101,8 @@ class RunLog:
             self.write(f"{where}FAILED: {ev.step}: {ev.text}")
         elif ev.kind == "retry":
             self.write(f"{where}retry: {ev.step}: {ev.text}")
+        elif ev.kind == "bug":
+            self.write(f"{where}BUG in phase {ev.phase}:\n{ev.text}")
 
     __call__ = event
 

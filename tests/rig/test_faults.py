@@ -40,7 +40,7 @@ from homekube.config.loader import load
 from homekube.executor import execute
 from homekube.ops.session import ssh_target
 from homekube.plan.model import Change, PhasePlan, Plan, WriteFile
-from homekube.transport.base import ExecResult
+from homekube.transport.base import ExecResult, LineSink
 from homekube.transport.ssh import SshTransport
 from tests.rig.helpers import plan_json, run_cli, run_on, write_config
 
@@ -562,7 +562,8 @@ class SlowSsh(SshTransport):
     cut_at: int | None = None
     sent = 0
 
-    async def run(self, script: str, *, timeout: float | None = None) -> ExecResult:
+    async def run(self, script: str, *, timeout: float | None = None,
+                  on_line: LineSink | None = None) -> ExecResult:
         self.execs += 1
         proc = await self._conn.create_process("bash -s")
         data = script.encode()

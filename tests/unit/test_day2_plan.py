@@ -43,6 +43,7 @@ from homekube.ops.restore import BUMP, Snapshot, describe, inspect, restore_plan
 from homekube.plan.model import Act, Change, ChangeKey, NoChange, PhasePlan, Plan, Run, WriteFile
 from homekube.render import etcd as r
 from tests.unit.factsgen import debian12
+from tests.unit.waves import wave_of
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -340,12 +341,13 @@ def test_restore_plan_waves_and_commands(tmp_path: Path) -> None:
     cfg = config()
     snap = Snapshot(tmp_path / "x.db", 4128, "ab" * 32, revision=9, keys=1000, total_keys=1200)
     p = restore_plan(cfg, snap, "20261125T000000Z")
-    waves: dict[int, list[tuple[str, str]]] = {}
-    for c in p.changes:
-        waves.setdefault(c.wave, []).append((c.host, c.summary))
-    assert [sorted(h for h, _ in waves[w]) for w in sorted(waves)] == [
+    waves = p.phases[0].waves
+    assert [sorted(c.host for c in w) for w in waves] == [
         ["a", "b", "c"], ["a"], ["a", "b", "c"], ["a", "b", "c"], ["a", "b", "c"], ["a"], ["a"]]
-    restore = next(c for c in p.changes if c.host == "b" and c.wave == 0)
+    assert [str(w[0].order) for w in waves] == [
+        "restore data", "stop apiserver", "stop etcd", "swap data", "start etcd", "verify",
+        "start apiserver"]
+    restore = next(c for c in waves[0] if c.host == "b")
     cmd = restore.actions[0].describe()
     ic = ("a=https://192.0.2.11:2380,b=https://192.0.2.12:2380,c=https://192.0.2.13:2380")
     for part in ("--name 'b'", f"--initial-cluster '{ic}'",
@@ -354,10 +356,10 @@ def test_restore_plan_waves_and_commands(tmp_path: Path) -> None:
                  f"--bump-revision {BUMP} --mark-compacted", "ab" * 32):
         assert part in cmd, part
     assert "restoring without it" in cmd  # Kubernetes off: an old etcdutl may restore unbumped
-    swap = next(c for c in p.changes if c.host == "b" and c.wave == 3)
+    swap = next(c for c in waves[3] if c.host == "b")
     assert "/var/lib/etcd.before-restore-20261125T000000Z" in swap.actions[0].describe()
     assert "chown -R etcd:etcd" in swap.actions[0].describe()
-    verify = next(c for c in p.changes if c.wave == 5)
+    (verify,) = waves[5]
     assert '"$count" -ge 1000' in verify.actions[0].describe()
     assert '"$rev" -ge 9' in verify.actions[0].describe()
 
@@ -365,7 +367,7 @@ def test_restore_plan_waves_and_commands(tmp_path: Path) -> None:
 def test_restore_refuses_unbumped_restore_when_kubernetes_runs(tmp_path: Path) -> None:
     cfg = config(kubernetes=True)
     p = restore_plan(cfg, Snapshot(tmp_path / "x.db", 1, "00" * 32), "s")
-    cmd = next(c for c in p.changes if c.wave == 0).actions[0].describe()
+    cmd = p.phases[0].waves[0][0].actions[0].describe()
     assert "has no --bump-revision" in cmd and "exit 1" in cmd
 
 
@@ -426,6 +428,7 @@ def renewal_changes(word: Callable[[str], str] = lambda s: s) -> list[Change]:
     cs = [fake_change(h, "etcd-pki", word(f"cert etcd/{k}"), word(f"issue etcd/{k} (CN {h})"), word("expires"),
                       ChangeKey("cert", f"etcd/{k}", Act.ISSUE))
           for h in ("a", "b") for k in ("server", "peer")]
+    # the etcd phase still numbers its waves (restart i at 10 + i)
     cs += [replace(fake_change(h, "etcd", word("unit etcd.service"), word("restart etcd"), word(restart_why),
                                restart_key(["certificates"])),
                    wave=10 + i) for i, h in enumerate(("a", "b"))]
@@ -437,7 +440,8 @@ def test_rolling_plan_renews_member_by_member() -> None:
     p = Plan("home", ["a", "b"], [PhasePlan("etcd-pki", "", tuple(cs[:4])),
                                   PhasePlan("etcd", "", tuple(cs[4:]))])
     out = rolling_plan(p, ["b", "a"])
-    assert [(c.host, c.wave, c.summary.split(" (")[0]) for c in out.changes] == [
+    wave = wave_of(out.changes)
+    assert [(c.host, wave(c), c.summary.split(" (")[0]) for c in out.changes] == [
         ("b", 0, "issue etcd/server"), ("b", 0, "issue etcd/peer"), ("b", 1, "restart etcd"),
         ("a", 2, "issue etcd/server"), ("a", 2, "issue etcd/peer"), ("a", 3, "restart etcd")]
 
@@ -448,7 +452,8 @@ def test_rolling_plan_selects_by_identity_not_text(word: Callable[[str], str]) -
     p = Plan("home", ["a", "b"], [PhasePlan("etcd-pki", "", tuple(cs[:4])),
                                   PhasePlan("etcd", "", tuple(cs[4:]))])
     out = rolling_plan(p, ["b", "a"])
-    assert [(c.host, c.wave, c.key) for c in out.changes] == [
+    wave = wave_of(out.changes)
+    assert [(c.host, wave(c), c.key) for c in out.changes] == [
         (h, w, k) for i, h in enumerate(("b", "a"))
         for w, k in ((2 * i, ChangeKey("cert", "etcd/server", Act.ISSUE)),
                      (2 * i, ChangeKey("cert", "etcd/peer", Act.ISSUE)),

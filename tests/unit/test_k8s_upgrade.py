@@ -37,6 +37,7 @@ from tests.unit.test_kubernetes_plan import (
     joined,
     running_cp,
 )
+from tests.unit.waves import wave_of
 
 SMALL = """\
 name: up
@@ -82,7 +83,8 @@ def packages(p: Plan) -> list[Change]:
 
 
 def order(p: Plan) -> list[tuple[int, str, str]]:
-    return sorted((c.wave, c.host, c.resource) for c in changes(p))
+    wave = wave_of(changes(p))
+    return sorted((wave(c), c.host, c.resource) for c in changes(p))
 
 
 def runs(c: Change) -> str:
@@ -100,7 +102,7 @@ def test_one_minor_with_one_control_plane_and_two_workers_in_waves() -> None:
         (8, "cp1", "drain w2"), (9, "w2", "kubelet"), (10, "cp1", "uncordon w2"),
     ]
     # per host, the summaries come in the safe order
-    w1 = [c.summary for c in sorted(changes(p), key=lambda c: c.wave) if c.host == "w1"]
+    w1 = [c.summary for c in sorted(changes(p), key=wave_of(changes(p))) if c.host == "w1"]
     assert w1 == ["switch the Kubernetes and CRI-O repositories to v1.36",
                   "install kubelet, kubectl and cri-o 1.36, restart crio and kubelet"]
 
@@ -149,15 +151,13 @@ def test_a_configured_patch_is_pinned() -> None:
 
 def test_three_control_planes_upgrade_one_at_a_time() -> None:
     p = plan_of(cfg_at(HA, "1.36"), cluster_at(HA, "1.35"))
-    cps = [(c.wave, c.host, c.resource) for c in changes(p) if c.resource.startswith("kubeadm upgrade")]
+    wave = wave_of(changes(p))
+    cps = [(wave(c), c.host, c.resource) for c in changes(p) if c.resource.startswith("kubeadm upgrade")]
     assert sorted(cps) == [(1, "cp1", "kubeadm upgrade apply"), (2, "cp2", "kubeadm upgrade node"),
                            (3, "cp3", "kubeadm upgrade node")]
-    waves: dict[int, list[str]] = {}
-    for c in changes(p):
-        if c.wave > 0:
-            waves.setdefault(c.wave, []).append(c.host)
-    assert all(len(hs) == 1 for hs in waves.values())  # one host at a time after the repos
-    kubelets = sorted((c.wave, c.host) for c in changes(p) if c.resource == "kubelet")
+    waves = p.phases[[ph.name for ph in p.phases].index(PHASE)].waves
+    assert all(len({c.host for c in w}) == 1 for w in waves[1:])  # one host at a time after the repos
+    kubelets = sorted((wave(c), c.host) for c in changes(p) if c.resource == "kubelet")
     assert [h for _, h in kubelets] == ["cp1", "cp2", "cp3", "w1"]
     assert min(w for w, _ in kubelets) > 3  # kubelets only after every control plane
     for w, h in kubelets:

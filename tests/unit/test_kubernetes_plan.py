@@ -67,6 +67,7 @@ from homekube.render.kubernetes import (
 )
 from tests.conftest import GOOD
 from tests.unit.factsgen import debian12
+from tests.unit.waves import wave_of
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 OPERATOR = "quay.io/tigera/operator:v1.42.3"
@@ -206,7 +207,8 @@ def test_fresh_control_plane_inits_with_exact_command_and_config_file() -> None:
     kc = changes(p, "kubeadm", "krusty")
     (ca,) = by_resource(kc, "cluster CA")
     (init,) = by_resource(kc, "kubeadm init")
-    assert ca.wave == init.wave == 1 and kc.index(ca) < kc.index(init)
+    assert ca.order == init.order == k8s.INIT and kc.index(ca) < kc.index(init)
+    assert wave_of(changes(p, "kubeadm"))(init) == 0
     ca_files = writes(ca)
     assert ca_files[CA_CRT].mode == 0o644 and not ca_files[CA_CRT].secret
     assert ca_files[CA_KEY].mode == 0o600 and ca_files[CA_KEY].secret
@@ -248,7 +250,8 @@ def test_worker_joins_after_init_with_the_token_and_ca_pin() -> None:
     (init,) = by_resource(changes(p, "kubeadm", "krusty"), "kubeadm init")
     (ca,) = by_resource(changes(p, "kubeadm", "krusty"), "cluster CA")
     (join,) = changes(p, "kubeadm", "bart")
-    assert join.wave > init.wave  # the token is created by init in wave 1
+    wave = wave_of(changes(p, "kubeadm"))
+    assert wave(join) > wave(init)  # the token is created by init
     conf = writes(join)[JOIN_CONFIG]
     assert conf.secret and conf.mode == 0o600
     (doc,) = yaml_docs(conf.content)
@@ -281,7 +284,8 @@ def test_new_worker_joins_in_a_later_wave_than_the_token() -> None:
     p = plan_of(CFG, facts)
     (tok,) = by_resource(changes(p, "kubeadm", "krusty"), "bootstrap token")
     (join,) = changes(p, "kubeadm", "bart")
-    assert tok.wave < join.wave
+    wave = wave_of(changes(p, "kubeadm"))
+    assert wave(tok) < wave(join)
     token_file = writes(tok)[TOKEN_CONFIG]
     assert token_file.secret and token_file.mode == 0o600
     (tdoc,) = yaml_docs(token_file.content)
@@ -314,7 +318,8 @@ def test_three_control_planes_share_a_certificate_key() -> None:
     (wdoc,) = yaml_docs(writes(joins["w1"])[JOIN_CONFIG].content)
     assert "controlPlane" not in wdoc
     # control planes one after another, workers after them; all after init
-    assert init.wave < joins["cp2"].wave < joins["cp3"].wave <= joins["w1"].wave
+    wave = wave_of(changes(p, "kubeadm"))
+    assert wave(init) < wave(joins["cp2"]) < wave(joins["cp3"]) < wave(joins["w1"])
     assert key not in (joins["cp2"].diff or "") and "0" * 64 in (joins["cp2"].diff or "")
     # cp1 is a plain control plane here: kubeadm keeps its taint
     assert yaml_docs(writes(init)[INIT_CONFIG].content)[0]["nodeRegistration"].get("taints") is None
@@ -330,7 +335,8 @@ def test_new_control_plane_in_running_cluster_uploads_certs_first() -> None:
     (up,) = by_resource(cp1, "upload-certs")
     (tok,) = by_resource(cp1, "bootstrap token")
     (join,) = changes(p, "kubeadm", "cp3")
-    assert up.wave == tok.wave < join.wave
+    wave = wave_of(changes(p, "kubeadm"))
+    assert wave(up) == wave(tok) < wave(join)
     conf = writes(up)[UPLOAD_CERTS_CONFIG]
     key = yaml_docs(conf.content)[0]["certificateKey"]
     assert conf.secret and key not in " ".join(runs(up))
@@ -393,7 +399,7 @@ def test_fresh_node_gets_repos_crio_and_held_packages() -> None:
     assert "apt-mark hold 'cri-o' 'kubelet' 'kubeadm' 'kubectl'" in cmd
     assert res.index("file /etc/apt/sources.list.d/kubernetes.list") < res.index("packages")
     assert res.index(f"file {CRIO_DROPIN_PATH}") < res.index("unit crio.service")
-    assert all(c.wave == 2 for c in cs if c.resource != "artifacts")
+    assert all(c.order == k8s.INSTALL for c in cs if c.resource != "artifacts")
 
 
 def test_el_node_uses_excludes_and_container_selinux() -> None:
@@ -435,8 +441,10 @@ def test_artifact_check_runs_first_on_the_first_control_plane_and_uses_the_mirro
     p = plan_of(cfg, {"krusty": host(cfg, "krusty"), "bart": host(cfg, "bart")})
     (first,) = by_resource(changes(p, "k8s-packages", "krusty"), "artifacts")
     (other,) = by_resource(changes(p, "k8s-packages", "bart"), "artifacts")
-    assert first.wave == 0 and other.wave == 1
-    assert min(c.wave for c in changes(p, "k8s-packages") if c.resource != "artifacts") == 2
+    assert first.order == k8s.CHECK_FIRST and other.order == k8s.CHECK
+    wave = wave_of(changes(p, "k8s-packages"))
+    assert (wave(first), wave(other)) == (0, 1)
+    assert {wave(c) for c in changes(p, "k8s-packages") if c.resource != "artifacts"} == {2}
     urls = re.findall(r"hk_probe \d+ '([^']+)'", runs(first)[0])
     assert urls == [
         "http://192.0.2.1:8081/kubernetes/v1.36/deb/Release.key",

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from homekube.plan.model import Change, NoChange, Plan, Run, WriteFile
+from homekube.plan.model import OP_OF_ACT, Change, NoChange, Plan, Run, WriteFile
 
 if TYPE_CHECKING:
     from homekube.ops.session import Session
@@ -25,6 +25,9 @@ def change_op(c: Change) -> str:
     """create, change or remove: what the Change does, for its symbol in the plan."""
     if c.op is not None:
         return c.op
+    if c.key is not None and c.key.act in OP_OF_ACT:
+        return OP_OF_ACT[c.key.act]
+    # Changes without an identity yet: read the summary (display text, so only a guess)
     s = c.summary.lower()
     if s.startswith(_REMOVE) or " removed" in s:
         return "remove"

@@ -6,16 +6,19 @@ facts.md §2.1/§3, and are checked by unit tests, not by a cluster.
 
 The phase runs after the etcd phases and before k8s-packages. When cluster.yaml names the next
 minor, etcd has already moved to the version matched to it (``ClusterConfig.etcd_version``, one
-member at a time, gated by :func:`homekube.components.etcd.check_upgrade_gates`). Then, in waves:
+member at a time, gated by :func:`homekube.components.etcd.check_upgrade_gates`). Then, in stages:
 
-    0        every node: repositories switched to the new minor (pkgs.k8s.io
-             ``core:/stable:/v1.X`` and ``isv:cri-o:stable:v1.X``, or the mirror), keys refreshed
-    1        first control plane: new kubeadm, ``kubeadm upgrade plan``, ``kubeadm upgrade apply``
-    2+i      other control planes, one at a time: new kubeadm, ``kubeadm upgrade node``
-    then per node, one after another (three waves each):
-             ``kubectl drain`` (first control plane) → new kubelet, kubectl, CRI-O of the same
-             minor (workers: kubeadm + ``kubeadm upgrade node`` too), CRI-O drop-in, restart →
-             wait Ready + ``kubectl uncordon`` (first control plane)
+    repositories    every node: repositories switched to the new minor (pkgs.k8s.io
+                    ``core:/stable:/v1.X`` and ``isv:cri-o:stable:v1.X``, or the mirror), keys
+                    refreshed
+    upgrade apply   first control plane: new kubeadm, ``kubeadm upgrade plan``,
+                    ``kubeadm upgrade apply``
+    control planes  the other control planes, one at a time: new kubeadm, ``kubeadm upgrade node``
+    kubelets        node by node (the first control plane first, then the other control
+                    planes, then workers), each through three steps: ``kubectl drain`` (on the
+                    first control plane) → new kubelet, kubectl, CRI-O of the same minor
+                    (workers: kubeadm + ``kubeadm upgrade node`` too), CRI-O drop-in, restart →
+                    wait Ready + ``kubectl uncordon`` (on the first control plane)
 
 kubeadm upgrades one minor at a time and never downgrades: anything else is refused while
 planning, so nothing is touched. A host already on the wanted minor gets nothing (idempotent).
@@ -46,12 +49,17 @@ from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.osfamily import OsFamily, family_of, fetch_keyring_command
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
+from homekube.plan.order import Order, declare, one_at_a_time, parallel
 from homekube.render.kubernetes import CRIO_DROPIN_PATH, RepoFile, crio_dropin, repo_files
 
 __all__ = ["PHASE", "KubernetesUpgradePhase", "check_minor_step", "package_pins"]  # pins: re-export
 
 PHASE = "k8s-upgrade"
 DRAIN_TIMEOUT = "600s"
+
+REPOS, UPGRADE_APPLY, CONTROL_PLANES, KUBELETS = declare(
+    PHASE, parallel("repositories"), parallel("upgrade apply"), one_at_a_time("control planes"),
+    one_at_a_time("kubelets", "drain", "kubelet", "uncordon"))
 
 
 def _tuple(minor: str) -> tuple[int, int]:
@@ -95,10 +103,10 @@ def _repos(cfg: ClusterConfig, h: str, fam: OsFamily, have: str) -> Change:
         h, PHASE, "repositories", f"switch the Kubernetes and CRI-O repositories to v{want}",
         f"one repository per minor: {have} → {want} needs "
         + " and ".join(_repo_base(rf) for rf in repos),
-        tuple(acts), wave=0)
+        tuple(acts), order=REPOS)
 
 
-def _upgrade_apply(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, wave: int) -> Change:
+def _upgrade_apply(cfg: ClusterConfig, h: str, fam: OsFamily, have: str) -> Change:
     minor, version = cfg.kubernetes.minor, cfg.kubernetes.version
     if version != minor:
         pick = f"v=v{version}"
@@ -122,10 +130,10 @@ def _upgrade_apply(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, wave: i
         "manager, scheduler, kube-proxy, CoreDNS (etcd is external: upgraded by the etcd phase)",
         (_install(cfg, fam, ["kubeadm"]),
          Run(run, f'kubeadm upgrade plan "$v" && kubeadm upgrade apply -y "$v" ({how})')),
-        wave=wave)
+        order=UPGRADE_APPLY)
 
 
-def _upgrade_node(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, wave: int) -> Change:
+def _upgrade_node(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, order: Order) -> Change:
     minor = cfg.kubernetes.minor
     return Change(
         h, PHASE, "kubeadm upgrade node", f"install kubeadm {minor}, kubeadm upgrade node",
@@ -133,10 +141,10 @@ def _upgrade_node(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, wave: in
         (_install(cfg, fam, ["kubeadm"]),
          Run(_kubeadm("kubeadm upgrade node", "kubeadm upgrade node",
                       f"{LOG_DIR}/kubeadm-upgrade-node.log"), "kubeadm upgrade node")),
-        wave=wave)
+        order=order)
 
 
-def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, wave: int) -> Change:
+def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, order: Order) -> Change:
     minor = cfg.kubernetes.minor
     acts: list[Action] = []
     crio = cfg.kubernetes.runtime == "cri-o"
@@ -157,7 +165,7 @@ def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, wave: in
             h.name, PHASE, "kubelet", f"install kubelet, kubectl and cri-o {minor}, restart crio "
             "and kubelet", f"{h.name} is drained; its kubelet and CRI-O move {have} → {minor} "
             "(CRI-O minor = Kubernetes minor; the drop-in carries this minor's pause image)",
-            tuple(acts), wave=wave)
+            tuple(acts), order=order)
     # containerd is not tied to a Kubernetes minor (cluster.yaml pins its version); its
     # sandbox image follows kubeadm's pause version: k8s-packages rewrites config.toml once
     # the node is on the new minor
@@ -165,26 +173,50 @@ def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, wave: in
                     "systemctl daemon-reload && systemctl restart kubelet"))
     return Change(
         h.name, PHASE, "kubelet", f"install kubelet and kubectl {minor}, restart kubelet",
-        f"{h.name} is drained; its kubelet moves {have} → {minor}", tuple(acts), wave=wave)
+        f"{h.name} is drained; its kubelet moves {have} → {minor}", tuple(acts), order=order)
 
 
-def _drain(first: str, node: str, wave: int) -> Change:
+def _drain(first: str, node: str, order: Order) -> Change:
     return Change(
         first, PHASE, f"drain {node}", f"kubectl drain {node}",
         f"move workloads off {node} before its kubelet is replaced",
         (Run(f"{KUBECTL} drain {shell_quote(node)} --ignore-daemonsets --delete-emptydir-data "
              f"--timeout={DRAIN_TIMEOUT}"),),
-        wave=wave)
+        order=order)
 
 
-def _uncordon(first: str, node: str, wave: int) -> Change:
+def _uncordon(first: str, node: str, order: Order) -> Change:
     return Change(
         first, PHASE, f"uncordon {node}", f"kubectl uncordon {node}",
         f"{node} runs the new kubelet: wait until it is Ready, then let workloads back",
         (Run(f"{KUBECTL} wait --for=condition=Ready node/{shell_quote(node)} --timeout=300s",
              f"wait until node {node} is Ready (up to 5 min)"),
          Run(f"{KUBECTL} uncordon {shell_quote(node)}")),
-        wave=wave)
+        order=order)
+
+
+def _upgrading(ctx: Context, nodes: list[HostSpec]) -> dict[str, str]:
+    """The minor each member to upgrade runs now, by host; refuses any step but one minor up."""
+    want = ctx.config.kubernetes.minor
+    have = {h.name: old for h in nodes if (old := upgrading_from(ctx, ctx.facts[h.name])) is not None}
+    problems = [why for n, m in have.items() if (why := check_minor_step(n, m, want))]
+    if problems:
+        raise RefusedError(
+            f"unsupported Kubernetes version change to {want}; nothing was changed:\n"
+            + "\n".join(problems),
+            hint="kubeadm upgrades one minor at a time and never downgrades: set "
+                 "kubernetes.version to the next minor of what runs and apply once per minor")
+    return have
+
+
+def _families(ctx: Context, hosts: dict[str, str]) -> dict[str, OsFamily]:
+    fams: dict[str, OsFamily] = {}
+    for n in hosts:
+        fam = family_of(ctx.facts[n].os)
+        if fam is None:
+            raise RefusedError(f"cannot upgrade {n}: unsupported OS {ctx.facts[n].os.pretty}", host=n)
+        fams[n] = fam
+    return fams
 
 
 class KubernetesUpgradePhase:
@@ -204,51 +236,30 @@ class KubernetesUpgradePhase:
             return [NoChange(h.name, ph, "upgrade", "no cluster is initialised: nothing to upgrade")
                     for h in ctx.hosts() if is_node(h)]
         nodes = [h for h in ctx.hosts() if is_node(h)]
-        have: dict[str, str] = {}
-        for h in nodes:
-            old = upgrading_from(ctx, ctx.facts[h.name])
-            if old is not None:
-                have[h.name] = old
-        problems = [why for n, m in have.items() if (why := check_minor_step(n, m, want))]
-        if problems:
-            raise RefusedError(
-                f"unsupported Kubernetes version change to {want}; nothing was changed:\n"
-                + "\n".join(problems),
-                hint="kubeadm upgrades one minor at a time and never downgrades: set "
-                     "kubernetes.version to the next minor of what runs and apply once per minor")
+        have = _upgrading(ctx, nodes)
         if not have:
             return [NoChange(h.name, ph, "upgrade", self._same(ctx.facts[h.name], want))
                     for h in nodes]
         if p.state == "down":
             return [NoChange(p.host.name, ph, "upgrade",
                              f"the upgrade to {want} waits for the API: {p.why}", warning=True)]
-        fams: dict[str, OsFamily] = {}
-        for n in have:
-            fam = family_of(ctx.facts[n].os)
-            if fam is None:
-                raise RefusedError(f"cannot upgrade {n}: unsupported OS "
-                                   f"{ctx.facts[n].os.pretty}", host=n)
-            fams[n] = fam
-
+        fams = _families(ctx, have)
         first = p.host.name
         upgrading = [h for h in nodes if h.name in have]
-        cps = [h for h in upgrading if h.has("control-plane")]
-        order = sorted(upgrading, key=lambda h: (h.name != first, not h.has("control-plane")))
+        other_cps = [h for h in upgrading if h.has("control-plane") and h.name != first]
+        # kubelets: the first control plane, then the other control planes, then workers
+        kubelets = sorted(upgrading, key=lambda h: (h.name != first, not h.has("control-plane")))
         steps: list[Step] = [NoChange(h.name, ph, "upgrade", self._same(ctx.facts[h.name], want))
                              for h in nodes if h.name not in have]
         steps += [_repos(cfg, h.name, fams[h.name], have[h.name]) for h in upgrading]
-        wave = 1
         if first in have:
-            steps.append(_upgrade_apply(cfg, first, fams[first], have[first], wave))
-        wave += 1
-        for h in (c for c in cps if c.name != first):
-            steps.append(_upgrade_node(cfg, h.name, fams[h.name], have[h.name], wave))
-            wave += 1
-        for h in order:
-            steps += [_drain(first, h.name, wave),
-                      _kubelet(cfg, h, fams[h.name], have[h.name], wave + 1),
-                      _uncordon(first, h.name, wave + 2)]
-            wave += 3
+            steps.append(_upgrade_apply(cfg, first, fams[first], have[first]))
+        steps += [_upgrade_node(cfg, h.name, fams[h.name], have[h.name], CONTROL_PLANES.turn(i))
+                  for i, h in enumerate(other_cps)]
+        for i, h in enumerate(kubelets):
+            steps += [_drain(first, h.name, KUBELETS.turn(i, "drain")),
+                      _kubelet(cfg, h, fams[h.name], have[h.name], KUBELETS.turn(i, "kubelet")),
+                      _uncordon(first, h.name, KUBELETS.turn(i, "uncordon"))]
         return steps
 
     @staticmethod

@@ -4,25 +4,29 @@ Validated, not executed here: nothing on the machine this was written on can run
 kubelet, a container runtime or a CNI, so the commands below are built from the upstream
 documentation (facts.md §2, §6–§10) and checked by unit tests, not by a cluster.
 
-Phases and waves (phases run in this order, after host preparation and etcd):
+Phases and their stages (phases run in this order, after host preparation and etcd; a stage
+starts when the one before it has finished on every host):
 
-    k8s-packages  0  check that every artifact this host will download can be fetched — on the
-                     first control plane first, so an offline machine stops with one message
-                  1  the same check on every other node
-                  2  repositories, signing keys, the runtime (cri-o's drop-in, or containerd
-                     and runc from their release binaries with homekube's config and unit),
-                     registry files, packages, holds, units
-    kubeadm       1  first control plane: cluster CA (if none yet), `kubeadm init` (its config
-                     carries the 15-minute join token, so kubeadm makes no 24-hour default)
-                  2  first control plane of a running cluster: a 15-minute bootstrap token,
-                     and `upload-certs` when a control plane joins
-                  3+i  extra control planes join one after another
-                  3+n  workers join, in parallel
-    calico        0  manifests (pinned by version; SHA-256 from the mirror's SHA256SUMS), CRDs,
-                     operator, Installation, wait for TigeraStatus `calico` Available
-    flannel       0  (network.cni: flannel, instead of calico) homekube's flannel objects,
-                     wait for the DaemonSet's rollout
-    ui            0  Headlamp objects, wait for the rollout
+    k8s-packages  check first  check that every artifact this host will download can be
+                               fetched, on the first control plane first, so an offline
+                               machine stops with one message
+                  check        the same check on every other node
+                  install      repositories, signing keys, the runtime (cri-o's drop-in, or
+                               containerd and runc from their release binaries with homekube's
+                               config and unit), registry files, packages, holds, units
+    kubeadm       init         first control plane: cluster CA (if none yet), `kubeadm init`
+                               (its config carries the 15-minute join token, so kubeadm makes
+                               no 24-hour default)
+                  token        first control plane of a running cluster: a 15-minute bootstrap
+                               token, and `upload-certs` when a control plane joins
+                  control-plane join  extra control planes join, one at a time
+                  worker join  workers join, in parallel
+    calico                     manifests (pinned by version; SHA-256 from the mirror's
+                               SHA256SUMS), CRDs, operator, Installation, wait for TigeraStatus
+                               `calico` Available
+    flannel                    (network.cni: flannel, instead of calico) homekube's flannel
+                               objects, wait for the DaemonSet's rollout
+    ui                         Headlamp objects, wait for the rollout
 
 Secrets (bootstrap token, certificate key, the cluster CA key) are generated here at plan time,
 exactly like the etcd keys in :mod:`homekube.components.etcd`; they only travel inside files
@@ -78,6 +82,7 @@ from homekube.osfamily import FAMILIES, OsFamily, family_of, fetch_keyring_comma
 from homekube.pki.issue import generate_key, issue_ca
 from homekube.pki.spec import CA_VALIDITY, CertSpec
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
+from homekube.plan.order import Order, declare, one_at_a_time, parallel
 from homekube.plan.resources import file_step, unit_step
 from homekube.render.flannel import FLANNEL_DAEMONSET, FLANNEL_NAMESPACE, flannel_objects
 from homekube.render.images import image
@@ -643,6 +648,10 @@ def _render(fn: str, call: Any) -> Any:
 # phase 1: packages
 
 
+CHECK_FIRST, CHECK, INSTALL = declare(
+    "k8s-packages", parallel("check first"), parallel("check"), parallel("install"))
+
+
 class KubernetesPackagesPhase:
     name = "k8s-packages"
     title = "Kubernetes packages (repositories, runtime, kubelet, kubeadm, kubectl)"
@@ -671,7 +680,7 @@ class KubernetesPackagesPhase:
                     f"is out of reach ({where})",
                     (Run(artifact_check_command(urls, mirror=ctx.config.artifacts.mirror),
                          f"curl -fsI {len(urls)} URL(s): " + ", ".join(urls)),),
-                    wave=0 if h.name == first else 1,
+                    order=CHECK_FIRST if h.name == first else CHECK,
                 ))
             steps += self._host(ctx, ctx.facts[h.name])
         return steps
@@ -693,7 +702,7 @@ class KubernetesPackagesPhase:
 
         def add(step: Step) -> Step:
             if isinstance(step, Change):
-                step = replace(step, wave=2)
+                step = replace(step, order=INSTALL)
             steps.append(step)
             return step
 
@@ -823,6 +832,11 @@ def cgroup_v1_warnings(ctx: Context, phase: str) -> list[Step]:
             for h in ctx.hosts() if is_node(h) and ctx.facts[h.name].cgroup == 1]
 
 
+INIT, TOKEN, CP_JOIN, WORKER_JOIN = declare(
+    "kubeadm", parallel("init"), parallel("token"), one_at_a_time("control-plane join"),
+    parallel("worker join"))
+
+
 class KubeadmPhase:
     name = "kubeadm"
     title = "kubeadm (first control plane, then joining nodes)"
@@ -840,60 +854,21 @@ class KubeadmPhase:
                              warning=True) for h in ctx.hosts()]
         ph = self.name
         pf = ctx.facts[p.host.name]
-        steps: list[Step] = cgroup_v1_warnings(ctx, ph)
         others = [h for h in ctx.hosts() if is_node(h) and h.name != p.host.name]
         joining = [h for h in others if ctx.facts[h.name].file(KUBELET_CONF) is None]
-        for h in others:
-            if h not in joining:
-                state = ("has joined (kubelet.conf present)" if p.state != "fresh" else
-                         f"has {KUBELET_CONF} but no control plane is initialised: it belongs to "
-                         "an old cluster (`kubeadm reset` it first)")
-                steps.append(NoChange(h.name, ph, "join", f"{h.name} {state}",
-                                      warning=p.state == "fresh"))
-        if p.state == "down":
-            steps.append(NoChange(p.host.name, ph, "kubeadm init",
-                                  f"{p.why}; homekube will not run kubeadm init again. Check "
-                                  "`journalctl -u kubelet` and `crictl ps -a` there", warning=True))
-            steps += [NoChange(h.name, ph, "join", f"{h.name} waits for the API of {p.host.name}",
-                               warning=True) for h in joining]
-            return steps
-
-        have = kube_facts(pf).kubeadm
-        if p.state == "fresh" and have and _minor(have) != cfg.kubernetes.minor:
-            steps.append(NoChange(
-                p.host.name, ph, "kubeadm init",
-                f"kubeadm {have} is installed but cluster.yaml wants {cfg.kubernetes.minor}: "
-                "not initialising a cluster of another minor", warning=True))
-            return steps
+        steps: list[Step] = cgroup_v1_warnings(ctx, ph) + self._joined(p, others, joining)
+        stopped = self._stopped(ctx, p, joining)
+        if stopped:
+            return steps + stopped
 
         cp_joins = [h for h in joining if h.has("control-plane")]
         wk_joins = [h for h in joining if not h.has("control-plane")]
         sec = _Secrets(new_token(), new_certificate_key() if cp_joins else None)
 
         # the CA whose hash pins discovery
-        ca_actions: list[Action] = []
         if p.state == "fresh":
-            have_crt, have_key = pf.file(CA_CRT), pf.file(CA_KEY)
-            if have_crt is not None and have_crt.content and have_key is not None:
-                ca_pem = have_crt.content
-                steps.append(NoChange(p.host.name, ph, "cluster CA",
-                                      f"{CA_CRT} and ca.key exist; kubeadm init uses them"))
-            elif have_crt is not None:
-                raise RefusedError(
-                    f"{CA_CRT} exists on {p.host.name} without its key and no cluster runs",
-                    host=p.host.name,
-                    hint="remove /etc/kubernetes/pki/ca.* there (or restore ca.key), then apply")
-            else:
-                key = generate_key(cfg.etcd.key_type)
-                ca_pem = issue_ca(kubernetes_ca_spec(), key, ctx.now)
-                ca_actions = [WriteFile(CA_CRT, ca_pem, 0o644),
-                              WriteFile(CA_KEY, key, 0o600, secret=True)]
-                steps.append(Change(
-                    p.host.name, ph, "cluster CA",
-                    "create the Kubernetes cluster CA (CN kubernetes)",
-                    "kubeadm uses an existing CA; its hash pins discovery for the joining nodes "
-                    "in this same apply", tuple(ca_actions), wave=1))
-            steps.append(self._init(ctx, p.host, pf, sec))
+            ca_pem, ca_step = self._cluster_ca(ctx, p.host, pf)
+            steps += [ca_step, self._init(ctx, p.host, pf, sec)]
         else:
             crt = pf.file(CA_CRT)
             if crt is None or not crt.content:
@@ -907,11 +882,58 @@ class KubeadmPhase:
                 steps += self._token_steps(ctx, p.host, pf, sec)
         ca_hash = ca_cert_hash(ca_pem)
 
-        for i, h in enumerate(cp_joins):
-            steps.append(self._join(ctx, h, sec, ca_hash, wave=3 + i))
-        for h in wk_joins:
-            steps.append(self._join(ctx, h, sec, ca_hash, wave=3 + len(cp_joins)))
+        # control planes join one at a time, in cluster.yaml's order; workers all together
+        steps += [self._join(ctx, h, sec, ca_hash, CP_JOIN.turn(i)) for i, h in enumerate(cp_joins)]
+        steps += [self._join(ctx, h, sec, ca_hash, WORKER_JOIN) for h in wk_joins]
         return steps
+
+    def _joined(self, p: Primary, others: list[HostSpec], joining: list[HostSpec]) -> list[Step]:
+        """Nodes that have a kubelet.conf: members, or leftovers of an old cluster."""
+        if p.state != "fresh":
+            state, warn = "has joined (kubelet.conf present)", False
+        else:
+            state = (f"has {KUBELET_CONF} but no control plane is initialised: it belongs to "
+                     "an old cluster (`kubeadm reset` it first)")
+            warn = True
+        return [NoChange(h.name, self.name, "join", f"{h.name} {state}", warning=warn)
+                for h in others if h not in joining]
+
+    def _stopped(self, ctx: Context, p: Primary, joining: list[HostSpec]) -> list[Step]:
+        """Why nothing can be done (a control plane that is down, kubeadm of another minor);
+        empty when the plan can go on."""
+        ph, first = self.name, p.host.name
+        if p.state == "down":
+            return [NoChange(first, ph, "kubeadm init",
+                             f"{p.why}; homekube will not run kubeadm init again. Check "
+                             "`journalctl -u kubelet` and `crictl ps -a` there", warning=True),
+                    *(NoChange(h.name, ph, "join", f"{h.name} waits for the API of {first}",
+                               warning=True) for h in joining)]
+        have = kube_facts(ctx.facts[first]).kubeadm
+        minor = ctx.config.kubernetes.minor
+        if p.state == "fresh" and have and _minor(have) != minor:
+            return [NoChange(first, ph, "kubeadm init",
+                             f"kubeadm {have} is installed but cluster.yaml wants {minor}: "
+                             "not initialising a cluster of another minor", warning=True)]
+        return []
+
+    def _cluster_ca(self, ctx: Context, h: HostSpec, f: HostFacts) -> tuple[bytes, Step]:
+        """The CA `kubeadm init` will use (its PEM) and the step that provides it."""
+        have_crt, have_key = f.file(CA_CRT), f.file(CA_KEY)
+        if have_crt is not None and have_crt.content and have_key is not None:
+            return have_crt.content, NoChange(h.name, self.name, "cluster CA",
+                                              f"{CA_CRT} and ca.key exist; kubeadm init uses them")
+        if have_crt is not None:
+            raise RefusedError(
+                f"{CA_CRT} exists on {h.name} without its key and no cluster runs", host=h.name,
+                hint="remove /etc/kubernetes/pki/ca.* there (or restore ca.key), then apply")
+        key = generate_key(ctx.config.etcd.key_type)
+        ca_pem = issue_ca(kubernetes_ca_spec(), key, ctx.now)
+        return ca_pem, Change(
+            h.name, self.name, "cluster CA", "create the Kubernetes cluster CA (CN kubernetes)",
+            "kubeadm uses an existing CA; its hash pins discovery for the joining nodes in this "
+            "same apply",
+            (WriteFile(CA_CRT, ca_pem, 0o644), WriteFile(CA_KEY, key, 0o600, secret=True)),
+            order=INIT)
 
     def _init(self, ctx: Context, h: HostSpec, f: HostFacts, sec: _Secrets) -> Change:
         cfg = ctx.config
@@ -950,19 +972,19 @@ class KubeadmPhase:
             f"{LOG_DIR}/kubeadm-init.log")))
         return Change(h.name, self.name, "kubeadm init",
                       f"kubeadm init --config {INIT_CONFIG}{upload}", why,
-                      tuple(actions), diff=_secret_diff(INIT_CONFIG, shown), wave=1)
+                      tuple(actions), diff=_secret_diff(INIT_CONFIG, shown), order=INIT)
 
     def _token_steps(self, ctx: Context, h: HostSpec, f: HostFacts, sec: _Secrets) -> list[Step]:
         cfg = ctx.config
         out: list[Step] = [Change(
             h.name, self.name, "bootstrap token", "create a bootstrap token valid for 15 minutes",
-            "nodes join with it in a later wave",
+            "nodes join with it in a later stage",
             (WriteFile(TOKEN_CONFIG, token_config(cfg, sec.token).encode(), 0o600, secret=True),
              Run(f"kubeadm token create --config {TOKEN_CONFIG} >/dev/null; rc=$?; "
                  f"rm -f {TOKEN_CONFIG}; exit $rc",
                  f"kubeadm token create --config {TOKEN_CONFIG} "
                  "(output discarded: it is the token)")),
-            diff=_secret_diff(TOKEN_CONFIG, token_config(cfg, REDACTED_TOKEN)), wave=2)]
+            diff=_secret_diff(TOKEN_CONFIG, token_config(cfg, REDACTED_TOKEN)), order=TOKEN)]
         if sec.certificate_key:
             kv = _kubeadm_version(cfg, f)
             if kv is None:
@@ -978,17 +1000,17 @@ class KubeadmPhase:
             out.append(Change(
                 h.name, self.name, "upload-certs",
                 "upload the control-plane certificates (encrypted, deleted by kubeadm after 2 h)",
-                "a control plane joins in a later wave and downloads them with the certificate key",
+                "a control plane joins in a later stage and downloads them with the certificate key",
                 (WriteFile(UPLOAD_CERTS_CONFIG, text.encode(), 0o600, secret=True),
                  Run(_kubeadm("kubeadm init phase upload-certs",
                               f"kubeadm init phase upload-certs --upload-certs "
                               f"--config {UPLOAD_CERTS_CONFIG}",
                               f"{LOG_DIR}/kubeadm-upload-certs.log")
                      + f"\nrm -f {UPLOAD_CERTS_CONFIG}")),
-                diff=_secret_diff(UPLOAD_CERTS_CONFIG, shown), wave=2))
+                diff=_secret_diff(UPLOAD_CERTS_CONFIG, shown), order=TOKEN))
         return out
 
-    def _join(self, ctx: Context, h: HostSpec, sec: _Secrets, ca_hash: str, *, wave: int) -> Change:
+    def _join(self, ctx: Context, h: HostSpec, sec: _Secrets, ca_hash: str, order: Order) -> Change:
         cfg = ctx.config
         cp = h.has("control-plane")
 
@@ -1008,7 +1030,7 @@ class KubeadmPhase:
             (WriteFile(JOIN_CONFIG, content.encode(), 0o600, secret=True),
              Run(_kubeadm("kubeadm join", f"kubeadm join --config {JOIN_CONFIG}",
                           f"{LOG_DIR}/kubeadm-join.log") + f"\nrm -f {JOIN_CONFIG}")),
-            diff=_secret_diff(JOIN_CONFIG, shown), wave=wave)
+            diff=_secret_diff(JOIN_CONFIG, shown), order=order)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Renewal reuses the apply planners, not a second code path: `EtcdPkiPhase` decide
 to re-issue (with the renewal window widened to `--within DAYS` by handing the planners a copy
 of the config whose `etcd.renewWithinDays` is DAYS; nothing else changes and nothing is
 written back) and `EtcdPhase` plans the restart of each member whose certs change. Apply would
-write every host's certs in one wave and then restart members one at a time; renew re-sequences
+write every host's certs at once and then restart members one at a time; renew re-sequences
 the same Changes member by member: member 1 gets its new files and restarts and is healthy
 again, then member 2, ... so at most one member is ever down and a failure stops the run with
 the rest untouched. etcd re-reads its certificate files on every new TLS handshake, so the
@@ -57,6 +57,7 @@ from homekube.pki.issue import generate_key
 from homekube.pki.spec import cert_info, member_files, needs_issue
 from homekube.pki.store import LocalCA, _write_atomic
 from homekube.plan.model import Act, Change, PhasePlan, Plan, Step
+from homekube.plan.order import declare, one_at_a_time
 
 CERT_PATHS = tuple(pf.path for pf in member_files(control_plane=True) if pf.kind == "cert")
 LOCAL = "(local)"
@@ -149,8 +150,11 @@ def _is_cert_restart(c: Change) -> bool:
     return c.phase == EtcdPhase.name and c.key == restart_key(["certificates"])
 
 
+(RENEW,) = declare("certs-renew", one_at_a_time("members", "issue", "restart"))
+
+
 def rolling_plan(plan: Plan, order: list[str]) -> Plan:
-    """Re-sequence renewals: host i's new files in wave 2i, its restart in wave 2i+1.
+    """Re-sequence renewals member by member: its new files, then its restart, then the next.
 
     Raises RefusedError when the plan holds anything besides renewals and their restarts.
     """
@@ -164,14 +168,10 @@ def rolling_plan(plan: Plan, order: list[str]) -> Plan:
     steps: list[Step] = []
     for i, host in enumerate(order):
         mine = [c for c in plan.changes if c.host == host]
-        steps += [_rewave(c, 2 * i) for c in mine if _is_issue(c)]
-        steps += [_rewave(c, 2 * i + 1) for c in mine if _is_cert_restart(c)]
+        steps += [replace(c, order=RENEW.turn(i, "issue")) for c in mine if _is_issue(c)]
+        steps += [replace(c, order=RENEW.turn(i, "restart")) for c in mine if _is_cert_restart(c)]
     phase = PhasePlan("certs-renew", "renew etcd certificates", tuple(steps))
     return Plan(plan.cluster, plan.hosts, [phase])
-
-
-def _rewave(c: Change, wave: int) -> Change:
-    return replace(c, wave=wave)
 
 
 def _renew_operator(cfg: ClusterConfig, days: int, now: datetime) -> str | None:

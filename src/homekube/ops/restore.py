@@ -5,24 +5,30 @@ Without `--yes` it prints the plan below and touches nothing (it does not even c
 The snapshot is checked here first (etcd's own SHA-256 trailer, and the sidecar's SHA-256
 when `<name>.json` sits beside it), then uploaded to every member while etcd still runs, so a
 bad file or a full disk stops the restore before anything was stopped. Then, as one plan run
-by the executor (hosts in parallel within a wave, waves in order, stop at the first failure):
+by the executor (its stages in order, hosts in parallel within a stage, stop at the first
+failure):
 
-    0  every member: check the upload's SHA-256; `etcdutl snapshot restore` into
-       `<data-dir>.restore` (`--name`, `--initial-cluster` of all etcd hosts,
-       `--initial-advertise-peer-urls`, `--initial-cluster-token`, and
-       `--bump-revision 1000000000 --mark-compacted` when etcdutl has them); check the restored
-       database holds at least the snapshot's totalKey. etcd still serves meanwhile.
-    1  control planes: move /etc/kubernetes/manifests/kube-apiserver.yaml out of the
-       manifests directory (kubelet then stops the static pod) and wait for it to exit
-    2  every member: stop etcd
-    3  every member: keep the old data dir as `<data-dir>.before-restore-<stamp>`, move the
-       restored one in, chown etcd, 0700; write etcd.conf.yml with the initial-cluster and token
-       the data was restored with (so `homekube plan` afterwards has nothing to change: the
-       etcd planner keeps those bootstrap-only keys once a member has data)
-    4  every member at once: start etcd, wait until healthy (they need each other for quorum)
-    5  one member: all members listed and healthy, revision ≥ the snapshot's, live key count ≥
-       the snapshot's (bump-revision adds a revision, not a key)
-    6  control planes: put the kube-apiserver manifest back
+    restore data       every member: check the upload's SHA-256; `etcdutl snapshot restore`
+                       into `<data-dir>.restore` (`--name`, `--initial-cluster` of all etcd
+                       hosts, `--initial-advertise-peer-urls`, `--initial-cluster-token`, and
+                       `--bump-revision 1000000000 --mark-compacted` when etcdutl has them);
+                       check the restored database holds at least the snapshot's totalKey.
+                       etcd still serves meanwhile.
+    stop apiserver     control planes: move /etc/kubernetes/manifests/kube-apiserver.yaml out
+                       of the manifests directory (kubelet then stops the static pod) and wait
+                       for it to exit
+    stop etcd          every member: stop etcd
+    swap data          every member: keep the old data dir as
+                       `<data-dir>.before-restore-<stamp>`, move the restored one in, chown
+                       etcd, 0700; write etcd.conf.yml with the initial-cluster and token the
+                       data was restored with (so `homekube plan` afterwards has nothing to
+                       change: the etcd planner keeps those bootstrap-only keys once a member
+                       has data)
+    start etcd         every member at once: start etcd, wait until healthy (they need each
+                       other for quorum)
+    verify             one member: all members listed and healthy, revision ≥ the snapshot's,
+                       live key count ≥ the snapshot's (bump-revision adds a revision, not a key)
+    start apiserver    control planes: put the kube-apiserver manifest back
 
 `--bump-revision` exists in etcdutl since 3.5.10-ish/3.6 (etcd-io/etcd#16029, #16165); an
 older etcdutl (the lab's 3.5.1) restores without it when the Kubernetes layer is off, and is
@@ -55,6 +61,7 @@ from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
 from homekube.ops.session import close_all, connect_all, holder, timeouts_of
 from homekube.plan.model import Act, Change, ChangeKey, PhasePlan, Plan, Run, WriteFile
+from homekube.plan.order import Stage, declare, parallel
 from homekube.render import etcd as r
 from homekube.transport.base import Transport
 
@@ -71,6 +78,11 @@ SWAP_DATA = ChangeKey("etcd-data", "data dir", Act.REPLACE)
 START_ETCD = ChangeKey("unit", "etcd.service", Act.START)
 VERIFY = ChangeKey("etcd", "cluster", Act.VERIFY)
 START_APISERVER = ChangeKey("static-pod", "kube-apiserver", Act.START)
+
+(RESTORE_STAGE, STOP_APISERVER_STAGE, STOP_ETCD_STAGE, SWAP_STAGE, START_ETCD_STAGE, VERIFY_STAGE,
+ START_APISERVER_STAGE) = declare(
+    PHASE, parallel("restore data"), parallel("stop apiserver"), parallel("stop etcd"),
+    parallel("swap data"), parallel("start etcd"), parallel("verify"), parallel("start apiserver"))
 
 
 @dataclass(frozen=True)
@@ -233,16 +245,16 @@ def _verify(cfg: ClusterConfig, snap: Snapshot) -> str:
 
 
 def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:
-    """Every step of a restore as one Plan of waves (pure: no host is asked anything)."""
+    """Every step of a restore as one Plan of stages (pure: no host is asked anything)."""
     etcd_hosts = list(cfg.etcd_hosts)
     if not etcd_hosts:
         raise RefusedError("no host has the etcd role; there is nothing to restore into")
     up = remote_path(stamp)
     steps: list[Change] = []
 
-    def add(h: str, key: ChangeKey, resource: str, summary: str, why: str, wave: int,
+    def add(h: str, key: ChangeKey, resource: str, summary: str, why: str, stage: Stage,
             *actions: Run | WriteFile) -> None:
-        steps.append(Change(h, PHASE, resource, summary, why, tuple(actions), wave=wave, key=key))
+        steps.append(Change(h, PHASE, resource, summary, why, tuple(actions), order=stage, key=key))
 
     data = cfg.etcd.data_dir
     for h in etcd_hosts:
@@ -250,32 +262,34 @@ def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:
             f"--name <member>, --initial-cluster of {len(etcd_hosts)} members, token "
             f"{r.cluster_token(cfg)}, --bump-revision {BUMP} --mark-compacted when etcdutl has "
             "them; etcd keeps serving meanwhile",
-            0, Run(_restore_cmd(cfg, h, snap, up), f"etcdutl snapshot restore into {data}.restore"))
+            RESTORE_STAGE, Run(_restore_cmd(cfg, h, snap, up), f"etcdutl snapshot restore into {data}.restore"))
     for h in _apiserver_hosts(cfg):
         add(h.name, STOP_APISERVER, "kube-apiserver", "stop kube-apiserver if present",
-            f"move {APISERVER_MANIFEST} aside so nothing writes to etcd during the swap", 1,
+            f"move {APISERVER_MANIFEST} aside so nothing writes to etcd during the swap",
+            STOP_APISERVER_STAGE,
             Run(_stop_apiserver(stamp), "move kube-apiserver's manifest aside, wait for exit"))
     for h in etcd_hosts:
         add(h.name, STOP_ETCD, "unit etcd.service", "stop etcd",
-            "every member stops before any data is swapped", 2, Run("systemctl stop etcd"))
+            "every member stops before any data is swapped", STOP_ETCD_STAGE,
+            Run("systemctl stop etcd"))
     for h in etcd_hosts:
         conf = r.member_config(cfg, h, members=restore_members(cfg), state="new")
         add(h.name, SWAP_DATA, "data dir",
             f"swap in the restored data; keep the old as {data}.before-restore-{stamp}",
-            "the old data stays on disk until you delete it", 3,
+            "the old data stays on disk until you delete it", SWAP_STAGE,
             Run(_swap(cfg, stamp, up), f"move {data} aside, move {data}.restore in, chown etcd"),
             WriteFile(r.CONFIG_PATH, r.config_file(conf), 0o644, "root", "etcd"))
     for h in etcd_hosts:
         add(h.name, START_ETCD, "unit etcd.service", "start etcd",
-            "all members start together and elect a leader", 4,
+            "all members start together and elect a leader", START_ETCD_STAGE,
             Run("systemctl start --no-block etcd"), Run(_wait_healthy(), "wait until healthy"))
     keys = f"≥ {snap.keys} live keys" if snap.keys is not None else "live keys counted"
     add(etcd_hosts[0].name, VERIFY, "verify", f"check {len(etcd_hosts)} healthy members, {keys}",
-        "the restored cluster must hold at least what the snapshot held", 5,
+        "the restored cluster must hold at least what the snapshot held", VERIFY_STAGE,
         Run(_verify(cfg, snap), "check members, health, key count and revision"))
     for h in _apiserver_hosts(cfg):
         add(h.name, START_APISERVER, "kube-apiserver", "start kube-apiserver again if it was stopped",
-            "kubelet starts the static pod once its manifest is back", 6,
+            "kubelet starts the static pod once its manifest is back", START_APISERVER_STAGE,
             Run(_start_apiserver(stamp), "move the kube-apiserver manifest back"))
     hosts = [h.name for h in cfg.hosts if h.has("etcd") or h.has("control-plane")]
     phase = PhasePlan(PHASE, "etcd restore", tuple(steps))
@@ -290,11 +304,8 @@ def describe(plan: Plan, snap: Snapshot) -> str:
         lines[0] += f": revision {snap.revision}{keys}, taken from {snap.member or '?'}"
     members = [c.host for c in plan.changes if c.key == RESTORE_DATA]
     lines.append(f"upload it to {', '.join(members)}, then:")
-    waves: dict[int, list[Change]] = {}
-    for c in plan.changes:
-        waves.setdefault(c.wave, []).append(c)
-    for i, w in enumerate(sorted(waves), start=1):
-        cs = waves[w]
+    waves = [w for p in plan.phases for w in p.waves]
+    for i, cs in enumerate(waves, start=1):
         by_key: dict[ChangeKey | None, list[Change]] = {}
         for c in cs:
             by_key.setdefault(c.key, []).append(c)

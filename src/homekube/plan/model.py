@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
+
+from homekube.plan.order import Order, stage_of
 
 #: what kind of remote work a Run is, for its default timeout (cluster.yaml `timeouts`)
 StepKind = Literal["package", "kubeadm", "wait", "default"]
@@ -116,6 +119,17 @@ class Act(StrEnum):
     VERIFY = "verify"
 
 
+Op = Literal["create", "change", "remove"]
+
+#: the plan symbol (+ ~ -) each act stands for; INSTALL is not here because one key covers
+#: both a first install and an upgrade (etcd's binaries), which only the summary tells apart
+OP_OF_ACT: dict[Act, Op] = {
+    Act.CREATE: "create", Act.ISSUE: "create", Act.START: "create",
+    Act.UPDATE: "change", Act.RESTART: "change", Act.RESTORE: "change", Act.REPLACE: "change",
+    Act.VERIFY: "change", Act.STOP: "change",
+}
+
+
 @dataclass(frozen=True)
 class ChangeKey:
     """A Change's identity for code: resource kind and name, and what is done to it.
@@ -144,23 +158,28 @@ class Change:
     why: str
     actions: tuple[Action, ...]
     diff: str | None = None
-    #: changes of one phase run wave by wave; hosts run in parallel within a wave
+    #: where it runs in its phase's declared stages (see homekube.plan.order); None: with
+    #: every other untagged Change of the phase, by `wave`
+    order: Order | None = None
+    #: the old numbered ordering (lower first), kept only until the etcd phase declares stages
     wave: int = 0
-    #: for the plan's symbol (+ ~ -); None: guessed from the summary and the diff
-    op: Literal["create", "change", "remove"] | None = None
+    #: for the plan's symbol (+ ~ -); None: from `key`'s act, else guessed from the summary
+    op: Op | None = None
     #: identity that code matches on; None for Changes nothing selects by identity yet
     key: ChangeKey | None = None
 
     kind: Literal["change"] = "change"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, wave: int | None = None) -> dict[str, Any]:
+        """`wave`: its place among the phase's waves (0 first), as `Plan.to_json` counts it."""
         return {
             "host": self.host,
             "phase": self.phase,
             "resource": self.resource,
             "summary": self.summary,
             "why": self.why,
-            "wave": self.wave,
+            "wave": self.wave if wave is None else wave,
+            **({"stage": str(self.order)} if self.order is not None else {}),
             "actions": [a.describe() for a in self.actions],
             **({"diff": self.diff} if self.diff is not None else {}),
         }
@@ -191,15 +210,57 @@ class NoChange:
 Step = Change | NoChange
 
 
+def _key(c: Change) -> tuple[int, ...]:
+    return (c.wave,) if c.order is None else c.order.key()
+
+
+def waves(changes: Sequence[Change]) -> list[list[Change]]:
+    """The Changes of one phase as the waves the executor runs, first wave first.
+
+    Each wave keeps the Changes' plan order (a host runs its part of a wave in that order).
+    Raises ValueError on an ordering that is a planner's bug: tagged and untagged Changes
+    mixed, stages of another phase's declaration, a one-at-a-time stage without a turn.
+    """
+    tagged = {c.order is not None for c in changes}
+    if len(tagged) > 1:
+        untagged = next(c for c in changes if c.order is None)
+        raise ValueError(f"{untagged.phase}: {untagged.host}: {untagged.summary!r} has no stage "
+                         "while other Changes of the phase have one")
+    stages = [stage_of(c.order) for c in changes if c.order is not None]
+    loose = [s.name for s in stages if s.rank < 0]
+    if loose:
+        raise ValueError(f"stage {loose[0]!r} was not declared: give it to `declare` with the "
+                         "phase's other stages")
+    if len({s.phase for s in stages}) > 1:
+        raise ValueError("the stages of one phase must come from one `declare`, not from "
+                         f"{sorted({s.phase for s in stages})}")
+    by_key: dict[tuple[int, ...], list[Change]] = {}
+    for c in changes:
+        by_key.setdefault(_key(c), []).append(c)
+    return [by_key[k] for k in sorted(by_key)]
+
+
 @dataclass(frozen=True)
 class PhasePlan:
     name: str
     title: str
     steps: tuple[Step, ...]
 
+    def __post_init__(self) -> None:
+        # a bad ordering is a planner's bug: fail while planning, not halfway through apply
+        waves(self.changes)
+
     @property
     def changes(self) -> list[Change]:
         return [s for s in self.steps if isinstance(s, Change)]
+
+    @property
+    def waves(self) -> list[list[Change]]:
+        return waves(self.changes)
+
+    def wave_numbers(self) -> dict[int, int]:
+        """Each Change's wave (0 first), keyed by `id()` of the Change."""
+        return {id(c): i for i, w in enumerate(self.waves) for c in w}
 
 
 @dataclass
@@ -221,10 +282,13 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         per_host: dict[str, dict[str, Any]] = {}
+        wave: dict[int, int] = {}
+        for p in self.phases:
+            wave.update(p.wave_numbers())
         for h in self.hosts:
             steps = [s for p in self.phases for s in p.steps if s.host == h]
             per_host[h] = {
-                "changes": [s.to_json() for s in steps if isinstance(s, Change)],
+                "changes": [s.to_json(wave[id(s)]) for s in steps if isinstance(s, Change)],
                 "unchanged": [s.to_json() for s in steps if isinstance(s, NoChange)],
             }
         return {

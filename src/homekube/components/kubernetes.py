@@ -698,111 +698,125 @@ class KubernetesPackagesPhase:
             return [NoChange(h, ph, "packages",
                              f"Kubernetes {old} → {cfg.kubernetes.minor}: repositories, CRI-O "
                              "drop-in and packages are switched by the k8s-upgrade phase")]
-        steps: list[Step] = []
-
-        def add(step: Step) -> Step:
-            if isinstance(step, Change):
-                step = replace(step, order=INSTALL)
-            steps.append(step)
-            return step
-
         missing = _packages_missing(cfg, f, fam)
-        repos = repo_files(cfg, fam)
-        tools = [p for p in fam.packages(fam.keyring_tools) if not f.installed(p)]
-        if tools and any(rf.keyring and f.file(rf.keyring) is None for rf in repos):
-            add(Change(h, ph, f"packages {' '.join(tools)}", f"install {', '.join(tools)}",
-                       "apt keyrings are stored dearmored (gpg --dearmor)",
-                       (Run(fam.install_command(tools), f"install {' '.join(tools)}"),)))
-        for rf in repos:
-            if rf.keyring:
-                if f.file(rf.keyring) is None:
-                    add(Change(
-                        h, ph, f"keyring {rf.keyring}", f"install the signing key {rf.keyring}",
-                        "apt verifies the repository with this key only (signed-by)",
-                        (Run(fetch_keyring_command(rf), f"fetch {rf.key_url} into {rf.keyring}"),),
-                    ))
-                else:
-                    steps.append(NoChange(h, ph, f"keyring {rf.keyring}", f"{rf.keyring} exists"))
-            add(file_step(f, ph, WriteFile(rf.path, rf.content.encode(), rf.mode),
-                          f"Kubernetes {cfg.kubernetes.minor} packages come from this repository "
-                          "(one per minor)"))
-        crio = cfg.kubernetes.runtime == "cri-o"
-        restart: list[str] = []
-        if crio:
-            dropin = add(file_step(
-                f, ph, WriteFile(CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), 0o644),
-                f"{cfg.kubernetes.cgroup_driver} cgroups and the pause image kubeadm expects"))
-            if isinstance(dropin, Change) and not missing:
-                restart.append("the CRI-O drop-in")
-            for step in registry_steps(cfg, f, ph):
-                add(step)
-                # a changed registries drop-in (not a CA file) is read by CRI-O at start only
-                if (isinstance(step, Change) and step.key is not None and step.key.kind == "file"
-                        and step.key.name.endswith(".conf") and not missing):
-                    restart.append("the registries drop-in")
-        else:
-            pause = PAUSE_VERSIONS[cfg.kubernetes.minor]
-            runtime = containerd_steps(cfg, f, ph, _runtime_versions(f), pause)
-            for step in runtime[:-1]:
-                add(step)
+        runtime, runtime_unit = _runtime_steps(cfg, f, ph, restart_allowed=not missing)
+        steps = [*_repository_steps(cfg, f, fam, ph), *runtime,
+                 *_package_steps(cfg, f, fam, ph, missing), runtime_unit,
+                 _kubelet_enabled(f, ph, missing)]
+        # one stage: each host runs its steps in this order, hosts in parallel
+        return [replace(s, order=INSTALL) if isinstance(s, Change) else s for s in steps]
 
-        held = held_packages(cfg)
-        if missing:
-            # the repository serves one minor; a configured patch is pinned (kubeadm refuses
-            # a kubelet newer than the control plane it was told to build)
-            pinned = (package_pins(cfg, fam, missing) if cfg.kubernetes.version != cfg.kubernetes.minor
-                      else missing)
-            cmd, how = fam.install_held_command(pinned, held)
-            what = ("with the matching CRI-O" if crio
-                    else "and the CNI plugins (kubernetes-cni) for containerd")
-            add(Change(h, ph, "packages", f"install {', '.join(missing)}",
-                       f"Kubernetes {cfg.kubernetes.version} {what}; {how}",
-                       (Run(cmd, f"install {' '.join(pinned)}"),)))
-        else:
-            version = cfg.kubernetes.version
-            wrong = [f"{p} {f.packages[p].version}" for p in versioned_packages(cfg)
-                     if _minor(f.packages[p].version) != cfg.kubernetes.minor]
-            patch = [f"{p} {f.packages[p].version}" for p in versioned_packages(cfg)
-                     if p != "cri-o" and version.count(".") == 2
-                     and not (f.packages[p].version or "").startswith(f"{version}-")]
-            if wrong:
-                steps.append(NoChange(
-                    h, ph, "packages",
-                    f"installed {', '.join(wrong)} but cluster.yaml wants {cfg.kubernetes.minor}: "
-                    "homekube does not upgrade Kubernetes in place (yet)", warning=True))
-            elif patch:
-                steps.append(NoChange(
-                    h, ph, "packages",
-                    f"installed {', '.join(patch)} but cluster.yaml pins {version}: homekube "
-                    "does not change patch versions in place (yet)", warning=True))
+
+def _repository_steps(cfg: ClusterConfig, f: HostFacts, fam: OsFamily, ph: str) -> list[Step]:
+    """The tools to store keyrings, each repository's signing key and its repository file."""
+    h = f.host
+    steps: list[Step] = []
+    repos = repo_files(cfg, fam)
+    tools = [p for p in fam.packages(fam.keyring_tools) if not f.installed(p)]
+    if tools and any(rf.keyring and f.file(rf.keyring) is None for rf in repos):
+        steps.append(Change(h, ph, f"packages {' '.join(tools)}", f"install {', '.join(tools)}",
+                            "apt keyrings are stored dearmored (gpg --dearmor)",
+                            (Run(fam.install_command(tools), f"install {' '.join(tools)}"),)))
+    for rf in repos:
+        if rf.keyring:
+            if f.file(rf.keyring) is None:
+                steps.append(Change(
+                    h, ph, f"keyring {rf.keyring}", f"install the signing key {rf.keyring}",
+                    "apt verifies the repository with this key only (signed-by)",
+                    (Run(fetch_keyring_command(rf), f"fetch {rf.key_url} into {rf.keyring}"),),
+                ))
             else:
-                steps.append(NoChange(
-                    h, ph, "packages",
-                    f"installed: {', '.join(k8s_packages(cfg))} ({cfg.kubernetes.minor})"))
-            unheld = [p for p in held if p not in kube_facts(f).held]
-            hold = fam.hold_command(unheld)
-            # None: the family's repository keeps them (dnf's exclude=), there is nothing to hold
-            if hold is not None:
-                if unheld:
-                    add(Change(h, ph, "holds", f"hold {', '.join(unheld)}",
-                               "keep `apt upgrade` from changing the cluster's version", (Run(hold),)))
-                else:
-                    steps.append(NoChange(h, ph, "holds", "Kubernetes packages are held"))
+                steps.append(NoChange(h, ph, f"keyring {rf.keyring}", f"{rf.keyring} exists"))
+        steps.append(file_step(f, ph, WriteFile(rf.path, rf.content.encode(), rf.mode),
+                               f"Kubernetes {cfg.kubernetes.minor} packages come from this "
+                               "repository (one per minor)"))
+    return steps
 
-        if crio:
-            add(unit_step(f, ph, "crio.service", why="the kubelet talks to CRI-O",
-                          restart_because=restart,
-                          wait="[ -S /var/run/crio/crio.sock ]"))
+
+def _runtime_steps(cfg: ClusterConfig, f: HostFacts, ph: str, *,
+                   restart_allowed: bool) -> tuple[list[Step], Step]:
+    """The runtime's files (before the packages) and its unit step (after them).
+
+    `restart_allowed`: the runtime is installed already, so a changed drop-in needs a restart
+    (on a fresh install the package's first start reads it).
+    """
+    if cfg.kubernetes.runtime != "cri-o":
+        runtime = containerd_steps(cfg, f, ph, _runtime_versions(f), PAUSE_VERSIONS[cfg.kubernetes.minor])
+        return runtime[:-1], runtime[-1]
+    steps: list[Step] = []
+    restart: list[str] = []
+    dropin = file_step(f, ph, WriteFile(CRIO_DROPIN_PATH, crio_dropin(cfg).encode(), 0o644),
+                       f"{cfg.kubernetes.cgroup_driver} cgroups and the pause image kubeadm expects")
+    steps.append(dropin)
+    if isinstance(dropin, Change) and restart_allowed:
+        restart.append("the CRI-O drop-in")
+    for step in registry_steps(cfg, f, ph):
+        steps.append(step)
+        # a changed registries drop-in (not a CA file) is read by CRI-O at start only
+        if (isinstance(step, Change) and step.key is not None and step.key.kind == "file"
+                and step.key.name.endswith(".conf") and restart_allowed):
+            restart.append("the registries drop-in")
+    unit = unit_step(f, ph, "crio.service", why="the kubelet talks to CRI-O",
+                     restart_because=restart, wait="[ -S /var/run/crio/crio.sock ]")
+    return steps, unit
+
+
+def _package_steps(cfg: ClusterConfig, f: HostFacts, fam: OsFamily, ph: str,
+                   missing: list[str]) -> list[Step]:
+    """Install the missing packages held at the configured version, or say why not."""
+    h = f.host
+    held = held_packages(cfg)
+    if missing:
+        # the repository serves one minor; a configured patch is pinned (kubeadm refuses
+        # a kubelet newer than the control plane it was told to build)
+        pinned = (package_pins(cfg, fam, missing) if cfg.kubernetes.version != cfg.kubernetes.minor
+                  else missing)
+        cmd, how = fam.install_held_command(pinned, held)
+        what = ("with the matching CRI-O" if cfg.kubernetes.runtime == "cri-o"
+                else "and the CNI plugins (kubernetes-cni) for containerd")
+        return [Change(h, ph, "packages", f"install {', '.join(missing)}",
+                       f"Kubernetes {cfg.kubernetes.version} {what}; {how}",
+                       (Run(cmd, f"install {' '.join(pinned)}"),))]
+    steps: list[Step] = [_installed_versions(cfg, f)]
+    unheld = [p for p in held if p not in kube_facts(f).held]
+    hold = fam.hold_command(unheld)
+    # None: the family's repository keeps them (dnf's exclude=), there is nothing to hold
+    if hold is not None:
+        if unheld:
+            steps.append(Change(h, ph, "holds", f"hold {', '.join(unheld)}",
+                                "keep `apt upgrade` from changing the cluster's version", (Run(hold),)))
         else:
-            add(runtime[-1])
-        kubelet = f.unit("kubelet.service")
-        if missing or not kubelet.is_enabled:
-            add(Change(h, ph, "unit kubelet.service", "enable kubelet",
-                       "kubeadm starts it; enabled, it comes back after a reboot",
-                       (Run("systemctl enable kubelet"),)))
-        else:
-            steps.append(NoChange(h, ph, "unit kubelet.service", "kubelet is enabled"))
-        return steps
+            steps.append(NoChange(h, ph, "holds", "Kubernetes packages are held"))
+    return steps
+
+
+def _installed_versions(cfg: ClusterConfig, f: HostFacts) -> NoChange:
+    """The installed packages match cluster.yaml's version, or a warning saying how not."""
+    h, ph = f.host, KubernetesPackagesPhase.name
+    version = cfg.kubernetes.version
+    wrong = [f"{p} {f.packages[p].version}" for p in versioned_packages(cfg)
+             if _minor(f.packages[p].version) != cfg.kubernetes.minor]
+    patch = [f"{p} {f.packages[p].version}" for p in versioned_packages(cfg)
+             if p != "cri-o" and version.count(".") == 2
+             and not (f.packages[p].version or "").startswith(f"{version}-")]
+    if wrong:
+        return NoChange(h, ph, "packages",
+                        f"installed {', '.join(wrong)} but cluster.yaml wants {cfg.kubernetes.minor}: "
+                        "homekube does not upgrade Kubernetes in place (yet)", warning=True)
+    if patch:
+        return NoChange(h, ph, "packages",
+                        f"installed {', '.join(patch)} but cluster.yaml pins {version}: homekube "
+                        "does not change patch versions in place (yet)", warning=True)
+    return NoChange(h, ph, "packages",
+                    f"installed: {', '.join(k8s_packages(cfg))} ({cfg.kubernetes.minor})")
+
+
+def _kubelet_enabled(f: HostFacts, ph: str, missing: list[str]) -> Step:
+    if missing or not f.unit("kubelet.service").is_enabled:
+        return Change(f.host, ph, "unit kubelet.service", "enable kubelet",
+                      "kubeadm starts it; enabled, it comes back after a reboot",
+                      (Run("systemctl enable kubelet"),))
+    return NoChange(f.host, ph, "unit kubelet.service", "kubelet is enabled")
 
 
 # ---------------------------------------------------------------------------------------------

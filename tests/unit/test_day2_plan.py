@@ -19,14 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homekube.components.backup import (
-    SCRIPT,
     SCRIPT_PATH,
     SERVICE,
     SERVICE_PATH,
     TIMER,
     TIMER_PATH,
     EtcdBackupPhase,
-    select_expired,
     service_unit,
     timer_unit,
 )
@@ -35,6 +33,7 @@ from homekube.components.etcd import restart_key
 from homekube.config.loader import load_text
 from homekube.config.model import ClusterConfig
 from homekube.errors import RefusedError, UsageError
+from homekube.etcd.snapshot import SCRIPT, select_expired
 from homekube.facts.host import HostFacts
 from homekube.facts.system import FileState, UnitState
 from homekube.ops.backup import verify_trailer

@@ -47,9 +47,10 @@ from typing import Any
 
 from rich.console import Console
 
-from homekube.components.etcd import ENV_FILE, ETCDCTL, HEALTHY
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, HostError, RefusedError, UsageError
+from homekube.etcd.layout import ENV_FILE
+from homekube.etcd.shell import HEALTHY, live_counts_command, parse_live_counts
 from homekube.executor import Progress, execute
 from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
@@ -336,14 +337,8 @@ async def _cleanup(ts: dict[str, Transport], remote: str) -> None:
 
 
 async def live_counts(t: Transport) -> dict[str, int]:
-    res = await t.run(f"{ETCDCTL} get '' --prefix --count-only -w fields; "
-                      f"{ETCDCTL} endpoint status -w fields", timeout=60)
-    out: dict[str, int] = {}
-    for line in res.stdout.splitlines():
-        k, sep, v = line.partition(" : ")
-        if sep and k.strip('"') in ("Count", "Revision") and v.strip().isdigit():
-            out[k.strip('"').lower()] = int(v)
-    return out
+    res = await t.run(live_counts_command(), timeout=60)
+    return parse_live_counts(res.stdout)
 
 
 async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool,

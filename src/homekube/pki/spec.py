@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from homekube.etcd import layout
+
 __all__ = [
     "CA_VALIDITY",
     "ETCD_PKI",
@@ -52,11 +54,10 @@ KeyType = Literal["ecdsa-p256", "rsa-2048"]
 
 FileKind = Literal["cert", "key"]
 
-KUBEADM_PKI = "/etc/kubernetes/pki"
-"""kubeadm's ``certificatesDir``; the apiserver pod mounts it, so its etcd files live here."""
-
-ETCD_PKI = "/etc/etcd/pki"
-"""Copies the ``etcd`` user can read; kubeadm's keys are root-only (facts.md §4.4)."""
+#: kubeadm's certificatesDir (its etcd files live in etcd/), and the copies the etcd user can
+#: read (kubeadm's keys are root-only, facts.md §4.4): both are etcd's layout
+KUBEADM_PKI = layout.KUBEADM_PKI
+ETCD_PKI = layout.PKI_DIR
 
 CA_VALIDITY = timedelta(days=3650)
 """kubeadm's 87600h."""

@@ -403,7 +403,7 @@ def _member_steps(ctx: Context, view: _View, h: HostSpec, restart_waves: Iterato
     unit = file_step(f, EtcdPhase.name, WriteFile(lay.UNIT_PATH, _unit(cfg, f), 0o644),
                      "etcd runs as a notify-type systemd service")
     env = file_step(f, EtcdPhase.name, WriteFile(lay.ENV_FILE, sh.ETCDCTL_ENV.encode(), 0o644),
-                    "`set -a; . /etc/etcd/etcdctl.env` points etcdctl at this member over mTLS")
+                    f"`set -a; . {lay.ENV_FILE}` points etcdctl at this member over mTLS")
     steps: list[Step] = [install, config, unit, env, _data_dir_step(cfg, f)]
     if h in view.joining:
         return steps  # started in its growth wave
@@ -532,7 +532,7 @@ def _wait_healthy(condition: str = sh.HEALTHY) -> Run:
 
 
 def _healthy(ctx: Context) -> set[str]:
-    """Members whose host answered and whose etcd served a member list."""
+    """Hosts whose etcd answered with its members (the healthy ones, for quorum)."""
     return {h.name for h in ctx.hosts() if etcd_facts(ctx.facts[h.name]).members is not None}
 
 

@@ -223,3 +223,37 @@ def parse_live_counts(text: str) -> dict[str, int]:
     """{"count": live keys, "revision": ...} from :func:`live_counts_command`'s output."""
     fields = api.parse_fields(text)
     return {k.lower(): int(fields[k]) for k in ("Count", "Revision") if fields.get(k, "").isdigit()}
+
+
+# ---------------------------------------------------------------------------------- restore
+
+#: a shell function: `total_keys FILE` prints a snapshot's totalKey (every stored revision)
+TOTAL_KEYS_FN = (
+    'total_keys() { etcdutl snapshot status "$1" -w json \\\n'
+    "  | sed -n 's/.*\"totalKey\":\\([0-9]*\\).*/\\1/p'; }"
+)
+
+
+def restore_checks(members: int, endpoints: list[str], keys: int | None, revision: int | None) -> str:
+    """After a restore: `members` listed, every endpoint healthy, at least `keys` live keys
+    and the snapshot's `revision` (None: not checked)."""
+    checks = [
+        f"set -a; . {ENV_FILE}; set +a",
+        f'members=$(etcdctl member list | wc -l); [ "$members" -eq {members} ] || '
+        f'{{ echo "$members members listed, want {members}" >&2; exit 1; }}',
+        # etcdctl refuses a flag that shadows its environment variable: override the variable
+        f"ETCDCTL_ENDPOINTS={','.join(endpoints)} etcdctl endpoint health >/dev/null",
+        "count=$(etcdctl get '' --prefix --count-only -w fields | "
+        "awk -F' : ' '$1 == \"\\\"Count\\\"\" {print $2}')",
+        "rev=$(etcdctl endpoint status -w fields | "
+        "awk -F' : ' '$1 == \"\\\"Revision\\\"\" {print $2}')",
+        'echo "live keys: $count, revision: $rev"',
+    ]
+    if keys is not None:
+        checks.append(f'[ "$count" -ge {keys} ] || {{ echo "only $count live keys after '
+                      f'restore; the snapshot had {keys}" >&2; exit 1; }}')
+    if revision is not None:
+        checks.append(f'[ "$rev" -ge {revision} ] || '
+                      f'{{ echo "revision $rev is below the snapshot\'s {revision}" >&2; '
+                      "exit 1; }")
+    return "\n".join(checks)

@@ -49,14 +49,14 @@ from rich.console import Console
 
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, HostError, RefusedError, UsageError
-from homekube.etcd.layout import ENV_FILE
-from homekube.etcd.shell import HEALTHY, live_counts_command, parse_live_counts
+from homekube.etcd.shell import HEALTHY, TOTAL_KEYS_FN, live_counts_command, parse_live_counts, restore_checks
 from homekube.executor import Progress, execute
 from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
 from homekube.ops.session import close_all, connect_all, holder, timeouts_of
 from homekube.plan.model import Act, Change, ChangeKey, PhasePlan, Plan, Run, WriteFile
 from homekube.render import etcd as r
+from homekube.topology import Topology
 from homekube.transport.base import Transport
 
 BUMP = 1_000_000_000
@@ -168,8 +168,7 @@ etcdutl snapshot restore "$f" --name {shell_quote(h.name)} \\
   --initial-cluster-token {shell_quote(r.cluster_token(cfg))} \\
   --data-dir {rd} "${{bump[@]}}" 2>"$log" || {{ tail -n 20 "$log" >&2; rm -f "$log"; exit 1; }}
 rm -f "$log"
-total_keys() {{ etcdutl snapshot status "$1" -w json \\
-  | sed -n 's/.*"totalKey":\\([0-9]*\\).*/\\1/p'; }}
+{TOTAL_KEYS_FN}
 want=$(total_keys "$f")
 got=$(total_keys {rd}/member/snap/db)
 [ -n "$got" ] && [ "$got" -ge "$want" ] \
@@ -209,28 +208,7 @@ def _swap(cfg: ClusterConfig, stamp: str, upload: str) -> str:
 
 
 def _verify(cfg: ClusterConfig, snap: Snapshot) -> str:
-    n = len(cfg.etcd_hosts)
-    eps = ",".join(r.url(h.address, r.CLIENT_PORT) for h in cfg.etcd_hosts)
-    checks = [
-        f"set -a; . {ENV_FILE}; set +a",
-        f'members=$(etcdctl member list | wc -l); [ "$members" -eq {n} ] || '
-        f'{{ echo "$members members listed, want {n}" >&2; exit 1; }}',
-        # etcdctl refuses a flag that shadows its environment variable: override the variable
-        f"ETCDCTL_ENDPOINTS={eps} etcdctl endpoint health >/dev/null",
-        "count=$(etcdctl get '' --prefix --count-only -w fields | "
-        "awk -F' : ' '$1 == \"\\\"Count\\\"\" {print $2}')",
-        "rev=$(etcdctl endpoint status -w fields | "
-        "awk -F' : ' '$1 == \"\\\"Revision\\\"\" {print $2}')",
-        'echo "live keys: $count, revision: $rev"',
-    ]
-    if snap.keys is not None:
-        checks.append(f'[ "$count" -ge {snap.keys} ] || {{ echo "only $count live keys after '
-                      f'restore; the snapshot had {snap.keys}" >&2; exit 1; }}')
-    if snap.revision is not None:
-        checks.append(f'[ "$rev" -ge {snap.revision} ] || '
-                      f'{{ echo "revision $rev is below the snapshot\'s {snap.revision}" >&2; '
-                      "exit 1; }")
-    return "\n".join(checks)
+    return restore_checks(len(cfg.etcd_hosts), Topology(cfg).etcd_client_urls, snap.keys, snap.revision)
 
 
 def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:

@@ -354,7 +354,7 @@ def member_files(
     """List every PKI file an etcd member gets, where it goes and with which mode and owner.
 
     Two trees: kubeadm's root-only ``/etc/kubernetes/pki`` (the apiserver pod and etcdctl read
-    it) and ``/etc/etcd/pki`` owned by the etcd user, because an etcd unit running as
+    it) and etcd's own copies (``layout.PKI_DIR``) owned by the etcd user, because an etcd unit running as
     ``User=etcd`` cannot read root's 0600 keys (facts.md §4.4). The etcd CA key is never placed
     on any host: it stays in the operator's local state, so a stolen node cannot mint certs.
     """

@@ -234,19 +234,20 @@ TOTAL_KEYS_FN = (
 )
 
 
+def field(name: str) -> str:
+    """An awk filter printing the value of `name` from `etcdctl -w fields` output."""
+    return f"awk -F' : ' '$1 == \"\\\"{name}\\\"\" {{gsub(/\"/, \"\", $2); print $2}}'"
+
+
 def restore_checks(members: int, endpoints: list[str], keys: int | None, revision: int | None) -> str:
     """After a restore: `members` listed, every endpoint healthy, at least `keys` live keys
     and the snapshot's `revision` (None: not checked)."""
     checks = [
-        f"set -a; . {ENV_FILE}; set +a",
-        f'members=$(etcdctl member list | wc -l); [ "$members" -eq {members} ] || '
+        f'members=$({ETCDCTL} member list | wc -l); [ "$members" -eq {members} ] || '
         f'{{ echo "$members members listed, want {members}" >&2; exit 1; }}',
-        # etcdctl refuses a flag that shadows its environment variable: override the variable
-        f"ETCDCTL_ENDPOINTS={','.join(endpoints)} etcdctl endpoint health >/dev/null",
-        "count=$(etcdctl get '' --prefix --count-only -w fields | "
-        "awk -F' : ' '$1 == \"\\\"Count\\\"\" {print $2}')",
-        "rev=$(etcdctl endpoint status -w fields | "
-        "awk -F' : ' '$1 == \"\\\"Revision\\\"\" {print $2}')",
+        f"{etcdctl(','.join(endpoints))} endpoint health >/dev/null",
+        f"count=$({ETCDCTL} get '' --prefix --count-only -w fields | {field('Count')})",
+        f"rev=$({ETCDCTL} endpoint status -w fields | {field('Revision')})",
         'echo "live keys: $count, revision: $rev"',
     ]
     if keys is not None:

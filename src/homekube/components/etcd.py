@@ -355,17 +355,17 @@ class _View:
         m = membership(ctx)
         topo = Topology(ctx.config)
         want = topo.etcd_hosts_among(list(ctx.facts))
-        peers = {r.peer_url(h) for h in want}
+        peers = {lay.peer_url(h) for h in want}
         joining_names = set(ms.joining([h.name for h in want], m.live))
         return cls(m, want, [h for h in want if h.name in joining_names],
-                   [(h.name, r.peer_url(h)) for h in want], ms.current_peers(m.live, peers))
+                   [(h.name, lay.peer_url(h)) for h in want], ms.current_peers(m.live, peers))
 
     def members_for(self, h: HostSpec) -> list[tuple[str, str]]:
         """The initial-cluster `h` starts into: joining members see those before them."""
         if h not in self.joining:
             return self.bootstrap
         idx = self.joining.index(h)
-        return self.current + [(j.name, r.peer_url(j)) for j in self.joining[: idx + 1]]
+        return self.current + [(j.name, lay.peer_url(j)) for j in self.joining[: idx + 1]]
 
 
 class EtcdPhase:
@@ -474,7 +474,7 @@ def _grow(ctx: Context, view: _View) -> list[Step]:
         base = WAVE_GROW + 3 * k
         out.append(Change(m.source, EtcdPhase.name, f"member {h.name}", f"add {h.name} as a learner",
                           "a learner does not count for quorum until it has caught up",
-                          (Run(sh.member_add(h.name, r.peer_url(h)), f"etcdctl member add {h.name} --learner"),),
+                          (Run(sh.member_add(h.name, lay.peer_url(h)), f"etcdctl member add {h.name} --learner"),),
                           wave=base, key=member_key(h.name, "add")))
         acts = (Run("systemctl daemon-reload"), _START, _wait_healthy(sh.SERVING))
         out.append(Change(h.name, EtcdPhase.name, f"unit {lay.UNIT}", "start etcd (joining the cluster)",
@@ -496,7 +496,7 @@ def _shrink(ctx: Context, view: _View) -> list[Step]:
     if m.live is None or m.source is None:
         return []
     want = {h.name for h in view.want}
-    leaving = ms.leaving(m.live, want, {r.peer_url(h) for h in view.want})
+    leaving = ms.leaving(m.live, want, {lay.peer_url(h) for h in view.want})
     if not leaving:
         return []
     healthy = _healthy(ctx)

@@ -258,3 +258,43 @@ def restore_checks(members: int, endpoints: list[str], keys: int | None, revisio
                       f'{{ echo "revision $rev is below the snapshot\'s {revision}" >&2; '
                       "exit 1; }")
     return "\n".join(checks)
+
+
+def snapshot_restore(upload: str, sha256: str, *, name: str, initial_cluster: str, peer_url: str,
+                     token: str, data_dir: str, bump: int, require_bump: bool) -> str:
+    """Restore the uploaded snapshot into `data_dir`.restore as member `name`, checked.
+
+    The upload's SHA-256 is checked first and the restored database must hold at least the
+    snapshot's totalKey. `--bump-revision` (etcdutl ≥ 3.5.10) keeps revisions moving forward
+    for Kubernetes' watch caches; without it the restore is refused when `require_bump`.
+    """
+    rd = shell_quote(data_dir + ".restore")
+    no_bump = (
+        'echo "etcdutl $(etcdutl version | head -1) has no --bump-revision: Kubernetes watch '
+        'caches would see revisions go backwards; upgrade etcd (>= 3.5.10) first" >&2; exit 1'
+        if require_bump else
+        'echo "note: etcdutl has no --bump-revision; restoring without it (no Kubernetes layer)"'
+    )
+    return f"""f={shell_quote(upload)}
+[ "$(sha256sum < "$f" | cut -d' ' -f1)" = {sha256} ] \
+  || {{ echo "the uploaded snapshot is corrupt" >&2; exit 1; }}
+command -v etcdutl >/dev/null || {{ echo "etcdutl is not installed on this host" >&2; exit 1; }}
+bump=()
+if etcdutl snapshot restore --help 2>&1 | grep -q -- --bump-revision; then
+  bump=(--bump-revision {bump} --mark-compacted)
+else
+  {no_bump}
+fi
+rm -rf {rd}
+log=$(mktemp)
+etcdutl snapshot restore "$f" --name {shell_quote(name)} \\
+  --initial-cluster {shell_quote(initial_cluster)} \\
+  --initial-advertise-peer-urls {shell_quote(peer_url)} \\
+  --initial-cluster-token {shell_quote(token)} \\
+  --data-dir {rd} "${{bump[@]}}" 2>"$log" || {{ tail -n 20 "$log" >&2; rm -f "$log"; exit 1; }}
+rm -f "$log"
+{TOTAL_KEYS_FN}
+want=$(total_keys "$f")
+got=$(total_keys {rd}/member/snap/db)
+[ -n "$got" ] && [ "$got" -ge "$want" ] \
+  || {{ echo "restored database holds $got keys, the snapshot $want" >&2; exit 1; }}"""

@@ -49,7 +49,7 @@ from rich.console import Console
 
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, HostError, RefusedError, UsageError
-from homekube.etcd.shell import HEALTHY, TOTAL_KEYS_FN, live_counts_command, parse_live_counts, restore_checks
+from homekube.etcd.shell import HEALTHY, live_counts_command, parse_live_counts, restore_checks, snapshot_restore
 from homekube.executor import Progress, execute
 from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
@@ -141,38 +141,10 @@ def _wait_healthy(seconds: int = 120) -> str:
 
 
 def _restore_cmd(cfg: ClusterConfig, h: HostSpec, snap: Snapshot, upload: str) -> str:
-    rd = shell_quote(cfg.etcd.data_dir + ".restore")
-    f = shell_quote(upload)
-    ic = r.initial_cluster(restore_members(cfg))
-    no_bump = (
-        'echo "etcdutl $(etcdutl version | head -1) has no --bump-revision: Kubernetes watch '
-        'caches would see revisions go backwards; upgrade etcd (>= 3.5.10) first" >&2; exit 1'
-        if cfg.kubernetes.enabled else
-        'echo "note: etcdutl has no --bump-revision; restoring without it (no Kubernetes layer)"'
-    )
-    return f"""f={f}
-[ "$(sha256sum < "$f" | cut -d' ' -f1)" = {snap.sha256} ] \
-  || {{ echo "the uploaded snapshot is corrupt" >&2; exit 1; }}
-command -v etcdutl >/dev/null || {{ echo "etcdutl is not installed on this host" >&2; exit 1; }}
-bump=()
-if etcdutl snapshot restore --help 2>&1 | grep -q -- --bump-revision; then
-  bump=(--bump-revision {BUMP} --mark-compacted)
-else
-  {no_bump}
-fi
-rm -rf {rd}
-log=$(mktemp)
-etcdutl snapshot restore "$f" --name {shell_quote(h.name)} \\
-  --initial-cluster {shell_quote(ic)} \\
-  --initial-advertise-peer-urls {shell_quote(r.peer_url(h))} \\
-  --initial-cluster-token {shell_quote(r.cluster_token(cfg))} \\
-  --data-dir {rd} "${{bump[@]}}" 2>"$log" || {{ tail -n 20 "$log" >&2; rm -f "$log"; exit 1; }}
-rm -f "$log"
-{TOTAL_KEYS_FN}
-want=$(total_keys "$f")
-got=$(total_keys {rd}/member/snap/db)
-[ -n "$got" ] && [ "$got" -ge "$want" ] \
-  || {{ echo "restored database holds $got keys, the snapshot $want" >&2; exit 1; }}"""
+    return snapshot_restore(upload, snap.sha256, name=h.name,
+                            initial_cluster=r.initial_cluster(restore_members(cfg)),
+                            peer_url=r.peer_url(h), token=r.cluster_token(cfg),
+                            data_dir=cfg.etcd.data_dir, bump=BUMP, require_bump=cfg.kubernetes.enabled)
 
 
 def _stop_apiserver(stamp: str) -> str:

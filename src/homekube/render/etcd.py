@@ -12,13 +12,11 @@ from dataclasses import dataclass
 
 from homekube.config.model import ClusterConfig, HostSpec
 
-# the paths and URLs are etcd's layout; the names callers use stay importable from here
-from homekube.etcd.layout import CLIENT_PORT as CLIENT_PORT
+# the paths and URLs are etcd's layout; the ones restore and the tests use stay importable here
 from homekube.etcd.layout import CONFIG_PATH as CONFIG_PATH
 from homekube.etcd.layout import METRICS_URL, PKI_DIR, advertise_client_urls, client_urls
 from homekube.etcd.layout import UNIT_PATH as UNIT_PATH
 from homekube.etcd.layout import peer_url as peer_url
-from homekube.etcd.layout import url as url
 from homekube.render.yamlout import dump
 
 #: keys only read when a member first starts; kept as written once the member has data

@@ -19,22 +19,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homekube.components.backup import (
-    SCRIPT,
     SCRIPT_PATH,
     SERVICE,
     SERVICE_PATH,
     TIMER,
     TIMER_PATH,
     EtcdBackupPhase,
-    select_expired,
     service_unit,
     timer_unit,
 )
 from homekube.components.base import Context, LocalState
-from homekube.components.etcd import restart_key
+from homekube.components.etcd import RESTART, restart_key
 from homekube.config.loader import load_text
 from homekube.config.model import ClusterConfig
 from homekube.errors import RefusedError, UsageError
+from homekube.etcd.snapshot import SCRIPT, select_expired
 from homekube.facts.host import HostFacts
 from homekube.facts.system import FileState, UnitState
 from homekube.ops.backup import verify_trailer
@@ -428,10 +427,9 @@ def renewal_changes(word: Callable[[str], str] = lambda s: s) -> list[Change]:
     cs = [fake_change(h, "etcd-pki", word(f"cert etcd/{k}"), word(f"issue etcd/{k} (CN {h})"), word("expires"),
                       ChangeKey("cert", f"etcd/{k}", Act.ISSUE))
           for h in ("a", "b") for k in ("server", "peer")]
-    # the etcd phase still numbers its waves (restart i at 10 + i)
     cs += [replace(fake_change(h, "etcd", word("unit etcd.service"), word("restart etcd"), word(restart_why),
                                restart_key(["certificates"])),
-                   wave=10 + i) for i, h in enumerate(("a", "b"))]
+                   order=RESTART.turn(i)) for i, h in enumerate(("a", "b"))]
     return cs
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from homekube.components.etcd import version_gate
+from homekube.etcd.membership import version_gate
 from homekube.render.etcd import parse_bootstrap
 
 
@@ -61,7 +61,8 @@ ETCDCTL_MEMBERS = (
     (ETCDCTL_MEMBERS, '[{"Endpoint":"https://127.0.0.1:2379","Status":{"version":"3.5.1"}}]'),
 ])
 def test_etcd_fact_reads_gateway_and_etcdctl_json(members: str, status: str) -> None:
-    from homekube.components.etcd import TARBALL_BIN, parse_etcd_fact
+    from homekube.etcd.layout import TARBALL_BIN
+    from homekube.etcd.shell import parse_etcd_fact
 
     f = parse_etcd_fact(f"user=etcd\nversion{TARBALL_BIN}=etcd Version: 3.5.0\\nGit SHA: x\n"
                         f"initialized=yes\nmembers={members}\nstatus={status}\n")
@@ -69,12 +70,12 @@ def test_etcd_fact_reads_gateway_and_etcdctl_json(members: str, status: str) -> 
     assert f.members is not None and f.members[0].id == 9163545778176158982
     assert f.members[0].name == "h1" and f.members[0].client_urls == ("https://192.0.2.11:2379",)
     assert [m.learner for m in f.members] == [False, True][: len(f.members)]
-    assert f.status is not None and f.status["version"] == "3.5.1"
+    assert f.status is not None and f.status.version == "3.5.1"
 
 
 def test_etcd_fact_without_an_answer_has_no_members() -> None:
     """A stopped member refuses the connection: empty answers, not an empty member list."""
-    from homekube.components.etcd import parse_etcd_fact
+    from homekube.etcd.shell import parse_etcd_fact
 
     f = parse_etcd_fact("members=\nstatus=\n")
     assert f.members is None and f.status is None and not f.user and f.versions == {}

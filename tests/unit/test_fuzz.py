@@ -29,13 +29,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from homekube.components.etcd import ENV_FILE, ETCDCTL_ENV, bin_dir
+from homekube.components.etcd import bin_dir
 from homekube.components.hostprep import MODULES, MODULES_FILE, SYSCTL_FILE, wanted_sysctls
 from homekube.components.kubernetes import INIT_CONFIG, JOIN_CONFIG
 from homekube.components.registry import rendered_files
 from homekube.config.loader import load_text
 from homekube.config.model import NAME_RE, SUPPORTED_KUBERNETES, ClusterConfig
 from homekube.errors import ConfigError
+from homekube.etcd.layout import ENV_FILE
+from homekube.etcd.shell import ETCDCTL_ENV
 from homekube.render import calico_types as calico
 from homekube.render import etcd as r
 from homekube.render import kubeadm_types as kt

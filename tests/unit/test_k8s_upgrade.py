@@ -24,6 +24,9 @@ from homekube.components.registry import phase_names
 from homekube.config.loader import load_text
 from homekube.config.model import ClusterConfig
 from homekube.errors import RefusedError
+from homekube.etcd import layout as etcd_layout
+from homekube.etcd import membership as etcd_membership
+from homekube.etcd import shell as etcd_shell
 from homekube.facts.host import HostFacts
 from homekube.facts.system import PackageState
 from homekube.plan.model import Change, NoChange, Plan, Run, WriteFile
@@ -217,10 +220,10 @@ def test_etcd_moves_first_to_the_version_matched_to_the_new_minor() -> None:
     cfg = cfg_at(SMALL, "1.37")
     assert cfg.etcd.version is None and cfg.etcd_version == "3.7.1"
     f = host(cfg, "cp1")
-    ef = etcd.EtcdHostFacts(True, {etcd.TARBALL_BIN: "3.6.14"}, True, None, None)
+    ef = etcd_shell.EtcdHostFacts(True, {etcd_layout.TARBALL_BIN: "3.6.14"}, True, None, None)
     step = etcd._install(cfg, replace(f, extra={**f.extra, "etcd": ef}))
     assert isinstance(step, Change) and step.summary == "upgrade etcd 3.6.14 → 3.7.1"
-    assert etcd.version_gate("3.6.14", cfg.etcd_version) is None
-    assert etcd.version_gate("3.6.6", cfg.etcd_version)  # below 3.6.11: the etcd gate refuses
+    assert etcd_membership.version_gate("3.6.14", cfg.etcd_version) is None
+    assert etcd_membership.version_gate("3.6.6", cfg.etcd_version)  # below 3.6.11: the etcd gate refuses
     # 1.35 → 1.36 keeps etcd where it is
     assert cfg_at(SMALL, "1.35").etcd_version == cfg_at(SMALL, "1.36").etcd_version == "3.6.14"

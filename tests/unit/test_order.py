@@ -51,14 +51,6 @@ def test_turn_numbers_only_order_gaps_do_not_matter() -> None:
     assert shape(waves(cs)) == [[("b", "y")], [("a", "x")]]
 
 
-def test_untagged_changes_keep_the_old_wave_numbers() -> None:
-    # the etcd phase still numbers its waves until it declares stages
-    cs = [ch("a", "restart a", wave=10), ch("a", "install a"), ch("b", "restart b", wave=11),
-          ch("b", "install b")]
-    assert shape(waves(cs)) == [[("a", "install a"), ("b", "install b")], [("a", "restart a")],
-                                [("b", "restart b")]]
-
-
 def test_a_bad_ordering_fails_while_planning() -> None:
     (other,) = declare("other", parallel("x"))
     with pytest.raises(ValueError, match="has no stage"):
@@ -85,9 +77,9 @@ def test_plan_json_counts_waves_from_zero_and_names_the_stage() -> None:
     out = Plan("c", ["a", "b"], [PhasePlan("demo", "", cs)]).to_json()
     got = [(c["summary"], c["wave"], c["stage"]) for h in ("a", "b") for c in out["hosts"][h]["changes"]]
     assert got == [("first a", 0, "first"), ("stop b", 1, "one by one #4 (stop)"), ("last b", 2, "last")]
-    legacy = Plan("c", ["a"], [PhasePlan("demo", "", (ch("a", "late", wave=100), ch("a", "early")))])
-    changes = legacy.to_json()["hosts"]["a"]["changes"]
-    assert [(c["summary"], c["wave"]) for c in changes] == [("late", 1), ("early", 0)]
+    untagged = Plan("c", ["a"], [PhasePlan("demo", "", (ch("a", "one"), ch("a", "two")))])
+    changes = untagged.to_json()["hosts"]["a"]["changes"]
+    assert [(c["summary"], c["wave"]) for c in changes] == [("one", 0), ("two", 0)]
     assert all("stage" not in c for c in changes)
 
 

@@ -9,29 +9,20 @@
 and keeps snapshots in `etcd.backup.dir` (0700 root). `schedule: null`, or a host losing the
 etcd role, disables the timer and removes the three files; the snapshots already taken stay.
 
-Retention (the script implements it; `select_expired` is the same rule in Python, and the
-unit tests run the script against it):
-
-* keep the `keep` newest snapshots and delete older ones;
-* the kept snapshots never add up to more than `maxBytes`: the oldest go first. A single
-  snapshot larger than `maxBytes` is not kept at all (the run fails loudly) rather than
-  silently breaking the bound;
-* old snapshots are only deleted after a new one was verified, never before;
-* no snapshot is started when the filesystem has less than 2 × the last snapshot's size free
-  (2 × etcd's database size before the first one): the run logs `SKIPPED: ...` and exits 75,
-  so `systemctl --failed` shows it instead of the disk filling up.
+The script, its retention rule and its exit statuses are :mod:`homekube.etcd.snapshot`'s
+(`homekube backup` runs the same script once).
 
 The timer uses `AccuracySec=1s`: systemd's default (1 min) would coalesce short schedules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 
 from homekube.components.base import Context
-from homekube.components.etcd import ENV_FILE
 from homekube.config.model import ClusterConfig, HostSpec
+from homekube.etcd.layout import ENV_FILE
+from homekube.etcd.snapshot import SCRIPT
 from homekube.facts.base import shell_quote
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
@@ -43,109 +34,6 @@ SERVICE = "homekube-etcd-backup.service"
 TIMER = "homekube-etcd-backup.timer"
 SERVICE_PATH = f"/etc/systemd/system/{SERVICE}"
 TIMER_PATH = f"/etc/systemd/system/{TIMER}"
-#: exit status of a run skipped for lack of disk space (EX_TEMPFAIL)
-EXIT_NO_SPACE = 75
-
-SCRIPT = r"""#!/bin/bash
-# Managed by homekube: snapshot this etcd member into $HOMEKUBE_BACKUP_DIR, then apply
-# retention. Run by homekube-etcd-backup.service (its timer) or by hand.
-#   keep N newest (HOMEKUBE_BACKUP_KEEP); the kept files never exceed HOMEKUBE_BACKUP_MAX_BYTES
-#   (oldest deleted first; a single snapshot above it is not kept: exit 1); nothing is started
-#   with less than 2 x the last snapshot's size free (exit 75, "SKIPPED").
-set -euo pipefail
-umask 077
-export LC_ALL=C
-dir=${HOMEKUBE_BACKUP_DIR:?HOMEKUBE_BACKUP_DIR is not set}
-keep=${HOMEKUBE_BACKUP_KEEP:-7}
-max_bytes=${HOMEKUBE_BACKUP_MAX_BYTES:-2147483648}
-prefix=${HOMEKUBE_BACKUP_PREFIX:-etcd}
-env_file=${HOMEKUBE_ETCDCTL_ENV:-/etc/etcd/etcdctl.env}
-
-log() { printf 'homekube-etcd-backup: %s\n' "$*"; }
-fail() { code=$1; shift; printf 'homekube-etcd-backup: %s\n' "$*" >&2; exit "$code"; }
-size_of() { stat -c %s "$1"; }
-# snapshot names, oldest first (the UTC timestamp in the name sorts)
-snapshots() {
-    find "$dir" -maxdepth 1 -type f -name "${prefix}-*.db" -printf '%f\n' \
-        | grep -E "^${prefix}-[0-9]{8}T[0-9]{6}Z\.db$" | sort || true
-}
-
-install -d -m 0700 "$dir"
-exec 9>"$dir/.lock"
-flock -n 9 || { log "another backup run holds $dir/.lock; skipped"; exit 0; }
-set -a
-# shellcheck disable=SC1090
-. "$env_file"
-set +a
-
-last=$(snapshots | tail -n 1)
-if [ -n "$last" ]; then
-    need=$(( 2 * $(size_of "$dir/$last") )); basis="the last snapshot, $last"
-else
-    db=$(etcdctl endpoint status -w fields | awk -F' : ' '$1 == "\"DBSize\"" {print $2}')
-    need=$(( 2 * ${db:-0} )); basis="etcd's database"
-fi
-free=$(df -P -B1 "$dir" | awk 'NR == 2 {print $4}')
-if [ "$free" -lt "$need" ]; then
-    fail 75 "SKIPPED: only $free bytes free in $dir, need $need (2 x $basis); no snapshot taken"
-fi
-
-ts=$(date -u +%Y%m%dT%H%M%SZ)
-while [ -e "$dir/$prefix-$ts.db" ]; do sleep 1; ts=$(date -u +%Y%m%dT%H%M%SZ); done
-part="$dir/.$prefix-$ts.db.part"
-trap 'rm -f "$part" "$part.part"' EXIT
-if ! out=$(etcdctl snapshot save "$part" 2>&1); then
-    fail 1 "etcdctl snapshot save failed: $(printf '%s' "$out" | tail -n 3)"
-fi
-if command -v etcdutl >/dev/null; then
-    st=$(etcdutl snapshot status "$part" -w json)
-else
-    st=$(etcdctl snapshot status "$part" -w json)
-fi
-rev=$(printf '%s' "$st" | sed -n 's/.*"revision":\([0-9]*\).*/\1/p')
-keys=$(printf '%s' "$st" | sed -n 's/.*"totalKey":\([0-9]*\).*/\1/p')
-[ -n "$rev" ] || fail 1 "snapshot status could not read $part: $st"
-size=$(size_of "$part")
-if [ "$size" -gt "$max_bytes" ]; then
-    fail 1 "snapshot is $size bytes, above maxBytes ($max_bytes): not kept (etcd.backup.maxBytes)"
-fi
-mv -f "$part" "$dir/$prefix-$ts.db"
-log "saved $dir/$prefix-$ts.db ($size bytes, revision $rev, $keys keys)"
-
-mapfile -t all < <(snapshots)
-n=${#all[@]}
-i=0
-while [ $(( n - i )) -gt "$keep" ]; do
-    rm -f "$dir/${all[$i]}"; log "removed ${all[$i]} (keep $keep)"; i=$(( i + 1 ))
-done
-total=0
-for (( j = i; j < n; j++ )); do total=$(( total + $(size_of "$dir/${all[$j]}") )); done
-while [ "$total" -gt "$max_bytes" ] && [ $(( n - i )) -gt 1 ]; do
-    s=$(size_of "$dir/${all[$i]}")
-    rm -f "$dir/${all[$i]}"; total=$(( total - s ))
-    log "removed ${all[$i]} (kept snapshots must stay within $max_bytes bytes)"; i=$(( i + 1 ))
-done
-log "kept $(( n - i )) snapshot(s), $total bytes"
-"""
-
-
-def select_expired(snapshots: Sequence[tuple[str, int]], keep: int, max_bytes: int) -> list[str]:
-    """Name the snapshots retention deletes, oldest first; `snapshots` = (name, bytes).
-
-    Names carry a UTC timestamp, so sorting them sorts by age. The newest snapshot is never
-    selected (the script refuses to keep one above `max_bytes` before it gets here).
-    """
-    ordered = sorted(snapshots)
-    drop = max(0, len(ordered) - keep)
-    out = [name for name, _ in ordered[:drop]]
-    kept = ordered[drop:]
-    total = sum(size for _, size in kept)
-    while total > max_bytes and len(kept) > 1:
-        name, size = kept.pop(0)
-        out.append(name)
-        total -= size
-    return out
-
 
 def _systemd_value(s: str) -> str:
     """Quote an Environment= assignment: `%` is a specifier, `\\` and `"` escape."""

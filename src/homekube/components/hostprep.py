@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from homekube.components.base import Context
 from homekube.components.reset import PACKAGES_RECORD
 from homekube.config.model import ClusterConfig, HostSpec
+from homekube.etcd import layout as etcd_layout
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.osfamily import FAMILIES, OPTIONAL_COMMANDS, REQUIRED_COMMANDS, family_of, supported, supported_list
@@ -92,8 +93,9 @@ def nm_file(cfg: ClusterConfig) -> tuple[str, bytes]:
     return (NM_FILE, NM_CONF) if cfg.network.cni == "calico" else (NM_FLANNEL_FILE, NM_FLANNEL_CONF)
 
 #: ports to open when firewalld stays on (facts.md §9)
-FIREWALL_PORTS = ("6443/tcp", "2379-2381/tcp", "10250/tcp", "10256/tcp", "10257/tcp",
-                  "10259/tcp", "30000-32767/tcp", "30000-32767/udp", "4789/udp", "5473/tcp", "179/tcp")
+FIREWALL_PORTS = ("6443/tcp", f"{etcd_layout.CLIENT_PORT}-{etcd_layout.METRICS_PORT}/tcp", "10250/tcp",
+                  "10256/tcp", "10257/tcp", "10259/tcp", "30000-32767/tcp", "30000-32767/udp", "4789/udp",
+                  "5473/tcp", "179/tcp")
 #: flannel's VXLAN uses the Linux kernel's port, not IANA's 4789; no Typha, no BGP
 FLANNEL_PORTS = (*FIREWALL_PORTS[:8], "8472/udp")
 

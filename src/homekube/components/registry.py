@@ -25,20 +25,22 @@ def phase_names() -> list[str]:
 
 def rendered_files(cfg: ClusterConfig) -> list[tuple[str, str, bytes, bool]]:
     """(host, path, content, secret) for every file homekube writes, without any host."""
-    from homekube.components.etcd import ENV_FILE, ETCDCTL_ENV, bin_dir
+    from homekube.components.etcd import bin_dir
     from homekube.components.hostprep import MODULES_FILE, SYSCTL_FILE, modules_file, sysctl_file
+    from homekube.etcd.layout import CONFIG_PATH, ENV_FILE, UNIT_PATH
+    from homekube.etcd.shell import ETCDCTL_ENV
     from homekube.render import etcd as r
+    from homekube.topology import Topology
 
     out: list[tuple[str, str, bytes, bool]] = []
-    etcd_hosts = cfg.etcd_hosts
-    members = [(h.name, r.peer_url(h)) for h in etcd_hosts]
+    members = Topology(cfg).etcd_peers
     for h in cfg.hosts:
         out.append((h.name, MODULES_FILE, modules_file(), False))
         out.append((h.name, SYSCTL_FILE, sysctl_file(cfg), False))
         if h.has("etcd"):
             conf = r.member_config(cfg, h, members=members, state="new")
-            out.append((h.name, r.CONFIG_PATH, r.config_file(conf), False))
-            out.append((h.name, r.UNIT_PATH, r.unit_file(f"{bin_dir(cfg)}/etcd"), False))
+            out.append((h.name, CONFIG_PATH, r.config_file(conf), False))
+            out.append((h.name, UNIT_PATH, r.unit_file(f"{bin_dir(cfg)}/etcd"), False))
             out.append((h.name, ENV_FILE, ETCDCTL_ENV.encode(), False))
     out += rendered_kubernetes_files(cfg)
     return out

@@ -10,6 +10,7 @@ the next boot, once their persisted files are gone.
 from __future__ import annotations
 
 from homekube.config.model import ClusterConfig, HostSpec
+from homekube.etcd import layout as etcd_layout
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.plan.model import Change, NoChange, Run, Step
@@ -38,15 +39,13 @@ FOOTPRINT = (
     "/etc/NetworkManager/conf.d/calico.conf",
     "/etc/NetworkManager/conf.d/flannel.conf",
     "/etc/homekube",
-    "/etc/etcd",
+    etcd_layout.CONFIG_DIR,
     "/etc/kubernetes",
-    "/etc/systemd/system/etcd.service",
+    etcd_layout.UNIT_PATH,
     "/etc/systemd/system/homekube-etcd-backup.service",
     "/etc/systemd/system/homekube-etcd-backup.timer",
     "/usr/local/sbin/homekube-etcd-backup",
-    "/usr/local/bin/etcd",
-    "/usr/local/bin/etcdctl",
-    "/usr/local/bin/etcdutl",
+    *(f"{etcd_layout.TARBALL_BIN}/{b}" for b in etcd_layout.BINARIES),
     "/etc/crio/crio.conf.d/10-homekube.conf",
     "/etc/containers/registries.conf.d/50-homekube.conf",
     "/etc/apt/sources.list.d/kubernetes.list",

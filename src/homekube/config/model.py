@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from homekube.etcd.layout import DEFAULT_DATA_DIR
+
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -438,7 +440,7 @@ class EtcdSpec(Model):
     sha256: str | None = Field(
         None, description="SHA-256 of the release tarball (needed for versions homekube lacks)."
     )
-    data_dir: HostDir = Field("/var/lib/etcd", description="Data directory (mode 0700, owner etcd).")
+    data_dir: HostDir = Field(DEFAULT_DATA_DIR, description="Data directory (mode 0700, owner etcd).")
     snapshot_count: int = Field(5000, ge=100, le=1_000_000, description="Raft entries between snapshots.")
     heartbeat_ms: int = Field(100, ge=10, le=5000, description="Heartbeat interval (ms).")
     election_ms: int = Field(1000, ge=50, le=50000, description="Election timeout (ms).")

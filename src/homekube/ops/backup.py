@@ -31,9 +31,10 @@ from typing import Any
 
 from rich.console import Console
 
-from homekube.components.etcd import ENV_FILE, HEALTHY
 from homekube.config.model import ClusterConfig
 from homekube.errors import ConnectError, HostError, RefusedError
+from homekube.etcd.shell import HEALTHY
+from homekube.etcd.snapshot import ONCE_DIR_PREFIX, once_script, parse_kv, parse_report
 from homekube.executor import Event, EventKind, Progress
 from homekube.facts.base import shell_quote
 from homekube.ops.session import close_all, connect_some, state_path
@@ -72,39 +73,6 @@ class BackupResult:
 
 def backups_dir(cfg: ClusterConfig) -> Path:
     return state_path(cfg) / "backups"
-
-
-def snapshot_script() -> str:
-    """Save, inspect and hash a snapshot in a new temp dir; print `key=value` lines."""
-    return f"""set -euo pipefail
-umask 077
-export LC_ALL=C
-set -a; . {ENV_FILE}; set +a
-d=$(mktemp -d /var/tmp/homekube-backup.XXXXXX)
-printf 'dir=%s\\n' "$d"
-f="$d/snapshot.db"
-if ! etcdctl snapshot save "$f" >/dev/null 2>"$d/err"; then tail -n 5 "$d/err" >&2; exit 1; fi
-if command -v etcdutl >/dev/null; then st=$(etcdutl snapshot status "$f" -w json)
-else st=$(etcdctl snapshot status "$f" -w json 2>/dev/null); fi
-rev=$(printf '%s' "$st" | sed -n 's/.*"revision":\\([0-9]*\\).*/\\1/p')
-count=$(etcdctl get "" --prefix --count-only --rev="$rev" -w fields 2>/dev/null \\
-    | awk -F' : ' '$1 == "\\"Count\\"" {{print $2}}' || true)
-ver=$(etcdctl endpoint status -w fields 2>/dev/null \\
-    | awk -F' : ' '$1 == "\\"Version\\"" {{gsub(/"/, "", $2); print $2}}' || true)
-# SFTP runs as the login user; under sudo, let that user read the file
-if [ -n "${{SUDO_USER:-}}" ]; then chown "$SUDO_USER" "$d" "$f"; fi
-printf 'file=%s\\nstatus=%s\\nkeys=%s\\nsha256=%s\\nsize=%s\\nversion=%s\\n' \\
-    "$f" "$st" "$count" "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c %s "$f")" "$ver"
-"""
-
-
-def parse_kv(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        k, sep, v = line.partition("=")
-        if sep and k.isidentifier():
-            out[k] = v.strip()
-    return out
 
 
 def verify_trailer(path: Path) -> tuple[bool, str]:
@@ -211,44 +179,42 @@ async def take_backup(cfg: ClusterConfig, ts: dict[str, Transport], out: Path,
     member = member or await pick_member(cfg, ts)
     t = ts[member]
     say("start", member, "etcdctl snapshot save, verify")
-    res = await t.run(snapshot_script(), timeout=3600)
-    kv = parse_kv(res.stdout)
-    remote_dir = kv.get("dir")
+    res = await t.run(once_script(), timeout=3600)
+    remote_dir = parse_kv(res.stdout).get("dir")
     try:
         if not res.ok:
             raise HostError(f"snapshot failed (exit {res.exit_status})", host=member,
                             phase="backup", output=res.stderr)
         try:
-            st = json.loads(kv.get("status", ""))
-            revision, total, hsh = int(st["revision"]), int(st["totalKey"]), int(st["hash"])
-            size, sha = int(kv["size"]), kv["sha256"]
-        except (ValueError, KeyError, TypeError) as e:
+            rep = parse_report(res.stdout)
+        except ValueError as e:
             raise HostError(f"cannot read the snapshot's status ({e})", host=member,
                             phase="backup", output=res.stdout + res.stderr) from None
+        size, sha = rep.size, rep.sha256
         now = datetime.now(UTC)
         out = await asyncio.to_thread(out.expanduser)
         part = await asyncio.to_thread(_part_file, out, cfg.name)
         say("done", member, "etcdctl snapshot save, verify", time.monotonic() - t0)
         say("start", member, f"copy {size} bytes here")
         try:
-            await t.get_file(kv["file"], part)
+            await t.get_file(rep.file, part)
             final = await asyncio.to_thread(_land, part, out, cfg.name, now, sha, size, member)
         except OSError as e:
             raise ConnectError(f"copying the snapshot failed: {e}", host=member) from None
         finally:
             await asyncio.to_thread(part.unlink, missing_ok=True)
-        keys = int(kv["keys"]) if kv.get("keys", "").isdigit() else None
         result = BackupResult(
             path=final, sidecar=final.with_suffix(".json"), cluster=cfg.name, member=member,
-            revision=revision, total_keys=total, keys=keys, hash=hsh, sha256=sha, size=size,
-            etcd_version=kv.get("version", ""), created=now.isoformat(timespec="seconds"),
+            revision=rep.status.revision, total_keys=rep.status.total_keys, keys=rep.keys,
+            hash=rep.status.hash, sha256=sha, size=size, etcd_version=rep.version,
+            created=now.isoformat(timespec="seconds"),
             seconds=time.monotonic() - t0,
         )
         await asyncio.to_thread(_write_json, result.sidecar, result.sidecar_json())
         say("done", member, f"copy {size} bytes here", time.monotonic() - t0)
         return result
     finally:
-        if remote_dir and remote_dir.startswith("/var/tmp/homekube-backup."):
+        if remote_dir and remote_dir.startswith(ONCE_DIR_PREFIX):
             await t.run(f"rm -rf {shell_quote(remote_dir)}", timeout=60)
 
 

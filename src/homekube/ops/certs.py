@@ -46,10 +46,11 @@ from rich.console import Console
 from rich.table import Table
 
 from homekube.components.base import Context
-from homekube.components.etcd import EtcdPhase, EtcdPkiPhase, etcd_facts, restart_key
+from homekube.components.etcd import EtcdPhase, EtcdPkiPhase, restart_key
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import HostError, RefusedError
-from homekube.etcdclient import operator_spec
+from homekube.etcd.client import operator_spec
+from homekube.etcd.shell import etcd_facts
 from homekube.executor import Progress
 from homekube.facts.system import Probes
 from homekube.ops.session import close_all, connect_some, gather_facts, open_session, state_path

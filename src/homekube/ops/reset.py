@@ -8,10 +8,11 @@ from collections.abc import Callable
 from rich.console import Console
 
 from homekube.components.base import Context
-from homekube.components.etcd import check_removal_quorum, etcd_facts
+from homekube.components.etcd import check_removal_quorum
 from homekube.components.reset import reset_steps
 from homekube.config.model import ClusterConfig
 from homekube.errors import HostError, RefusedError, UsageError
+from homekube.etcd.shell import etcd_facts
 from homekube.executor import Progress
 from homekube.ops.session import open_session
 from homekube.plan.model import PhasePlan, Plan

@@ -53,9 +53,9 @@ from typing import Any
 
 from rich.console import Console
 
-from homekube.components.etcd import ENV_FILE, ETCDCTL, HEALTHY
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, HostError, RefusedError, UsageError
+from homekube.etcd.shell import HEALTHY, live_counts_command, parse_live_counts, restore_checks, snapshot_restore
 from homekube.executor import Progress, execute
 from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
@@ -63,6 +63,7 @@ from homekube.ops.session import close_all, connect_all, holder, timeouts_of
 from homekube.plan.model import Act, Change, ChangeKey, PhasePlan, Plan, Run, WriteFile
 from homekube.plan.order import Stage, declare, parallel
 from homekube.render import etcd as r
+from homekube.topology import Topology
 from homekube.transport.base import Transport
 
 BUMP = 1_000_000_000
@@ -152,39 +153,10 @@ def _wait_healthy(seconds: int = 120) -> str:
 
 
 def _restore_cmd(cfg: ClusterConfig, h: HostSpec, snap: Snapshot, upload: str) -> str:
-    rd = shell_quote(cfg.etcd.data_dir + ".restore")
-    f = shell_quote(upload)
-    ic = r.initial_cluster(restore_members(cfg))
-    no_bump = (
-        'echo "etcdutl $(etcdutl version | head -1) has no --bump-revision: Kubernetes watch '
-        'caches would see revisions go backwards; upgrade etcd (>= 3.5.10) first" >&2; exit 1'
-        if cfg.kubernetes.enabled else
-        'echo "note: etcdutl has no --bump-revision; restoring without it (no Kubernetes layer)"'
-    )
-    return f"""f={f}
-[ "$(sha256sum < "$f" | cut -d' ' -f1)" = {snap.sha256} ] \
-  || {{ echo "the uploaded snapshot is corrupt" >&2; exit 1; }}
-command -v etcdutl >/dev/null || {{ echo "etcdutl is not installed on this host" >&2; exit 1; }}
-bump=()
-if etcdutl snapshot restore --help 2>&1 | grep -q -- --bump-revision; then
-  bump=(--bump-revision {BUMP} --mark-compacted)
-else
-  {no_bump}
-fi
-rm -rf {rd}
-log=$(mktemp)
-etcdutl snapshot restore "$f" --name {shell_quote(h.name)} \\
-  --initial-cluster {shell_quote(ic)} \\
-  --initial-advertise-peer-urls {shell_quote(r.peer_url(h))} \\
-  --initial-cluster-token {shell_quote(r.cluster_token(cfg))} \\
-  --data-dir {rd} "${{bump[@]}}" 2>"$log" || {{ tail -n 20 "$log" >&2; rm -f "$log"; exit 1; }}
-rm -f "$log"
-total_keys() {{ etcdutl snapshot status "$1" -w json \\
-  | sed -n 's/.*"totalKey":\\([0-9]*\\).*/\\1/p'; }}
-want=$(total_keys "$f")
-got=$(total_keys {rd}/member/snap/db)
-[ -n "$got" ] && [ "$got" -ge "$want" ] \
-  || {{ echo "restored database holds $got keys, the snapshot $want" >&2; exit 1; }}"""
+    return snapshot_restore(upload, snap.sha256, name=h.name,
+                            initial_cluster=r.initial_cluster(restore_members(cfg)),
+                            peer_url=r.peer_url(h), token=r.cluster_token(cfg),
+                            data_dir=cfg.etcd.data_dir, bump=BUMP, require_bump=cfg.kubernetes.enabled)
 
 
 def _stop_apiserver(stamp: str) -> str:
@@ -220,28 +192,7 @@ def _swap(cfg: ClusterConfig, stamp: str, upload: str) -> str:
 
 
 def _verify(cfg: ClusterConfig, snap: Snapshot) -> str:
-    n = len(cfg.etcd_hosts)
-    eps = ",".join(r.url(h.address, r.CLIENT_PORT) for h in cfg.etcd_hosts)
-    checks = [
-        f"set -a; . {ENV_FILE}; set +a",
-        f'members=$(etcdctl member list | wc -l); [ "$members" -eq {n} ] || '
-        f'{{ echo "$members members listed, want {n}" >&2; exit 1; }}',
-        # etcdctl refuses a flag that shadows its environment variable: override the variable
-        f"ETCDCTL_ENDPOINTS={eps} etcdctl endpoint health >/dev/null",
-        "count=$(etcdctl get '' --prefix --count-only -w fields | "
-        "awk -F' : ' '$1 == \"\\\"Count\\\"\" {print $2}')",
-        "rev=$(etcdctl endpoint status -w fields | "
-        "awk -F' : ' '$1 == \"\\\"Revision\\\"\" {print $2}')",
-        'echo "live keys: $count, revision: $rev"',
-    ]
-    if snap.keys is not None:
-        checks.append(f'[ "$count" -ge {snap.keys} ] || {{ echo "only $count live keys after '
-                      f'restore; the snapshot had {snap.keys}" >&2; exit 1; }}')
-    if snap.revision is not None:
-        checks.append(f'[ "$rev" -ge {snap.revision} ] || '
-                      f'{{ echo "revision $rev is below the snapshot\'s {snap.revision}" >&2; '
-                      "exit 1; }")
-    return "\n".join(checks)
+    return restore_checks(len(cfg.etcd_hosts), Topology(cfg).etcd_client_urls, snap.keys, snap.revision)
 
 
 def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:
@@ -347,14 +298,8 @@ async def _cleanup(ts: dict[str, Transport], remote: str) -> None:
 
 
 async def live_counts(t: Transport) -> dict[str, int]:
-    res = await t.run(f"{ETCDCTL} get '' --prefix --count-only -w fields; "
-                      f"{ETCDCTL} endpoint status -w fields", timeout=60)
-    out: dict[str, int] = {}
-    for line in res.stdout.splitlines():
-        k, sep, v = line.partition(" : ")
-        if sep and k.strip('"') in ("Count", "Revision") and v.strip().isdigit():
-            out[k.strip('"').lower()] = int(v)
-    return out
+    res = await t.run(live_counts_command(), timeout=60)
+    return parse_live_counts(res.stdout)
 
 
 async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool,

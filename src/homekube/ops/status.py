@@ -2,7 +2,7 @@
 
 It works with hosts down (that is when you need it most): unreachable hosts are listed as
 such, and etcd is asked over mTLS from this machine, falling back to `etcdctl` on a member
-when port 2379 is not reachable from here.
+when etcd's client port is not reachable from here.
 """
 
 from __future__ import annotations
@@ -16,22 +16,23 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from homekube.components.etcd import etcd_facts
 from homekube.components.kubernetes import KUBEADM_CERTS
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
-from homekube.etcdclient import EtcdHttp, operator_creds
+from homekube.etcd.api import EtcdMember, EtcdStatus
+from homekube.etcd.client import EtcdHttp, operator_creds
+from homekube.etcd.layout import CA_CERT, KUBEADM_ETCD_PKI, UNIT, client_url
+from homekube.etcd.shell import etcd_facts
 from homekube.ops.kubernetes import kubernetes_status, print_kubernetes_status
 from homekube.ops.session import close_all, connect_some, gather_facts, state_path
 from homekube.pki.spec import cert_info
 from homekube.pki.store import LocalCA
-from homekube.render.etcd import url
 
 CERTS = (
-    "/etc/kubernetes/pki/etcd/ca.crt",
-    "/etc/kubernetes/pki/etcd/server.crt",
-    "/etc/kubernetes/pki/etcd/peer.crt",
-    "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+    CA_CERT,
+    f"{KUBEADM_ETCD_PKI}/server.crt",
+    f"{KUBEADM_ETCD_PKI}/peer.crt",
+    f"{KUBEADM_ETCD_PKI}/healthcheck-client.crt",
     "/etc/kubernetes/pki/apiserver-etcd-client.crt",
 )
 
@@ -56,7 +57,7 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
                 "os": f.os.pretty, "osShort": f"{f.os.id} {f.os.version_id}".strip(),
                 "kernel": f.kernel, "cpus": f.cpus, "memoryBytes": f.memory.total,
                 "cgroup": f.cgroup, "swapOn": bool(f.swaps),
-                "etcdUnit": f.unit("etcd.service").active,
+                "etcdUnit": f.unit(UNIT).active,
                 "certs": {},
             })
             kubeadm = (KUBEADM_CERTS if cfg.kubernetes.enabled and h.has("control-plane")
@@ -76,8 +77,7 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
             ms = etcd_facts(f).members
             if ms:
                 data["etcd"]["members"] = [
-                    {"name": m.name, "id": m.hex_id, "peerURLs": list(m.peer_urls),
-                     "isLearner": m.learner} for m in ms]
+                    {k: v for k, v in _member_row(m).items() if k != "clientURLs"} for m in ms]
                 data["etcd"]["source"] = f"etcdctl on {f.host}"
                 break
     return data
@@ -89,32 +89,35 @@ def _etcd_over_mtls(cfg: ClusterConfig) -> dict[str, Any]:
         return {"error": "no etcd CA in the state directory yet (run apply)"}
     client = EtcdHttp(operator_creds(base, LocalCA.load(base)), timeout=2.0)
     out: dict[str, Any] = {"endpoints": [], "source": "mTLS from this machine"}
-    members: list[dict[str, Any]] | None = None
+    members: list[EtcdMember] | None = None
     for h in cfg.etcd_hosts:
-        ep = url(h.address, 2379)
+        ep = client_url(h)
         host = str(h.address)
         healthy = client.health(host)
         row: dict[str, Any] = {"name": h.name, "endpoint": ep, "healthy": healthy}
         if healthy:
             try:
-                st = client.status(host)
-                row.update({"version": st.get("version"), "dbSize": int(st.get("dbSize", 0)),
-                            "raftIndex": int(st.get("raftIndex", 0)),
-                            "leader": f"{int(st.get('leader', 0)):x}",
-                            "memberId": f"{int(st.get('header', {}).get('member_id', 0)):x}",
-                            "isLearner": bool(st.get("isLearner", False))})
+                row.update(_status_row(client.status(host)))
                 if members is None:
                     members = client.members(host)
             except (OSError, ValueError) as e:
                 row["error"] = str(e)
         out["endpoints"].append(row)
     if members is not None:
-        out["members"] = [{"name": m.get("name", ""), "id": f"{int(m.get('ID', 0)):x}",
-                           "peerURLs": m.get("peerURLs", []), "clientURLs": m.get("clientURLs", []),
-                           "isLearner": bool(m.get("isLearner", False))} for m in members]
+        out["members"] = [_member_row(m) for m in members]
     out["healthy"] = sum(1 for e in out["endpoints"] if e["healthy"])
     out["total"] = len(out["endpoints"])
     return out
+
+
+def _member_row(m: EtcdMember) -> dict[str, Any]:
+    return {"name": m.name, "id": m.hex_id, "peerURLs": list(m.peer_urls),
+            "clientURLs": list(m.client_urls), "isLearner": m.learner}
+
+
+def _status_row(st: EtcdStatus) -> dict[str, Any]:
+    return {"version": st.version, "dbSize": st.db_size, "raftIndex": st.raft_index,
+            "leader": f"{st.leader:x}", "memberId": f"{st.member_id:x}", "isLearner": st.learner}
 
 
 #: short role names for an 80-column table

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from homekube.etcd import layout
+
 __all__ = [
     "CA_VALIDITY",
     "ETCD_PKI",
@@ -52,11 +54,10 @@ KeyType = Literal["ecdsa-p256", "rsa-2048"]
 
 FileKind = Literal["cert", "key"]
 
-KUBEADM_PKI = "/etc/kubernetes/pki"
-"""kubeadm's ``certificatesDir``; the apiserver pod mounts it, so its etcd files live here."""
-
-ETCD_PKI = "/etc/etcd/pki"
-"""Copies the ``etcd`` user can read; kubeadm's keys are root-only (facts.md §4.4)."""
+#: kubeadm's certificatesDir (its etcd files live in etcd/), and the copies the etcd user can
+#: read (kubeadm's keys are root-only, facts.md §4.4): both are etcd's layout
+KUBEADM_PKI = layout.KUBEADM_PKI
+ETCD_PKI = layout.PKI_DIR
 
 CA_VALIDITY = timedelta(days=3650)
 """kubeadm's 87600h."""
@@ -353,7 +354,7 @@ def member_files(
     """List every PKI file an etcd member gets, where it goes and with which mode and owner.
 
     Two trees: kubeadm's root-only ``/etc/kubernetes/pki`` (the apiserver pod and etcdctl read
-    it) and ``/etc/etcd/pki`` owned by the etcd user, because an etcd unit running as
+    it) and etcd's own copies (``layout.PKI_DIR``) owned by the etcd user, because an etcd unit running as
     ``User=etcd`` cannot read root's 0600 keys (facts.md §4.4). The etcd CA key is never placed
     on any host: it stays in the operator's local state, so a stolen node cannot mint certs.
     """

@@ -158,11 +158,9 @@ class Change:
     why: str
     actions: tuple[Action, ...]
     diff: str | None = None
-    #: where it runs in its phase's declared stages (see homekube.plan.order); None: with
-    #: every other untagged Change of the phase, by `wave`
+    #: where it runs in its phase's declared stages (see homekube.plan.order); None: a
+    #: phase whose Changes all run together (hosts in parallel, each in plan order)
     order: Order | None = None
-    #: the old numbered ordering (lower first), kept only until the etcd phase declares stages
-    wave: int = 0
     #: for the plan's symbol (+ ~ -); None: from `key`'s act, else guessed from the summary
     op: Op | None = None
     #: identity that code matches on; None for Changes nothing selects by identity yet
@@ -178,7 +176,7 @@ class Change:
             "resource": self.resource,
             "summary": self.summary,
             "why": self.why,
-            "wave": self.wave if wave is None else wave,
+            "wave": wave or 0,
             **({"stage": str(self.order)} if self.order is not None else {}),
             "actions": [a.describe() for a in self.actions],
             **({"diff": self.diff} if self.diff is not None else {}),
@@ -211,7 +209,7 @@ Step = Change | NoChange
 
 
 def _key(c: Change) -> tuple[int, ...]:
-    return (c.wave,) if c.order is None else c.order.key()
+    return () if c.order is None else c.order.key()
 
 
 def waves(changes: Sequence[Change]) -> list[list[Change]]:

@@ -8,45 +8,19 @@ LAN meanwhile (facts.md §11.8).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from homekube.config.model import ClusterConfig, HostSpec
+
+# the paths and URLs are etcd's layout; the ones restore and the tests use stay importable here
+from homekube.etcd.layout import CONFIG_PATH as CONFIG_PATH
+from homekube.etcd.layout import METRICS_URL, PKI_DIR, advertise_client_urls, client_urls
+from homekube.etcd.layout import UNIT_PATH as UNIT_PATH
+from homekube.etcd.layout import peer_url as peer_url
 from homekube.render.yamlout import dump
 
-CONFIG_PATH = "/etc/etcd/etcd.conf.yml"
-UNIT_PATH = "/etc/systemd/system/etcd.service"
-ETCD_PKI = "/etc/etcd/pki"
-KUBEADM_PKI = "/etc/kubernetes/pki"
-CLIENT_PORT = 2379
-PEER_PORT = 2380
-METRICS_URL = "http://127.0.0.1:2381"
 #: keys only read when a member first starts; kept as written once the member has data
 BOOTSTRAP_KEYS = ("initial-cluster", "initial-cluster-state", "initial-cluster-token")
-
-
-def url(addr: ipaddress.IPv4Address | ipaddress.IPv6Address | str, port: int) -> str:
-    a = ipaddress.ip_address(str(addr))
-    host = f"[{a}]" if a.version == 6 else str(a)
-    return f"https://{host}:{port}"
-
-
-def peer_url(h: HostSpec) -> str:
-    """The one peer URL a member advertises: its primary address."""
-    return url(h.address, PEER_PORT)
-
-
-def client_urls(h: HostSpec) -> list[str]:
-    """Every URL a client may dial: loopback, IPv4 and IPv6 (bracketed)."""
-    out = [url("127.0.0.1", CLIENT_PORT)]
-    for a in (h.ipv4, h.ipv6):
-        if a is not None:
-            out.append(url(a, CLIENT_PORT))
-    return out
-
-
-def advertise_client_urls(h: HostSpec) -> list[str]:
-    return [u for u in client_urls(h) if "127.0.0.1" not in u]
 
 
 def cluster_token(cfg: ClusterConfig) -> str:
@@ -77,16 +51,16 @@ class EtcdConfig:
 
     def to_dict(self) -> dict[str, object]:
         tls = {
-            "cert-file": f"{ETCD_PKI}/server.crt",
-            "key-file": f"{ETCD_PKI}/server.key",
+            "cert-file": f"{PKI_DIR}/server.crt",
+            "key-file": f"{PKI_DIR}/server.key",
             "client-cert-auth": True,
-            "trusted-ca-file": f"{ETCD_PKI}/ca.crt",
+            "trusted-ca-file": f"{PKI_DIR}/ca.crt",
         }
         peer = {
-            "cert-file": f"{ETCD_PKI}/peer.crt",
-            "key-file": f"{ETCD_PKI}/peer.key",
+            "cert-file": f"{PKI_DIR}/peer.crt",
+            "key-file": f"{PKI_DIR}/peer.key",
             "client-cert-auth": True,
-            "trusted-ca-file": f"{ETCD_PKI}/ca.crt",
+            "trusted-ca-file": f"{PKI_DIR}/ca.crt",
         }
         return {
             "name": self.name,

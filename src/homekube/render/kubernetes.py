@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from homekube.config.model import ClusterConfig, HostSpec
+from homekube.etcd import layout as etcd_layout
 from homekube.osfamily import Family, OsFamily, RepoFile, family_named
 from homekube.render import tomlout
 from homekube.render.flannel import flannel_objects
@@ -94,13 +95,13 @@ CRI_SOCKET = CRIO_SOCKET
 CERTIFICATES_DIR = "/etc/kubernetes/pki"
 """kubeadm's ``certificatesDir``; the apiserver pod mounts it, so the etcd files live here."""
 
-ETCD_CA_FILE = f"{CERTIFICATES_DIR}/etcd/ca.crt"
+ETCD_CA_FILE = etcd_layout.CA_CERT
 APISERVER_ETCD_CLIENT_CERT = f"{CERTIFICATES_DIR}/apiserver-etcd-client.crt"
 APISERVER_ETCD_CLIENT_KEY = f"{CERTIFICATES_DIR}/apiserver-etcd-client.key"
 """The dedicated apiserver→etcd client pair, never the etcd server cert (facts.md §6.2, §11.10)."""
 
 API_SERVER_PORT = 6443
-ETCD_CLIENT_PORT = 2379
+ETCD_CLIENT_PORT = etcd_layout.CLIENT_PORT
 
 CRIO_DROPIN_PATH = "/etc/crio/crio.conf.d/10-homekube.conf"
 

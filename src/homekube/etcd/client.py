@@ -1,27 +1,29 @@
 """Talk to etcd over mTLS from the operator machine (etcd's JSON gRPC gateway, /v3/...).
 
-No etcd client library: the gateway speaks JSON over HTTPS, and the standard library's ssl
-and http.client do that with client certificates. The operator's client certificate is
-issued from the local CA (it never leaves the state directory).
+The thin operator-side shell around :mod:`homekube.etcd.api`: it sends a Request and hands
+the decoded JSON to the Request's parser. No etcd client library: the gateway speaks JSON over
+HTTPS, and the standard library's ssl and http.client do that with client certificates. The
+operator's client certificate is issued from the local CA (it never leaves the state directory).
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import ssl
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from homekube.etcd import api
+from homekube.etcd.layout import CLIENT_PORT
 from homekube.pki.issue import generate_key
 from homekube.pki.spec import CertSpec, needs_issue
 from homekube.pki.store import LocalCA, _write_atomic
 
 OPERATOR = "homekube-operator"
+T = TypeVar("T")
 
 
 def operator_spec() -> CertSpec:
@@ -51,7 +53,7 @@ def operator_creds(state_dir: Path, ca: LocalCA) -> ClientCreds:
 
 
 class EtcdHttp:
-    """A tiny client for the few gateway calls status/backup need."""
+    """Send :mod:`homekube.etcd.api` requests to a member's gateway."""
 
     def __init__(self, creds: ClientCreds, timeout: float = 3.0) -> None:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(creds.ca))
@@ -60,7 +62,8 @@ class EtcdHttp:
         self.ctx = ctx
         self.timeout = timeout
 
-    def call(self, host: str, path: str, body: dict[str, Any] | None = None, port: int = 2379) -> Any:
+    def raw(self, host: str, path: str, body: dict[str, Any] | None = None,
+            port: int = CLIENT_PORT) -> Any:
         h = host.strip("[]")
         conn = http.client.HTTPSConnection(h, port, timeout=self.timeout, context=self.ctx)
         try:
@@ -75,32 +78,29 @@ class EtcdHttp:
         finally:
             conn.close()
 
-    def members(self, host: str) -> list[dict[str, Any]]:
-        out = self.call(host, "/v3/cluster/member/list", {})
-        return list(out.get("members", []))
+    def send(self, host: str, req: api.Request[T]) -> T:
+        return req.parse(self.raw(host, req.path, req.body))
 
-    def status(self, host: str) -> dict[str, Any]:
-        return dict(self.call(host, "/v3/maintenance/status", {}))
+    def members(self, host: str) -> list[api.EtcdMember]:
+        out = self.send(host, api.MEMBER_LIST)
+        if out is None:
+            raise ValueError(f"{host}: the member list answer has no members")
+        return out
+
+    def status(self, host: str) -> api.EtcdStatus:
+        out = self.send(host, api.STATUS)
+        if out is None:
+            raise ValueError(f"{host}: the status answer has no version")
+        return out
 
     def health(self, host: str) -> bool:
         try:
-            out = self.call(host, "/health")
+            return self.send(host, api.HEALTH)
         except (OSError, ssl.SSLError, json.JSONDecodeError, http.client.HTTPException):
             return False
-        return str(out.get("health")) == "true"
 
     def put(self, host: str, key: str, value: str) -> None:
-        self.call(host, "/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+        self.send(host, api.kv_put(key, value))
 
     def get(self, host: str, key: str) -> str | None:
-        out = self.call(host, "/v3/kv/range", {"key": _b64(key)})
-        kvs = out.get("kvs") or []
-        return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
-
-
-def _b64(s: str) -> str:
-    return base64.b64encode(s.encode()).decode()
-
-
-def temp_dir() -> str:
-    return tempfile.mkdtemp(prefix="homekube-")
+        return self.send(host, api.kv_get(key))

@@ -107,7 +107,7 @@ def test_plan_shows_the_kubernetes_phases_with_exact_commands_and_files(
     for expected in (
         "k8s-packages", "kubeadm", "calico", "ui",
         "check that 7 artifact(s) can be fetched",
-        f"hk_probe 0 '{mirror}kubernetes/v1.36/deb/Release.key'",
+        f"set -- '{mirror}kubernetes/v1.36/deb/Release.key'",
         "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] "
         f"{mirror}kubernetes/v1.36/deb/ /",
         "write /etc/crio/crio.conf.d/10-homekube.conf",

@@ -108,6 +108,7 @@ from homekube.render.kubernetes import (
 )
 from homekube.render.runtime import CONTAINERD_CONFIG, CONTAINERD_UNIT, registry_files
 from homekube.render.yamlout import dump_all
+from homekube.shell import assign, script
 
 if TYPE_CHECKING:  # the pydantic models cost ~55 ms to import: only when rendering
     from homekube.render import kubeadm_types as kt
@@ -497,30 +498,9 @@ def artifact_check_command(urls: Sequence[str], *, mirror: str | None) -> str:
     exits 1 when anything is missing, so `apply` stops before the first Kubernetes change.
     """
     not_found = "not on the mirror" if mirror else "not found"
-    lines = [
-        'd=$(mktemp -d); trap \'rm -rf "$d"\' EXIT',
-        # one probe: "<curl exit> <http code> <url>" into $d/<index>
-        "hk_probe() { code=$(curl -fsSIL -o /dev/null -w '%{http_code}' --connect-timeout 3 "
-        '--max-time 10 "$2" 2>/dev/null) && rc=0 || rc=$?; '
-        'echo "$rc ${code:-000} $2" > "$d/$1"; }',
-        'hk_why() { case "$1" in 6) echo "cannot resolve the host name";; '
-        '7) echo "no route / connection refused";; '
-        f'22) [ "$2" = 404 ] && echo "HTTP 404, {not_found}" || echo "HTTP $2";; '
-        '28) echo "timed out";; 35|51|58|60|77) echo "TLS error";; '
-        '*) echo "curl exit $1";; esac; }',
-    ]
-    lines += [f"hk_probe {i} {shell_quote(u)} &" for i, u in enumerate(urls)]
-    lines += [
-        "wait; bad=0; first=''; rest=''",
-        f"for i in $(seq 0 {len(urls) - 1}); do read -r rc code u < \"$d/$i\" || continue; "
-        '[ "$rc" = 0 ] && continue; bad=$((bad + 1)); why=$(hk_why "$rc" "$code"); '
-        'if [ -z "$first" ]; then first=$u; fwhy=$why; else rest="$rest  $u: $why\\n"; fi; done',
-        '[ "$bad" = 0 ] && exit 0; more=""; [ "$bad" -gt 1 ] && more=" (and $((bad - 1)) more)"',
-        'echo "cannot fetch $first$more: $fwhy" >&2; printf "%b" "$rest" >&2',
-        "echo 'Nothing of the Kubernetes layer was changed. Put these files on the mirror "
-        "(artifacts.mirror) or let the host reach them, then run apply again.' >&2; exit 1",
-    ]
-    return "\n".join(lines)
+    return "\n".join([assign("hk_not_found", not_found).text,
+                      "set -- " + " ".join(shell_quote(u) for u in urls),
+                      script("artifact-check.sh")])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,15 @@ from homekube.config.model import ClusterConfig, HostSpec
 from homekube.etcd import layout as etcd_layout
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
-from homekube.osfamily import FAMILIES, OPTIONAL_COMMANDS, REQUIRED_COMMANDS, family_of, supported, supported_list
+from homekube.osfamily import (
+    FAMILIES,
+    OPTIONAL_COMMANDS,
+    REQUIRED_COMMANDS,
+    OsFamily,
+    family_of,
+    supported,
+    supported_list,
+)
 from homekube.plan.model import Change, NoChange, Run, Step, WriteFile
 from homekube.plan.resources import file_step, run, sysctl_steps
 from homekube.shell import Cmd
@@ -181,95 +189,105 @@ class HostPrepPhase:
     def _plan_host(self, ctx: Context, f: HostFacts) -> list[Step]:
         cfg = ctx.config
         fam = family_of(f.os)
-        h, ph = f.host, self.name
-        steps: list[Step] = []
         if fam is None:
-            return [NoChange(h, ph, "host", f"unsupported OS {f.os.pretty}", warning=True)]
-        pkgs = fam.packages(HOST_PACKAGES)
-        missing = sorted(p for p in pkgs if not f.installed(p))
-        if missing:
-            # recorded, so that `reset` removes exactly what homekube added
-            cmd = fam.install_recorded(missing, PACKAGES_RECORD)
-            steps.append(Change(h, ph, "packages", f"install {', '.join(missing)}",
-                                "tools kubeadm and Calico expect (iptables, ip, socat, conntrack, ethtool)",
-                                (Run(cmd, f"install {' '.join(missing)}"),)))
+            return [NoChange(f.host, self.name, "host", f"unsupported OS {f.os.pretty}", warning=True)]
+        return [*_packages(f, fam), *_modules(f), *_sysctls(cfg, f), *_swap(cfg, f),
+                _network_manager(cfg, f), _firewalld(cfg, f)]
+
+
+PH = HostPrepPhase.name
+
+
+def _packages(f: HostFacts, fam: OsFamily) -> list[Step]:
+    pkgs = fam.packages(HOST_PACKAGES)
+    missing = sorted(p for p in pkgs if not f.installed(p))
+    if not missing:
+        return [NoChange(f.host, PH, "packages", f"installed: {', '.join(sorted(pkgs))}")]
+    # recorded, so that `reset` removes exactly what homekube added
+    cmd = fam.install_recorded(missing, PACKAGES_RECORD)
+    return [Change(f.host, PH, "packages", f"install {', '.join(missing)}",
+                   "tools kubeadm and Calico expect (iptables, ip, socat, conntrack, ethtool)",
+                   (Run(cmd, f"install {' '.join(missing)}"),))]
+
+
+def _modules(f: HostFacts) -> list[Step]:
+    """Persist the kernel modules, and load those that are neither loaded nor built in."""
+    h = f.host
+    steps: list[Step] = [file_step(f, PH, WriteFile(MODULES_FILE, modules_file(), 0o644),
+                                   "load overlay and br_netfilter at every boot")]
+    for m in MODULES:
+        state = f.modules.get(m, "missing")
+        if state in ("loaded", "builtin"):
+            steps.append(NoChange(h, PH, f"module {m}", f"{m} is {'built in' if state == 'builtin' else 'loaded'}"))
+        elif state == "loadable":
+            steps.append(Change(h, PH, f"module {m}", f"load {m}", "container storage and bridge filtering need it",
+                                (run(Cmd("modprobe", m)),)))
         else:
-            steps.append(NoChange(h, ph, "packages", f"installed: {', '.join(sorted(pkgs))}"))
+            steps.append(NoChange(h, PH, f"module {m}", f"{m} is neither loaded, built in nor installed",
+                                  warning=True))
+    return steps
 
-        # kernel modules: persist, and load those that are neither loaded nor built in
-        steps.append(file_step(
-            f, ph, WriteFile(MODULES_FILE, modules_file(), 0o644),
-            "load overlay and br_netfilter at every boot",
-        ))
-        for m in MODULES:
-            state = f.modules.get(m, "missing")
-            if state in ("loaded", "builtin"):
-                steps.append(NoChange(h, ph, f"module {m}", f"{m} is {'built in' if state == 'builtin' else 'loaded'}"))
-            elif state == "loadable":
-                steps.append(Change(h, ph, f"module {m}", f"load {m}", "container storage and bridge filtering need it",
-                                    (run(Cmd("modprobe", m)),)))
-            else:
-                steps.append(NoChange(h, ph, f"module {m}", f"{m} is neither loaded, built in nor installed",
-                                      warning=True))
 
-        # sysctls: persist, then set live and read back
-        steps.append(file_step(
-            f, ph, WriteFile(SYSCTL_FILE, sysctl_file(cfg), 0o644),
-            "persist Kubernetes networking sysctls across reboots",
-        ))
-        loading = ["net.bridge."] if f.modules.get("br_netfilter") == "loadable" else []
-        steps += sysctl_steps(f, ph, wanted_sysctls(cfg), SYSCTL_WHY, appearing=loading)
+def _sysctls(cfg: ClusterConfig, f: HostFacts) -> list[Step]:
+    """Persist the sysctls, then set them live and read them back."""
+    loading = ["net.bridge."] if f.modules.get("br_netfilter") == "loadable" else []
+    return [file_step(f, PH, WriteFile(SYSCTL_FILE, sysctl_file(cfg), 0o644),
+                      "persist Kubernetes networking sysctls across reboots"),
+            *sysctl_steps(f, PH, wanted_sysctls(cfg), SYSCTL_WHY, appearing=loading)]
 
-        # swap
-        if cfg.host_prep.swap == "off":
-            if f.swaps:
-                names = ", ".join(s.name for s in f.swaps)
-                steps.append(Change(h, ph, "swap", f"turn swap off ({names})",
-                                    "kubelet fails with swap on unless hostPrep.swap is `allowed`",
-                                    (run(Cmd("swapoff", "-a")),)))
-            else:
-                steps.append(NoChange(h, ph, "swap", "no active swap"))
-            swap_lines = [e for e in f.fstab if e.fstype == "swap"]
-            if swap_lines:
-                edits = [w for e in swap_lines for w in ("-e", f"{e.line_no}s/^/# disabled by homekube: /")]
-                steps.append(Change(h, ph, "fstab swap", f"comment out {len(swap_lines)} swap line(s) in /etc/fstab",
-                                    "keep swap off after a reboot", (run(Cmd("sed", "-i", *edits, "/etc/fstab")),)))
-            else:
-                steps.append(NoChange(h, ph, "fstab swap", "no swap in /etc/fstab"))
-        else:
-            steps.append(NoChange(h, ph, "swap", "swap allowed (kubelet NodeSwap, LimitedSwap)"))
 
-        # NetworkManager: only where it runs
-        if f.unit("NetworkManager.service").exists:
-            path, conf = nm_file(cfg)
-            steps.append(file_step(f, ph, WriteFile(path, conf, 0o644),
-                                   "NetworkManager must not manage Calico interfaces" if cfg.network.cni == "calico"
-                                   else "NetworkManager must not manage flannel's interfaces"))
-        else:
-            steps.append(NoChange(h, ph, "NetworkManager", "NetworkManager is not installed"))
+def _swap(cfg: ClusterConfig, f: HostFacts) -> list[Step]:
+    h = f.host
+    if cfg.host_prep.swap != "off":
+        return [NoChange(h, PH, "swap", "swap allowed (kubelet NodeSwap, LimitedSwap)")]
+    steps: list[Step] = []
+    if f.swaps:
+        names = ", ".join(s.name for s in f.swaps)
+        steps.append(Change(h, PH, "swap", f"turn swap off ({names})",
+                            "kubelet fails with swap on unless hostPrep.swap is `allowed`",
+                            (run(Cmd("swapoff", "-a")),)))
+    else:
+        steps.append(NoChange(h, PH, "swap", "no active swap"))
+    swap_lines = [e for e in f.fstab if e.fstype == "swap"]
+    if swap_lines:
+        edits = [w for e in swap_lines for w in ("-e", f"{e.line_no}s/^/# disabled by homekube: /")]
+        steps.append(Change(h, PH, "fstab swap", f"comment out {len(swap_lines)} swap line(s) in /etc/fstab",
+                            "keep swap off after a reboot", (run(Cmd("sed", "-i", *edits, "/etc/fstab")),)))
+    else:
+        steps.append(NoChange(h, PH, "fstab swap", "no swap in /etc/fstab"))
+    return steps
 
-        # firewalld
-        fw = f.unit("firewalld.service")
-        mode = cfg.host_prep.firewall
-        if not fw.exists:
-            steps.append(NoChange(h, ph, "firewalld", "firewalld is not installed"))
-        elif mode == "disable" and (fw.is_active or fw.is_enabled):
-            steps.append(Change(h, ph, "firewalld", "stop and disable firewalld",
-                                "Calico asks for no other iptables manager",
-                                (run(Cmd("systemctl", "disable", "--now", "firewalld")),)))
-        elif mode == "open" and fw.is_active:
-            ports_wanted = firewall_ports(cfg)
-            cni = "Calico" if cfg.network.cni == "calico" else "flannel"
-            marker = ("\n".join(ports_wanted) + "\n").encode()
-            have = f.file(FIREWALL_MARKER)
-            if have is not None and have.content == marker:
-                steps.append(NoChange(h, ph, "firewalld", f"Kubernetes, etcd and {cni} ports are open"))
-            else:
-                add = Cmd("firewall-cmd", "-q", "--permanent", *(f"--add-port={p}" for p in ports_wanted))
-                steps.append(Change(h, ph, "firewalld", f"open Kubernetes, etcd and {cni} ports",
-                                    "hostPrep.firewall is `open`",
-                                    (run(add & Cmd("firewall-cmd", "-q", "--reload")),
-                                     WriteFile(FIREWALL_MARKER, marker, 0o644))))
-        else:
-            steps.append(NoChange(h, ph, "firewalld", f"firewalld left as it is (hostPrep.firewall: {mode})"))
-        return steps
+
+def _network_manager(cfg: ClusterConfig, f: HostFacts) -> Step:
+    """Keep NetworkManager off the CNI's interfaces, only where it runs."""
+    if not f.unit("NetworkManager.service").exists:
+        return NoChange(f.host, PH, "NetworkManager", "NetworkManager is not installed")
+    path, conf = nm_file(cfg)
+    return file_step(f, PH, WriteFile(path, conf, 0o644),
+                     "NetworkManager must not manage Calico interfaces" if cfg.network.cni == "calico"
+                     else "NetworkManager must not manage flannel's interfaces")
+
+
+def _firewalld(cfg: ClusterConfig, f: HostFacts) -> Step:
+    h = f.host
+    fw = f.unit("firewalld.service")
+    mode = cfg.host_prep.firewall
+    if not fw.exists:
+        return NoChange(h, PH, "firewalld", "firewalld is not installed")
+    if mode == "disable" and (fw.is_active or fw.is_enabled):
+        return Change(h, PH, "firewalld", "stop and disable firewalld",
+                      "Calico asks for no other iptables manager",
+                      (run(Cmd("systemctl", "disable", "--now", "firewalld")),))
+    if mode != "open" or not fw.is_active:
+        return NoChange(h, PH, "firewalld", f"firewalld left as it is (hostPrep.firewall: {mode})")
+    ports_wanted = firewall_ports(cfg)
+    cni = "Calico" if cfg.network.cni == "calico" else "flannel"
+    marker = ("\n".join(ports_wanted) + "\n").encode()
+    have = f.file(FIREWALL_MARKER)
+    if have is not None and have.content == marker:
+        return NoChange(h, PH, "firewalld", f"Kubernetes, etcd and {cni} ports are open")
+    add = Cmd("firewall-cmd", "-q", "--permanent", *(f"--add-port={p}" for p in ports_wanted))
+    return Change(h, PH, "firewalld", f"open Kubernetes, etcd and {cni} ports",
+                  "hostPrep.firewall is `open`",
+                  (run(add & Cmd("firewall-cmd", "-q", "--reload")),
+                   WriteFile(FIREWALL_MARKER, marker, 0o644)))

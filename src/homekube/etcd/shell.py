@@ -29,6 +29,8 @@ from homekube.etcd.layout import (
 )
 from homekube.facts.base import Fact, shell_quote
 from homekube.facts.host import HostFacts
+from homekube.shell import Cmd, poll_until
+from homekube.shell import sh as hk_sh
 
 ETCDCTL_ENV = (
     "ETCDCTL_API=3\n"
@@ -143,12 +145,13 @@ def etcd_facts(f: HostFacts) -> EtcdHostFacts:
 
 
 def wait_healthy(unit: str, condition: str = HEALTHY, seconds: int = 120) -> str:
-    return (
-        f"end=$((SECONDS + {seconds})); while [ $SECONDS -lt $end ]; do if {condition}; then exit 0; fi; "
-        f"if systemctl -q is-failed {unit}; then break; fi; sleep 0.2; done; "
-        f'echo "{unit} did not become healthy" >&2; systemctl status --no-pager {unit} >&2 || true; '
-        f"journalctl -u {unit} -n 25 --no-pager >&2 || true; exit 1"
-    )
+    """Poll `condition` until it holds; give up early when the unit failed, saying why."""
+    return poll_until(
+        hk_sh(condition), seconds=seconds, every=0.2, failure=f"{unit} did not become healthy",
+        give_up_if=Cmd("systemctl", "-q", "is-failed", unit),
+        diagnose=[Cmd("systemctl", "status", "--no-pager", unit).to_stderr(),
+                  Cmd("journalctl", "-u", unit, "-n", "25", "--no-pager").to_stderr()],
+    ).text
 
 
 def member_add(name: str, peer: str) -> str:

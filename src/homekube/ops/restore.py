@@ -55,7 +55,13 @@ from rich.console import Console
 
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import ConnectError, HomekubeError, HostError, RefusedError, UsageError
-from homekube.etcd.shell import HEALTHY, live_counts_command, parse_live_counts, restore_checks, snapshot_restore
+from homekube.etcd.shell import (
+    live_counts_command,
+    parse_live_counts,
+    restore_checks,
+    snapshot_restore,
+    wait_healthy,
+)
 from homekube.executor import Progress, execute
 from homekube.facts.base import shell_quote
 from homekube.ops.backup import verify_trailer
@@ -63,6 +69,7 @@ from homekube.ops.session import close_all, connect_all, holder, timeouts_of
 from homekube.plan.model import Act, Change, ChangeKey, PhasePlan, Plan, Run, WriteFile
 from homekube.plan.order import Stage, declare, parallel
 from homekube.render import etcd as r
+from homekube.shell import poll_until, sh
 from homekube.topology import Topology
 from homekube.transport.base import Transport
 
@@ -143,15 +150,6 @@ def remote_path(stamp: str) -> str:
     return f"/var/tmp/homekube-restore-{stamp}.db"
 
 
-def _wait_healthy(seconds: int = 120) -> str:
-    return (
-        f"for _ in $(seq {seconds * 5}); do if {HEALTHY}; then exit 0; fi; "
-        "if systemctl -q is-failed etcd; then break; fi; sleep 0.2; done; "
-        'echo "etcd did not become healthy" >&2; '
-        "journalctl -u etcd -n 25 --no-pager >&2 || true; exit 1"
-    )
-
-
 def _restore_cmd(cfg: ClusterConfig, h: HostSpec, snap: Snapshot, upload: str) -> str:
     return snapshot_restore(upload, snap.sha256, name=h.name,
                             initial_cluster=r.initial_cluster(restore_members(cfg)),
@@ -165,9 +163,9 @@ def _stop_apiserver(stamp: str) -> str:
     return (
         f"if [ -f {m} ]; then mv {m} {aside}; "
         # kubelet notices the missing manifest within its sync period (~20 s) and kills the pod
-        "for _ in $(seq 600); do pgrep -x kube-apiserver >/dev/null || exit 0; sleep 0.2; done; "
-        'echo "kube-apiserver still runs 120 s after its manifest was moved aside" >&2; exit 1; '
-        "fi"
+        + poll_until(sh("! pgrep -x kube-apiserver >/dev/null"), seconds=120,
+                     failure="kube-apiserver still runs 120 s after its manifest was moved aside").text
+        + "; fi"
     )
 
 
@@ -233,7 +231,7 @@ def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:
     for h in etcd_hosts:
         add(h.name, START_ETCD, "unit etcd.service", "start etcd",
             "all members start together and elect a leader", START_ETCD_STAGE,
-            Run("systemctl start --no-block etcd"), Run(_wait_healthy(), "wait until healthy"))
+            Run("systemctl start --no-block etcd"), Run(wait_healthy("etcd"), "wait until healthy"))
     keys = f"≥ {snap.keys} live keys" if snap.keys is not None else "live keys counted"
     add(etcd_hosts[0].name, VERIFY, "verify", f"check {len(etcd_hosts)} healthy members, {keys}",
         "the restored cluster must hold at least what the snapshot held", VERIFY_STAGE,

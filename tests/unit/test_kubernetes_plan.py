@@ -784,3 +784,24 @@ def test_installed_kubeadm_of_another_minor_never_inits() -> None:
     assert changes(p, "kubeadm") == []
     (w,) = [s for s in steps(p, "kubeadm") if isinstance(s, NoChange) and s.warning]
     assert "kubeadm v1.35.2 is installed but cluster.yaml wants 1.36" in w.reason
+
+
+def test_calico_wait_runs_in_bash_until_available_or_its_deadline(tmp_path: Path) -> None:
+    """The wait's script against a stand-in kubectl: done once Available, else it names why."""
+    fake = tmp_path / "kubectl"
+    fake.write_text('#!/bin/sh\ncase "$*" in *jsonpath*Available*) cat "$STATE";; '
+                    '*) echo "calico  False  True  Degraded";; esac\n')
+    fake.chmod(0o755)
+    state = tmp_path / "state"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "STATE": str(state)}
+    state.write_text("True")
+    run = k8s._wait_calico(seconds=2).command
+    ok = subprocess.run(["bash", "-c", run], capture_output=True, text=True, timeout=30, env=env)
+    assert ok.returncode == 0 and ok.stderr == ""
+    state.write_text("False")
+    slow = k8s._wait_calico(seconds=1)
+    bad = subprocess.run(["bash", "-c", slow.command.replace("sleep 5", "sleep 0.2")],
+                         capture_output=True, text=True, timeout=30, env=env)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("Calico is not Available after 1s. Not ready:\n")
+    assert "calico  False  True  Degraded" in bad.stderr

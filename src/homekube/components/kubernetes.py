@@ -108,7 +108,8 @@ from homekube.render.kubernetes import (
 )
 from homekube.render.runtime import CONTAINERD_CONFIG, CONTAINERD_UNIT, registry_files
 from homekube.render.yamlout import dump_all
-from homekube.shell import assign, script
+from homekube.shell import assign, poll_until, script
+from homekube.shell import sh as hk_sh
 
 if TYPE_CHECKING:  # the pydantic models cost ~55 ms to import: only when rendering
     from homekube.render import kubeadm_types as kt
@@ -1074,19 +1075,14 @@ def _wait_calico(seconds: int = 600) -> Run:
     avail = "{.status.conditions[?(@.type==\"Available\")].status}"
     why = ('{range .items[*]}{.metadata.name}{": "}{range .status.conditions[?(@.status=="True")]}'
            '{.type}{" "}{.reason}{" "}{.message}{"; "}{end}{"\\n"}{end}')
-    cmd = (
-        f"for _ in $(seq {seconds // 5}); do\n"
-        f"  s=$({KUBECTL} get tigerastatus calico -o jsonpath='{avail}' 2>/dev/null || true)\n"
-        '  [ "$s" = True ] && exit 0\n'
-        "  sleep 5\n"
-        "done\n"
-        f'echo "Calico is not Available after {seconds}s. Not ready:" >&2\n'
-        f"{KUBECTL} get tigerastatus >&2 || "
-        "echo 'no TigeraStatus yet: is the operator running?' >&2\n"
-        f"{KUBECTL} get tigerastatus -o jsonpath='{why}' >&2 || true\n"
-        f"{KUBECTL} -n calico-system get pods -o wide >&2 || true\n"
-        "exit 1"
-    )
+    available = hk_sh(f"[ \"$({KUBECTL} get tigerastatus calico -o jsonpath='{avail}' 2>/dev/null)\" = True ]")
+    cmd = poll_until(available, seconds=seconds, every=5,
+                     failure=f"Calico is not Available after {seconds}s. Not ready:",
+                     diagnose=[hk_sh(f"{KUBECTL} get tigerastatus >&2 || "
+                                     "echo 'no TigeraStatus yet: is the operator running?' >&2",
+                                     compound=True),
+                               hk_sh(f"{KUBECTL} get tigerastatus -o jsonpath='{why}' >&2"),
+                               hk_sh(f"{KUBECTL} -n calico-system get pods -o wide >&2")]).text
     return Run(cmd, "wait until TigeraStatus calico is Available (up to 10 min)")
 
 

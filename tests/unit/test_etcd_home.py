@@ -134,3 +134,24 @@ def test_topology_answers_once() -> None:
     assert t.api_endpoint == "192.0.2.11:6443"
     assert [h.name for h in t.etcd_hosts_among(["b", "w"])] == ["b"]
     assert layout.url("2001:db8::1", layout.PEER_PORT) == "https://[2001:db8::1]:2380"
+
+
+def test_fact_reports_the_tarball_version_only_when_every_binary_is_there(tmp_path: Path) -> None:
+    """A host powered off between two binaries of an install must get the install again."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for b in layout.BINARIES:
+        exe = bindir / b
+        exe.write_text("#!/bin/sh\necho 'etcd Version: 3.6.14'\necho 'Git SHA: x'\n")
+        exe.chmod(0o755)
+    cmd = shell.etcd_fact(str(tmp_path / "data"), str(tmp_path / "stamp")).command
+    # the snippet with the tarball's directory moved here, and no distro etcd
+    cmd = cmd.replace(layout.TARBALL_BIN, str(bindir)).replace(layout.PACKAGE_BIN, str(tmp_path / "none"))
+
+    def versions() -> dict[str, str]:
+        out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=30).stdout
+        return shell.parse_etcd_fact(out.replace(str(bindir), layout.TARBALL_BIN)).versions
+
+    assert versions() == {layout.TARBALL_BIN: "3.6.14"}
+    (bindir / "etcdctl").unlink()
+    assert versions() == {}

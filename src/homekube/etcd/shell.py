@@ -16,6 +16,7 @@ from typing import Any
 
 from homekube.etcd import api
 from homekube.etcd.layout import (
+    BINARIES,
     CA_CERT,
     CLIENT_CERT,
     CLIENT_KEY,
@@ -107,6 +108,9 @@ def _curl(req: api.Request[Any]) -> str:
             f"{LOCAL_GATEWAY}{req.path.removeprefix('/v3')}")
 
 
+_all_executable = " && ".join(f'[ -x "$d/{b}" ]' for b in BINARIES)
+
+
 def etcd_fact(data_dir: str, version_stamp: str) -> Fact[EtcdHostFacts]:
     """Who etcd runs as, the installed binaries' versions, and what the local member says.
 
@@ -115,10 +119,14 @@ def etcd_fact(data_dir: str, version_stamp: str) -> Fact[EtcdHostFacts]:
     A stopped member refuses the connection at once, so no `systemctl is-active` is needed.
     `version_stamp` holds "inode size mtime version" of the tarball's binary: while the binary
     is that same file, its version is read from there instead of starting it (~17 ms of CPU).
+    The tarball's version counts only while all of its binaries are there.
     """
     cmd = (
         "getent passwd etcd >/dev/null && echo user=etcd\n"
         f"for d in {TARBALL_BIN} {PACKAGE_BIN}; do [ -x \"$d/etcd\" ] || continue; v=\n"
+        # an install cut short (a host powered off between two binaries) leaves etcd without
+        # etcdctl: no version then, so the next apply installs the tarball again
+        f'if [ "$d" = {TARBALL_BIN} ] && ! {{ {_all_executable}; }}; then continue; fi\n'
         f'if [ "$d" = {TARBALL_BIN} ] && [ -r {version_stamp} ]; then '
         f'read -r i s m v < {version_stamp}; [ "$i $s $m" = "$(stat -c \'%i %s %Y\' "$d/etcd")" ] || v=; fi\n'
         'if [ -n "$v" ]; then printf "version%s=etcd Version: %s\\n" "$d" "$v"; else '
@@ -145,11 +153,18 @@ def etcd_facts(f: HostFacts) -> EtcdHostFacts:
 
 
 def wait_healthy(unit: str, condition: str = HEALTHY, seconds: int = 120) -> str:
-    """Poll `condition` until it holds; give up early when the unit failed, saying why."""
+    """Poll `condition` until it holds; give up early when the unit failed, saying why.
+
+    The failure shows the condition's own last answer (an etcdctl error, or that etcdctl is
+    missing), then the unit's status and journal.
+    """
+    quiet = " >/dev/null 2>&1"
+    answer = [hk_sh(f"{condition.removesuffix(quiet)} 2>&1 | tail -n 5 >&2", compound=True)
+              ] if condition.endswith(quiet) else []
     return poll_until(
         hk_sh(condition), seconds=seconds, every=0.2, failure=f"{unit} did not become healthy",
         give_up_if=Cmd("systemctl", "-q", "is-failed", unit),
-        diagnose=[Cmd("systemctl", "status", "--no-pager", unit).to_stderr(),
+        diagnose=[*answer, Cmd("systemctl", "status", "--no-pager", unit).to_stderr(),
                   Cmd("journalctl", "-u", unit, "-n", "25", "--no-pager").to_stderr()],
     ).text
 

@@ -155,3 +155,17 @@ def test_fact_reports_the_tarball_version_only_when_every_binary_is_there(tmp_pa
     assert versions() == {layout.TARBALL_BIN: "3.6.14"}
     (bindir / "etcdctl").unlink()
     assert versions() == {}
+
+
+def test_health_wait_failure_shows_the_checks_own_answer() -> None:
+    """A wait that runs out says what the check itself answered, not only the unit's state."""
+    check = """sh -c 'echo "dial tcp 127.0.0.1:2379: refused" >&2; exit 1'"""  # one command, as etcdctl
+    script = shell.wait_healthy("no-such-unit", check, seconds=1)
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    lines = res.stderr.splitlines()
+    assert lines.index("no-such-unit did not become healthy") < lines.index(
+        "dial tcp 127.0.0.1:2379: refused")
+    ok = subprocess.run(["bash", "-c", shell.wait_healthy("no-such-unit", "true", seconds=1)],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stderr == ""

@@ -479,7 +479,7 @@ def _grow(ctx: Context, view: _View) -> list[Step]:
                           "a learner does not count for quorum until it has caught up",
                           (Run(sh.member_add(h.name, lay.peer_url(h)), f"etcdctl member add {h.name} --learner"),),
                           order=GROW.turn(k, "add"), key=member_key(h.name, "add")))
-        acts = (Run("systemctl daemon-reload"), _START, _wait_healthy(sh.SERVING))
+        acts = (Run("systemctl daemon-reload"), _START, _wait_healthy(sh.SERVE_CHECK))
         out.append(Change(h.name, EtcdPhase.name, f"unit {lay.UNIT}", "start etcd (joining the cluster)",
                           "initial-cluster-state existing", acts, order=GROW.turn(k, "start"), key=start_key("join")))
         out.append(_promote(m.source, h.name, GROW.turn(k, "promote")))
@@ -530,8 +530,8 @@ def _promote(src: str, name: str, order: Order) -> Change:
 MOVE_LEADER = Run(sh.MOVE_LEADER, "hand leadership to another member first (no election while writes go on)")
 
 
-def _wait_healthy(condition: str = sh.HEALTHY) -> Run:
-    return Run(sh.wait_healthy("etcd", condition), "wait until etcd is healthy")
+def _wait_healthy(check: str = sh.HEALTH_CHECK) -> Run:
+    return Run(sh.wait_healthy("etcd", check), "wait until etcd is healthy")
 
 
 def _healthy(ctx: Context) -> set[str]:

@@ -51,10 +51,12 @@ def etcdctl(endpoints: str = LOCAL_ENDPOINT) -> str:
 
 #: etcdctl pointed at the local member
 ETCDCTL = etcdctl()
-HEALTHY = f"{ETCDCTL} endpoint health >/dev/null 2>&1"
+#: the member answers a linearizable read (its answer printed)
+HEALTH_CHECK = f"{ETCDCTL} endpoint health"
+HEALTHY = f"{HEALTH_CHECK} >/dev/null 2>&1"
 #: a learner refuses the linearizable read behind `endpoint health`; `endpoint status` is
 #: answered by any member that serves
-SERVING = f"{ETCDCTL} endpoint status >/dev/null 2>&1"
+SERVE_CHECK = f"{ETCDCTL} endpoint status"
 
 USERADD = (
     f"getent passwd etcd >/dev/null || {{ useradd --system --user-group --home-dir {USER_HOME} "
@@ -152,19 +154,18 @@ def etcd_facts(f: HostFacts) -> EtcdHostFacts:
 # ---------------------------------------------------------------------------------- step scripts
 
 
-def wait_healthy(unit: str, condition: str = HEALTHY, seconds: int = 120) -> str:
-    """Poll `condition` until it holds; give up early when the unit failed, saying why.
+def wait_healthy(unit: str, check: str = HEALTH_CHECK, seconds: int = 120) -> str:
+    """Poll `check` (quietly) until it succeeds; give up early when the unit failed, saying why.
 
-    The failure shows the condition's own last answer (an etcdctl error, or that etcdctl is
+    The failure shows the check's own last answer (an etcdctl error, or that etcdctl is
     missing), then the unit's status and journal.
     """
-    quiet = " >/dev/null 2>&1"
-    answer = [hk_sh(f"{condition.removesuffix(quiet)} 2>&1 | tail -n 5 >&2", compound=True)
-              ] if condition.endswith(quiet) else []
     return poll_until(
-        hk_sh(condition), seconds=seconds, every=0.2, failure=f"{unit} did not become healthy",
+        hk_sh(f"{check} >/dev/null 2>&1"), seconds=seconds, every=0.2,
+        failure=f"{unit} did not become healthy",
         give_up_if=Cmd("systemctl", "-q", "is-failed", unit),
-        diagnose=[*answer, Cmd("systemctl", "status", "--no-pager", unit).to_stderr(),
+        diagnose=[hk_sh(f"{check} 2>&1 | tail -n 5 >&2", compound=True),
+                  Cmd("systemctl", "status", "--no-pager", unit).to_stderr(),
                   Cmd("journalctl", "-u", unit, "-n", "25", "--no-pager").to_stderr()],
     ).text
 

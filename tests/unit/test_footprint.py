@@ -17,7 +17,7 @@ import pytest
 
 from homekube.components.base import Context, LocalState
 from homekube.components.registry import all_phases, rendered_files
-from homekube.components.reset import CONTAINERD_FOOTPRINT, FOOTPRINT, _registry_certs
+from homekube.components.reset import CONTAINERD_FOOTPRINT, footprint_paths
 from homekube.config.loader import load_text
 from homekube.config.model import ClusterConfig
 from homekube.plan.model import Change, WriteFile
@@ -40,8 +40,7 @@ def config(extra: str) -> ClusterConfig:
 
 
 def covered(cfg: ClusterConfig, path: str) -> bool:
-    roots = (*FOOTPRINT, *CONTAINERD_FOOTPRINT, *_registry_certs(cfg), cfg.etcd.data_dir,
-             cfg.etcd.backup.dir)
+    roots = (*footprint_paths(cfg), *CONTAINERD_FOOTPRINT)
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 

@@ -758,7 +758,7 @@ def _package_steps(cfg: ClusterConfig, f: HostFacts, fam: OsFamily, ph: str,
         return [Change(h, ph, "packages", f"install {', '.join(missing)}",
                        f"Kubernetes {cfg.kubernetes.version} {what}; {how}",
                        (Run(cmd, f"install {' '.join(pinned)}"),))]
-    steps: list[Step] = [_installed_versions(cfg, f)]
+    steps: list[Step] = [_installed_versions(cfg, f, ph)]
     unheld = [p for p in held if p not in kube_facts(f).held]
     hold = fam.hold_command(unheld)
     # None: the family's repository keeps them (dnf's exclude=), there is nothing to hold
@@ -771,9 +771,9 @@ def _package_steps(cfg: ClusterConfig, f: HostFacts, fam: OsFamily, ph: str,
     return steps
 
 
-def _installed_versions(cfg: ClusterConfig, f: HostFacts) -> NoChange:
+def _installed_versions(cfg: ClusterConfig, f: HostFacts, ph: str) -> NoChange:
     """The installed packages match cluster.yaml's version, or a warning saying how not."""
-    h, ph = f.host, KubernetesPackagesPhase.name
+    h = f.host
     version = cfg.kubernetes.version
     wrong = [f"{p} {f.packages[p].version}" for p in versioned_packages(cfg)
              if _minor(f.packages[p].version) != cfg.kubernetes.minor]

@@ -71,9 +71,13 @@ def _registry_certs(config: ClusterConfig) -> tuple[str, ...]:
                  if r.ca or r.ca_file)
 
 
+def footprint_paths(config: ClusterConfig) -> tuple[str, ...]:
+    """Every path homekube may create on a host under this config (containerd's aside)."""
+    return (*FOOTPRINT, *_registry_certs(config), config.etcd.data_dir, config.etcd.backup.dir)
+
+
 def probes(config: ClusterConfig) -> Probes:
-    paths = {p: False for p in (*FOOTPRINT, *_registry_certs(config), config.etcd.data_dir,
-                                config.etcd.backup.dir)}
+    paths = {p: False for p in footprint_paths(config)}
     return Probes(files=paths | {PACKAGES_RECORD: False, ETCD_USER_RECORD: False,
                                  CONTAINERD_RECORD: False},
                   units=set(UNITS))
@@ -88,8 +92,7 @@ def recorded_packages(f: HostFacts) -> list[str]:
 
 def footprint(cfg: ClusterConfig, f: HostFacts) -> list[str]:
     """What of homekube's is on the host now (paths and active/enabled units)."""
-    found = [p for p in (*FOOTPRINT, *_registry_certs(cfg), cfg.etcd.data_dir, cfg.etcd.backup.dir)
-             if f.file(p) is not None]
+    found = [p for p in footprint_paths(cfg) if f.file(p) is not None]
     found += [u for u in UNITS if f.unit(u).exists and (f.unit(u).is_active or f.unit(u).is_enabled)
               and u not in ("kubelet.service", "crio.service")]
     return found

@@ -13,17 +13,26 @@ The script, its retention rule and its exit statuses are :mod:`homekube.etcd.sna
 (`homekube backup` runs the same script once).
 
 The timer uses `AccuracySec=1s`: systemd's default (1 min) would coalesce short schedules.
+
+`homekube status` reads, in the one facts exec, the newest snapshot in the directory (name,
+size, mtime), the `.last` file the script writes after each kept snapshot (its revision and
+key count), the service's last result and the schedule's period as systemd computes it
+(`systemd-analyze calendar --iterations=2`: the gap between the next two elapses). It warns
+when the newest snapshot is older than twice that period, when the last run failed, and when
+the timer is not running.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
 
 from homekube.components.base import Context
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.etcd.layout import ENV_FILE
 from homekube.etcd.snapshot import SCRIPT
-from homekube.facts.base import shell_quote
+from homekube.facts.base import Fact, shell_quote
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.plan.model import Change, NoChange, Run, Step, WriteFile
@@ -108,6 +117,148 @@ def _bad_schedule(schedule: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------
+# what `status` shows
+
+
+@dataclass(frozen=True)
+class BackupFacts:
+    """The backup side of one etcd host (the `etcd-backup` fact)."""
+
+    now: float | None = None  # the host's clock (epoch seconds): ages are measured on the host
+    count: int = 0  # snapshots kept in the directory
+    newest: str | None = None  # newest snapshot's file name
+    newest_size: int | None = None
+    newest_mtime: float | None = None  # epoch seconds
+    revision: int | None = None  # from `.last`, when it names the newest snapshot
+    keys: int | None = None
+    result: str | None = None  # the service's Result= (success, exit-code, ...)
+    exit_status: int | None = None  # ExecMainStatus of the last run
+    period: float | None = None  # seconds between the schedule's next two elapses
+
+
+def _int(v: str | None) -> int | None:
+    return int(v) if v is not None and v.strip().lstrip("-").isdigit() else None
+
+
+def _float(v: str | None) -> float | None:
+    try:
+        return float(v) if v else None
+    except ValueError:
+        return None
+
+
+def _utc(text: str) -> datetime | None:
+    """`Sat 2026-11-28 00:00:00 UTC` (systemd-analyze calendar's form) -> aware datetime."""
+    parts = text.split()
+    if len(parts) < 3:
+        return None
+    try:
+        return datetime.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def parse_backup_fact(text: str) -> BackupFacts:
+    kv: dict[str, str] = {}
+    elapses: list[datetime] = []
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if not sep:
+            continue
+        k, v = k.strip(), v.strip()
+        if k == "elapse":
+            t = _utc(v)
+            if t is not None:
+                elapses.append(t)
+        else:
+            kv[k] = v
+    newest = kv.get("newest", "").split(maxsplit=2)  # "<mtime> <size> <name>"
+    name = newest[2] if len(newest) == 3 else None
+    same = name is not None and kv.get("last.file") == name
+    period = (elapses[1] - elapses[0]).total_seconds() if len(elapses) >= 2 else None
+    return BackupFacts(
+        now=_float(kv.get("now")),
+        count=_int(kv.get("count")) or 0,
+        newest=name,
+        newest_size=_int(newest[1]) if name else None,
+        newest_mtime=_float(newest[0]) if name else None,
+        revision=_int(kv.get("last.revision")) if same else None,
+        keys=_int(kv.get("last.keys")) if same else None,
+        result=kv.get("result") or None,
+        exit_status=_int(kv.get("status")),
+        period=period if period and period > 0 else None,
+    )
+
+
+def backup_fact(cfg: ClusterConfig, h: HostSpec) -> Fact[BackupFacts]:
+    d = shell_quote(cfg.etcd.backup.dir)
+    prefix = shell_quote(snapshot_prefix(cfg, h))
+    schedule = cfg.etcd.backup.schedule or ""
+    cal = (f"TZ=UTC systemd-analyze calendar --iterations=2 {shell_quote(schedule)} "
+           "| sed -n 's/^ *\\(Next elapse\\|Iter\\. #2\\): /elapse=/p'\n"
+           if schedule and not _bad_schedule(schedule) else "")
+    cmd = (
+        'kv() { printf "%s=%s\\n" "$1" "$2"; }\n'
+        'kv now "$(date +%s)"\n'
+        f"if [ -d {d} ]; then\n"
+        f"  s=$(find {d} -maxdepth 1 -type f -name {prefix}'-*.db' -printf '%T@ %s %f\\n')\n"
+        '  kv count "$(printf \'%s\' "$s" | grep -c .)"\n'
+        '  kv newest "$(printf \'%s\\n\' "$s" | sort -n | tail -n 1)"\n'
+        f"  [ -f {d}/.last ] && sed 's/^/last./' {d}/.last\n"
+        "fi\n"
+        f'kv result "$(systemctl show -p Result --value {SERVICE})"\n'
+        f'kv status "$(systemctl show -p ExecMainStatus --value {SERVICE})"\n'
+        + cal
+    )
+    return Fact("etcd-backup", cmd, parse_backup_fact)
+
+
+def backup_facts(f: HostFacts) -> BackupFacts:
+    v = f.extra.get("etcd-backup")
+    return v if isinstance(v, BackupFacts) else BackupFacts()
+
+
+def fmt_age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d"
+
+
+def backup_status(cfg: ClusterConfig, h: HostSpec, f: HostFacts) -> dict[str, Any]:
+    """One etcd host's row of `status`: the newest scheduled snapshot and what is wrong (pure)."""
+    b = backup_facts(f)
+    timer = f.unit(TIMER)
+    row: dict[str, Any] = {"name": h.name, "schedule": cfg.etcd.backup.schedule,
+                           "timer": timer.active if timer.exists else "not installed",
+                           "snapshots": b.count, "file": b.newest, "size": b.newest_size,
+                           "revision": b.revision, "keys": b.keys, "lastResult": b.result,
+                           "periodSeconds": b.period, "ageSeconds": None, "warnings": []}
+    warn: list[str] = row["warnings"]
+    if cfg.etcd.backup.schedule is None:
+        return row
+    if b.newest_mtime is not None and b.now is not None:
+        row["ageSeconds"] = max(0.0, b.now - b.newest_mtime)
+    if not timer.is_active:
+        warn.append(f"backup timer {TIMER} is {row['timer']}: no snapshots are being taken")
+    if b.result not in (None, "success"):
+        code = f", exit status {b.exit_status}" if b.exit_status else ""
+        warn.append(f"the last scheduled backup failed ({b.result}{code}): "
+                    f"journalctl -u {SERVICE}")
+    if b.period is not None:
+        limit = 2 * b.period
+        age = row["ageSeconds"]
+        if age is not None and age > limit:
+            warn.append(f"the newest snapshot is {fmt_age(age)} old, more than twice the schedule "
+                        f"({fmt_age(b.period)})")
+    return row
+
+
 class EtcdBackupPhase:
     name = "etcd-backup"
     title = "etcd backup timer"
@@ -118,6 +269,7 @@ class EtcdBackupPhase:
             files={SCRIPT_PATH: False, SERVICE_PATH: False, TIMER_PATH: False,
                    config.etcd.backup.dir: False},
             units={TIMER, SERVICE},
+            extra=[backup_fact(config, host)] if host.has("etcd") else [],
         )
 
     def plan(self, ctx: Context) -> list[Step]:

@@ -79,6 +79,7 @@ from homekube.facts.base import Fact, shell_quote
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.osfamily import FAMILIES, OsFamily, family_of, fetch_keyring_command
+from homekube.pki.inventory import KUBEADM_KUBECONFIGS, parse_pem_sections
 from homekube.pki.issue import generate_key, issue_ca
 from homekube.pki.spec import CA_VALIDITY, CertSpec
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
@@ -126,6 +127,7 @@ __all__ = [
     "KUBEADM_CERTS",
     "KUBECTL",
     "KUBELET_CONF",
+    "KUBELET_PKI",
     "LAYER_OFF",
     "TOKEN_CONFIG",
     "UPLOAD_CERTS_CONFIG",
@@ -142,6 +144,8 @@ __all__ = [
     "cluster_files",
     "installed_minor",
     "is_node",
+    "kube_cert_fact",
+    "kube_cert_pems",
     "kube_fact",
     "kube_facts",
     "kubernetes_ca_spec",
@@ -363,6 +367,34 @@ def kube_fact(cfg: ClusterConfig) -> Fact[KubeFacts]:
     return Fact("kubernetes", cmd, parse_kube_fact)
 
 
+#: where the kubelet keeps its certificates
+KUBELET_PKI = "/var/lib/kubelet/pki"
+
+
+def kube_cert_fact(host: HostSpec) -> Fact[dict[str, bytes]]:
+    """The public certificates not in a file of their own: the client certificates inside
+    kubeadm's kubeconfigs (control planes) and the kubelet's (every node); the key stays on
+    the host. Sections `@@<name>` as :func:`homekube.pki.inventory.parse_pem_sections` reads."""
+    cert = "sed -n '/-BEGIN CERTIFICATE-/,/-END CERTIFICATE-/p'"
+    lines = []
+    if host.has("control-plane"):
+        for name in KUBEADM_KUBECONFIGS:
+            f = f"/etc/kubernetes/{name}"
+            lines.append(f"[ -f {f} ] && {{ echo '@@{name}'; sed -n 's/^ *client-certificate-data: *//p' "
+                         f"{f} | head -n 1 | base64 -d; echo; }}")
+    # a rotated serving certificate (serverTLSBootstrap) replaces the self-signed one: last wins
+    for name, f in (("kubelet-client", f"{KUBELET_PKI}/kubelet-client-current.pem"),
+                    ("kubelet-serving", f"{KUBELET_PKI}/kubelet.crt"),
+                    ("kubelet-serving", f"{KUBELET_PKI}/kubelet-server-current.pem")):
+        lines.append(f"[ -f {f} ] && {{ echo '@@{name}'; {cert} {f}; }}")
+    return Fact("kube-certs", "\n".join(lines), parse_pem_sections)
+
+
+def kube_cert_pems(f: HostFacts) -> dict[str, bytes]:
+    v = f.extra.get("kube-certs")
+    return v if isinstance(v, dict) else {}
+
+
 def kube_facts(f: HostFacts) -> KubeFacts:
     v = f.extra.get("kubernetes")
     return v if isinstance(v, KubeFacts) else KubeFacts()
@@ -398,7 +430,7 @@ def _probes(config: ClusterConfig, host: HostSpec) -> Probes:
         files=files,
         units={runtime_unit, "kubelet.service"},
         packages={*k8s_packages(config), "container-selinux", "gpg", "gnupg2"},
-        extra=[kube_fact(config)],
+        extra=[kube_fact(config), kube_cert_fact(host)],
     )
 
 

@@ -47,13 +47,22 @@ from rich.table import Table
 
 from homekube.components.base import Context
 from homekube.components.etcd import EtcdPhase, EtcdPkiPhase, restart_key
+from homekube.components.kubernetes import (
+    KUBEADM_CERTS,
+    KUBELET_PKI,
+    kube_cert_fact,
+    kube_cert_pems,
+)
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import HostError, RefusedError
 from homekube.etcd.client import operator_spec
 from homekube.etcd.shell import etcd_facts
 from homekube.executor import Progress
+from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.ops.session import close_all, connect_some, gather_facts, open_session, state_path
+from homekube.pki.inventory import Expiry, expiry, group_of, handed_out_rows
+from homekube.pki.inventory import warnings as cert_warnings
 from homekube.pki.issue import generate_key
 from homekube.pki.spec import cert_info, member_files, needs_issue
 from homekube.pki.store import LocalCA, _write_atomic
@@ -65,16 +74,68 @@ LOCAL = "(local)"
 
 
 class CertProbe:
-    """A planning-free phase that only asks every host for its etcd certificate files."""
+    """A planning-free phase that only asks every host for its certificates (public parts)."""
 
     name = "certs"
-    title = "etcd certificates on hosts"
+    title = "certificates on hosts"
 
     def probes(self, config: ClusterConfig, host: HostSpec) -> Probes:
-        return Probes(files=dict.fromkeys(CERT_PATHS, False))
+        files = dict.fromkeys(CERT_PATHS, False)
+        if config.kubernetes.enabled and host.has("control-plane"):
+            files |= dict.fromkeys(KUBEADM_CERTS, False)
+        node = config.kubernetes.enabled and (host.has("control-plane") or host.has("worker"))
+        return Probes(files=files, extra=[kube_cert_fact(host)] if node else [])
 
     def plan(self, ctx: Context) -> list[Step]:
         return []
+
+
+def short_name(path: str) -> str:
+    """/etc/kubernetes/pki/etcd/server.crt -> etcd/server (kubeadm's names); other paths whole."""
+    prefix = "/etc/kubernetes/pki/"
+    return path[len(prefix):].removesuffix(".crt") if path.startswith(prefix) else path
+
+
+def host_expiries(cfg: ClusterConfig, h: HostSpec, f: HostFacts, now: datetime) -> list[Expiry]:
+    """Every certificate `status` and `certs` know on one host, from its gathered facts:
+    etcd's, kubeadm's files and kubeconfigs (control planes), the kubelet's (nodes)."""
+    paths = [*CERT_PATHS]
+    if cfg.kubernetes.enabled and h.has("control-plane"):
+        paths += [p for p in KUBEADM_CERTS if p not in paths]
+    rows: list[Expiry] = []
+    for path in paths:
+        st = f.file(path)
+        if st is None or not st.content:
+            continue
+        name = short_name(path)
+        try:
+            rows.append(expiry(h.name, name, path, st.content, now, group_of(name)))
+        except ValueError:
+            continue
+    if cfg.kubernetes.enabled:
+        for name, pem in kube_cert_pems(f).items():
+            path = (f"/etc/kubernetes/{name}" if name.endswith(".conf")
+                    else f"{KUBELET_PKI}/{name}")
+            try:
+                rows.append(expiry(h.name, name, path, pem, now, group_of(name)))
+            except ValueError:
+                continue
+    return rows
+
+
+def handed_out_path(cfg: ClusterConfig) -> Path:
+    return state_path(cfg) / "kubeconfigs.json"
+
+
+def handed_out(cfg: ClusterConfig) -> list[dict[str, Any]]:
+    """The admin kubeconfigs `homekube kubeconfig` wrote (state dir record; no key material)."""
+    try:
+        data = json.loads(handed_out_path(cfg).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    return [r for r in data.get("kubeconfigs", []) if isinstance(r, dict)]
 
 
 def _row(host: str, path: str, pem: bytes, now: datetime) -> dict[str, Any]:
@@ -82,9 +143,15 @@ def _row(host: str, path: str, pem: bytes, now: datetime) -> dict[str, Any]:
         info = cert_info(pem)
     except ValueError as e:
         return {"host": host, "path": path, "error": f"unparsable: {e}"}
-    return {"host": host, "path": path, "cn": info.subject_cn, "issuer": info.issuer_cn,
+    return {"host": host, "path": path, "name": Path(path).stem, "group": "local",
+            "cn": info.subject_cn, "issuer": info.issuer_cn,
             "notAfter": info.not_after.isoformat(), "daysLeft": info.days_left(now),
             "serial": info.serial_hex}
+
+
+def window_days(cfg: ClusterConfig) -> int:
+    """The warning and renewal window: etcd.renewWithinDays, for every certificate."""
+    return cfg.etcd.renew_within_days
 
 
 async def collect(cfg: ClusterConfig) -> dict[str, Any]:
@@ -101,15 +168,15 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
         p = d / name
         if p.is_file():
             rows.append(_row(LOCAL, str(p), p.read_bytes(), now))
+    expiries: list[Expiry] = []
     for h in cfg.hosts:
         f = facts.get(h.name)
-        if f is None:
-            continue
-        for path in CERT_PATHS:
-            st = f.file(path)
-            if st is not None and st.content:
-                rows.append(_row(h.name, path, st.content, now))
+        if f is not None:
+            expiries += host_expiries(cfg, h, f, now)
+    expiries += handed_out_rows(handed_out(cfg), now)
+    rows += [e.to_json() for e in expiries]
     return {"cluster": cfg.name, "time": now.isoformat(timespec="seconds"), "certs": rows,
+            "windowDays": window_days(cfg), "warnings": cert_warnings(expiries, window_days(cfg)),
             "unreachable": unreachable}
 
 
@@ -118,16 +185,16 @@ async def run_list(cfg: ClusterConfig, console: Console, *, as_json: bool = Fals
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return 0
-    from homekube.ops.status import short_cert
-
-    t = Table("host", "certificate", "CN", "not after", "days left", box=None)
+    t = Table("host", "certificate", "kind", "CN", "not after", "days left", box=None)
     for c in data["certs"]:
-        path = short_cert(c["path"]) if c["host"] != LOCAL else Path(c["path"]).stem
         if "error" in c:
-            t.add_row(c["host"], path, c["error"], "", "")
+            t.add_row(c["host"], c["path"], "", c["error"], "", "")
             continue
-        t.add_row(c["host"], path, c["cn"], c["notAfter"][:10], str(c["daysLeft"]))
+        t.add_row(c["host"], c.get("name") or c["path"], c.get("group", ""), c["cn"],
+                  c["notAfter"][:10], str(c["daysLeft"]))
     console.print(t)
+    for w in data["warnings"]:
+        console.print(f"warning: {w}", markup=False, soft_wrap=True)
     for h, why in data["unreachable"].items():
         console.print(f"{h}: UNREACHABLE ({why})", markup=False)
     return 0

@@ -16,25 +16,19 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from homekube.components.kubernetes import KUBEADM_CERTS
+from homekube.components.backup import backup_status, fmt_age
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
 from homekube.etcd.api import EtcdMember, EtcdStatus
 from homekube.etcd.client import EtcdHttp, operator_creds
-from homekube.etcd.layout import CA_CERT, KUBEADM_ETCD_PKI, UNIT, client_url
+from homekube.etcd.layout import UNIT, client_url
 from homekube.etcd.shell import etcd_facts
+from homekube.ops.certs import handed_out, host_expiries, window_days
 from homekube.ops.kubernetes import kubernetes_status, print_kubernetes_status
 from homekube.ops.session import close_all, connect_some, gather_facts, state_path
-from homekube.pki.spec import cert_info
+from homekube.pki.inventory import Expiry, handed_out_rows
+from homekube.pki.inventory import warnings as cert_warnings
 from homekube.pki.store import LocalCA
-
-CERTS = (
-    CA_CERT,
-    f"{KUBEADM_ETCD_PKI}/server.crt",
-    f"{KUBEADM_ETCD_PKI}/peer.crt",
-    f"{KUBEADM_ETCD_PKI}/healthcheck-client.crt",
-    "/etc/kubernetes/pki/apiserver-etcd-client.crt",
-)
 
 
 async def collect(cfg: ClusterConfig) -> dict[str, Any]:
@@ -46,6 +40,8 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
         await close_all(ts)
     now = datetime.now(UTC)
     data: dict[str, Any] = {"cluster": cfg.name, "time": now.isoformat(), "hosts": [], "etcd": {}}
+    expiries: list[Expiry] = []
+    backups: list[dict[str, Any]] = []
     for h in cfg.hosts:
         f = facts.get(h.name)
         row: dict[str, Any] = {"name": h.name, "address": str(h.address), "roles": list(h.roles),
@@ -60,15 +56,19 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
                 "etcdUnit": f.unit(UNIT).active,
                 "certs": {},
             })
-            kubeadm = (KUBEADM_CERTS if cfg.kubernetes.enabled and h.has("control-plane")
-                       else ())
-            for path in (*CERTS, *kubeadm):
-                st = f.file(path)
-                if st is not None and st.content:
-                    info = cert_info(st.content)
-                    row["certs"][path] = {"cn": info.subject_cn, "notAfter": info.not_after.isoformat(),
-                                          "daysLeft": info.days_left(now)}
+            exps = host_expiries(cfg, h, f, now)
+            expiries += exps
+            for e in exps:
+                row["certs"][e.path] = {"cn": e.cn, "notAfter": e.not_after.isoformat(),
+                                        "daysLeft": e.days_left, "name": e.name, "group": e.group}
+            if h.has("etcd"):
+                backups.append(backup_status(cfg, h, f))
         data["hosts"].append(row)
+    expiries += handed_out_rows(handed_out(cfg), now)
+    data["certWindowDays"] = window_days(cfg)
+    data["backups"] = backups
+    data["warnings"] = [*cert_warnings(expiries, window_days(cfg)),
+                        *(f"{b['name']}: {w}" for b in backups for w in b["warnings"])]
     data["kubernetes"] = kubernetes_status(cfg, facts)
     data["etcd"] = await asyncio.to_thread(_etcd_over_mtls, cfg)
     if not data["etcd"].get("members"):
@@ -134,6 +134,25 @@ def short_cert(path: str) -> str:
     return path[len(prefix):].removesuffix(".crt") if path.startswith(prefix) else path
 
 
+def print_backups(console: Console, rows: list[dict[str, Any]]) -> None:
+    """The scheduled snapshots, one line per etcd host."""
+    if not rows:
+        return
+    if all(r.get("schedule") is None for r in rows):
+        console.print("etcd backups: no schedule (etcd.backup.schedule is null)", markup=False)
+        return
+    t = Table("host", "timer", "last snapshot", "age", "size", "revision", "keys", "last run",
+              box=None, title="etcd backups (scheduled)", title_justify="left")
+    for r in rows:
+        age = r.get("ageSeconds")
+        t.add_row(r["name"], r.get("timer") or "", r.get("file") or "none yet",
+                  fmt_age(age) if age is not None else "-",
+                  f"{r['size'] / 1024:.0f}K" if r.get("size") else "-",
+                  str(r.get("revision") or "-"), str(r.get("keys") or "-"),
+                  r.get("lastResult") or "-")
+    console.print(t)
+
+
 def exit_code(data: dict[str, Any]) -> int:
     """0 all well; 3 a host cannot be reached; 5 etcd has an unhealthy member (or none)."""
     if any(not h["reachable"] for h in data["hosts"]):
@@ -188,8 +207,11 @@ async def run_status(cfg: ClusterConfig, console: Console, *, as_json: bool = Fa
                title_justify="left")
     for h in data["hosts"]:
         for path, c in (h.get("certs") or {}).items():
-            ct.add_row(h["name"], short_cert(path), c["cn"], str(c["daysLeft"]))
+            ct.add_row(h["name"], c.get("name") or short_cert(path), c["cn"], str(c["daysLeft"]))
     console.print(ct)
+    print_backups(console, data.get("backups") or [])
+    for w in data.get("warnings") or []:
+        console.print(f"warning: {w}", markup=False, soft_wrap=True)
     if code:
         why = "a host is unreachable" if code == EXIT_UNREACHABLE else "etcd is not healthy"
         console.print(f"status: {why} (exit {code})", markup=False)

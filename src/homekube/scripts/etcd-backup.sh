@@ -83,6 +83,9 @@ if [ "$size" -gt "$max_bytes" ]; then
 fi
 mv -f "$part" "$dir/$prefix-$ts.db"
 log "saved $dir/$prefix-$ts.db ($size bytes, revision $rev, $keys keys)"
+# what `homekube status` shows of the last run (the snapshot's own header is not read back)
+printf 'file=%s\nsize=%s\nrevision=%s\nkeys=%s\n' "$prefix-$ts.db" "$size" "$rev" "$keys" \
+    > "$dir/.last.part" && mv -f "$dir/.last.part" "$dir/.last"
 
 mapfile -t all < <(snapshots)
 n=${#all[@]}

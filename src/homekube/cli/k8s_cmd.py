@@ -13,6 +13,7 @@ from rich.console import Console
 from homekube.cli.options import DEFAULT_CONFIG as _DEFAULT
 from homekube.cli.options import ConfigOpt as _ConfigOpt
 from homekube.config.model import ClusterConfig
+from homekube.errors import UsageError
 
 
 def register(
@@ -28,13 +29,23 @@ def register(
             "--out", metavar="FILE", help="Where to write it (default: <state dir>/kubeconfig).")] = None,
         server: Annotated[str | None, typer.Option(
             metavar="URL", help="API URL to put in it (default: https://<controlPlaneEndpoint>).")] = None,
+        merge: Annotated[bool, typer.Option(
+            "--merge", help="Merge into ~/.kube/config ($KUBECONFIG's first file, or --out) "
+            "under a named context, keeping a copy of the old file.")] = False,
+        context: Annotated[str | None, typer.Option(
+            metavar="NAME", help="Context name for --merge (default: the cluster's name).")] = None,
     ) -> None:
-        """Fetch the admin kubeconfig from the first control plane; write it here, mode 0600."""
-        from homekube.ops.kubernetes import run_kubeconfig
+        """Fetch the admin kubeconfig from the first control plane; write it here, mode 0600,
+        or merge it into your kubeconfig; says when its credential expires."""
+        from homekube.ops.kubernetes import default_merge_path, run_kubeconfig
 
         def body() -> int:
+            if context is not None and not merge:
+                raise UsageError("--context names the merged context: use it with --merge")
             cfg = load_config(config)
-            return asyncio.run(run_kubeconfig(cfg, console, out=out, server=server))
+            target = (out or default_merge_path()) if merge else None
+            return asyncio.run(run_kubeconfig(cfg, console, out=None if merge else out,
+                                              server=server, merge=target, context=context))
 
         guarded(body)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -61,12 +62,12 @@ from homekube.executor import Progress
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.ops.session import close_all, connect_some, gather_facts, open_session, state_path
-from homekube.pki.inventory import Expiry, expiry, group_of, handed_out_rows
+from homekube.pki.inventory import Expiry, expiry, group_of, handed_out_rows, kubeadm_due
 from homekube.pki.inventory import warnings as cert_warnings
 from homekube.pki.issue import generate_key
 from homekube.pki.spec import cert_info, member_files, needs_issue
 from homekube.pki.store import LocalCA, _write_atomic
-from homekube.plan.model import Act, Change, PhasePlan, Plan, Step
+from homekube.plan.model import Act, Change, PhasePlan, Plan, Run, Step
 from homekube.plan.order import declare, one_at_a_time
 
 CERT_PATHS = tuple(pf.path for pf in member_files(control_plane=True) if pf.kind == "cert")
@@ -218,7 +219,83 @@ def _is_cert_restart(c: Change) -> bool:
     return c.phase == EtcdPhase.name and c.key == restart_key(["certificates"])
 
 
-(RENEW,) = declare("certs-renew", one_at_a_time("members", "issue", "restart"))
+RENEW, KUBEADM_RENEW = declare("certs-renew", one_at_a_time("members", "issue", "restart"),
+                               one_at_a_time("control planes", "renew", "restart"))
+
+#: the static pods that read a certificate only when they start (from their kubeconfig), and
+#: the local port of their /healthz. kube-apiserver is not among them: it re-reads its
+#: serving, kubelet-client and front-proxy certificates from disk while it runs, and its etcd
+#: client loads apiserver-etcd-client on every new connection, so renewal never stops the API.
+RESTARTED = (("kube-controller-manager", 10257), ("kube-scheduler", 10259))
+MANIFESTS = "/etc/kubernetes/manifests"
+PARKED = "/etc/kubernetes/homekube/parked"
+RENEW_LOG = "/var/log/homekube/kubeadm-certs-renew.log"
+
+
+def restart_static_pod(name: str, port: int, seconds: int = 180) -> str:
+    """Restart one static pod the way kubeadm's docs say (take its manifest away until the
+    process is gone, put it back), then wait for a new process answering /healthz.
+
+    The manifest is put back whatever happens (trap); the PID check makes sure the process
+    really was replaced, not just briefly unhealthy.
+    """
+    m = f"{MANIFESTS}/{name}.yaml"
+    parked = f"{PARKED}/{name}.yaml"
+    return (
+        f"install -d -m 0700 {PARKED}\n"
+        f"[ -f {m} ] || {{ echo '{m} is missing' >&2; exit 1; }}\n"
+        f"old=$(pgrep -xo {name} || true)\n"
+        f"mv -f {m} {parked}\n"
+        f"trap '[ -f {parked} ] && mv -f {parked} {m}' EXIT\n"
+        f"end=$((SECONDS + {seconds}))\n"
+        f'while [ -n "$old" ] && [ -d "/proc/$old" ]; do\n'
+        f'  [ "$SECONDS" -lt "$end" ] || {{ echo "{name} (pid $old) did not stop within '
+        f'{seconds} s after its manifest was taken away" >&2; exit 1; }}\n'
+        "  sleep 0.2\n"
+        "done\n"
+        f"mv -f {parked} {m}\n"
+        f"until new=$(pgrep -xo {name}) && [ \"$new\" != \"$old\" ] && "
+        f"curl -sk --max-time 2 https://127.0.0.1:{port}/healthz 2>/dev/null | grep -qx ok; do\n"
+        f'  [ "$SECONDS" -lt "$end" ] || {{ echo "{name} did not answer /healthz within '
+        f'{seconds} s after its restart" >&2; exit 1; }}\n'
+        "  sleep 0.2\n"
+        "done"
+    )
+
+
+def kubeadm_renewals(cfg: ClusterConfig, facts: dict[str, HostFacts], days: int,
+                     now: datetime) -> list[Change]:
+    """Per control plane whose kubeadm certificates expire within `days`, in cluster.yaml
+    order: `kubeadm certs renew all`, then restart the static pods that need it; one control
+    plane at a time (the next starts once the previous one's pods answer again)."""
+    if not cfg.kubernetes.enabled:
+        return []
+    out: list[Change] = []
+    for i, h in enumerate(cfg.control_planes):
+        f = facts.get(h.name)
+        if f is None:
+            continue
+        due = kubeadm_due(host_expiries(cfg, h, f, now), days)
+        if not due:
+            continue
+        first = min(due, key=lambda e: e.not_after)
+        why = (f"{len(due)} of kubeadm's certificates expire within {days} days (first: "
+               f"{first.name}, {first.days_left} days left)")
+        renew = (f"install -d -m 0700 /var/log/homekube\n"
+                 f"kubeadm certs renew all > {RENEW_LOG} 2>&1 || "
+                 f"{{ tail -n 20 {RENEW_LOG} >&2; exit 1; }}")
+        out.append(Change(h.name, "certs-renew", "kubeadm certificates",
+                          "kubeadm certs renew all", why,
+                          (Run(renew, "kubeadm certs renew all", timeout=300),),
+                          order=KUBEADM_RENEW.turn(i, "renew")))
+        names = ", ".join(n for n, _ in RESTARTED)
+        out.append(Change(h.name, "certs-renew", f"static pods {names}", f"restart {names}",
+                          "they read their kubeconfig's certificate only at start "
+                          "(kube-apiserver reloads its certificates and keeps serving)",
+                          tuple(Run(restart_static_pod(n, port), f"restart {n}", timeout=300)
+                                for n, port in RESTARTED),
+                          order=KUBEADM_RENEW.turn(i, "restart")))
+    return out
 
 
 def rolling_plan(plan: Plan, order: list[str]) -> Plan:
@@ -238,7 +315,7 @@ def rolling_plan(plan: Plan, order: list[str]) -> Plan:
         mine = [c for c in plan.changes if c.host == host]
         steps += [replace(c, order=RENEW.turn(i, "issue")) for c in mine if _is_issue(c)]
         steps += [replace(c, order=RENEW.turn(i, "restart")) for c in mine if _is_cert_restart(c)]
-    phase = PhasePlan("certs-renew", "renew etcd certificates", tuple(steps))
+    phase = PhasePlan("certs-renew", "renew certificates", tuple(steps))
     return Plan(plan.cluster, plan.hosts, [phase])
 
 
@@ -269,44 +346,63 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
         raise RefusedError("there is no etcd CA in the state directory yet",
                            hint="run `homekube apply` first")
     wide = with_window(cfg, days)
-    s = await open_session(wide, lock=yes or confirm is not None, phases=[EtcdPkiPhase(), EtcdPhase()])
+    s = await open_session(wide, lock=yes or confirm is not None,
+                           phases=[EtcdPkiPhase(), EtcdPhase(), CertProbe()])
     try:
         ctx = s.context()
         down = [h.name for h in ctx.hosts() if h.has("etcd") and (
             not s.facts[h.name].unit("etcd.service").is_active
             or etcd_facts(s.facts[h.name]).members is None)]
         plan = s.plan()
-        if not any(_is_issue(c) for c in plan.changes):
-            console.print(f"no etcd certificate expires within {days} days; nothing to renew",
+        kube = kubeadm_renewals(cfg, dict(s.facts), days, datetime.now(UTC))
+        etcd_due = any(_is_issue(c) for c in plan.changes)
+        if not etcd_due and not kube:
+            console.print(f"no certificate expires within {days} days; nothing to renew",
                           markup=False)
             return 0
-        if down:
+        if etcd_due and down:
             raise RefusedError(f"etcd is not healthy on {', '.join(down)}: restarting another "
                                "member could lose quorum",
                                hint="bring every member back first (`homekube status`)")
-        rolling = rolling_plan(plan, [h.name for h in cfg.etcd_hosts])
+        rolling = (rolling_plan(plan, [h.name for h in cfg.etcd_hosts]) if etcd_due
+                   else Plan(plan.cluster, plan.hosts, []))
+        steps = [*rolling.changes, *kube]
+        rolling = Plan(plan.cluster, plan.hosts,
+                       [PhasePlan("certs-renew", "renew certificates", tuple(steps))])
         renewals = [c for c in rolling.changes if _is_issue(c)]
         for c in renewals:
             console.print(f"{c.host}: {c.summary}: {c.why}", markup=False)
         restarts = [c.host for c in rolling.changes if _is_cert_restart(c)]
-        console.print(f"restart order (one member at a time, each healthy before the next): "
-                      f"{', '.join(restarts)}", markup=False)
-        if not (yes or (confirm is not None and confirm("Renew them, restarting etcd member by member?"))):
+        if restarts:
+            console.print(f"etcd restart order (one member at a time, each healthy before the "
+                          f"next): {', '.join(restarts)}", markup=False)
+        kube_hosts = [c.host for c in kube if c.summary == "kubeadm certs renew all"]
+        for c in kube:
+            console.print(f"{c.host}: {c.summary}: {c.why}", markup=False)
+        if not (yes or (confirm is not None and confirm(
+                "Renew them (etcd members and control planes one at a time)?"))):
             console.print("nothing was changed; run again with --yes to renew", markup=False)
             return 0
+        t0 = time.monotonic()
         result = await s.apply(rolling, progress)
+        took = time.monotonic() - t0
     finally:
         await s.close()
     if not result.ok:
         first = result.failed[0]
         raise HostError(f"renewal stopped after {len(result.applied)} step(s): {first.message}",
                         host=first.host or "?", phase=first.phase, step=first.step,
-                        hint="members already renewed keep their new certificates; "
+                        hint="what was already renewed keeps its new certificates; "
                              "run renew again")
     op = _renew_operator(cfg, days, datetime.now(UTC))
     if op:
         console.print(f"{LOCAL}: re-issued the operator certificate ({op})", markup=False)
-    console.print(f"renewed {len(renewals)} certificate(s) on {len(set(restarts))} member(s)",
-                  markup=False)
+    console.print(f"renewed {len(renewals)} etcd certificate(s) on {len(set(restarts))} "
+                  f"member(s) and kubeadm's certificates on {len(kube_hosts)} control plane(s) "
+                  f"in {took:.1f}s", markup=False)
+    old = [r for r in handed_out(cfg) if kube_hosts]
+    if old:
+        console.print(f"{len(old)} kubeconfig(s) written by `homekube kubeconfig` still carry the "
+                      "old admin certificate: run `homekube kubeconfig` again", markup=False)
     return 0
 

@@ -9,13 +9,18 @@ through the same SSH connection (see :mod:`homekube.kube`).
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from ruamel.yaml import YAML
 
 from homekube.components.kubernetes import (
     ADMIN_CONF,
@@ -31,6 +36,8 @@ from homekube.executor import write_local
 from homekube.facts.host import HostFacts
 from homekube.kube import forward_port, open_api, parse_kubeconfig
 from homekube.ops.session import ssh_target, state_path
+from homekube.pki.inventory import handed_out_entry, merge_kubeconfig, record_handed_out
+from homekube.pki.spec import cert_info
 from homekube.plan.model import LocalWrite
 from homekube.render.kubernetes import HEADLAMP_NAMESPACE, control_plane_endpoint
 from homekube.render.yamlout import dump
@@ -122,19 +129,77 @@ def default_kubeconfig_path(cfg: ClusterConfig) -> Path:
     return state_path(cfg) / "kubeconfig"
 
 
+def default_merge_path() -> Path:
+    return Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config")
+
+
+def client_cert_pem(kubeconfig_text: str) -> bytes:
+    """The (public) client certificate of a kubeconfig's first user."""
+    kc = parse_kubeconfig(kubeconfig_text)
+    user = (kc.get("users") or [{}])[0].get("user") or {}
+    return base64.b64decode(user.get("client-certificate-data", ""))
+
+
+def _record(cfg: ClusterConfig, path: Path, context: str, pem: bytes) -> None:
+    """Note the written kubeconfig in the state directory (for `certs` and `status`)."""
+    from homekube.ops.certs import handed_out, handed_out_path
+
+    entry = handed_out_entry(str(path), context, pem, datetime.now(UTC))
+    data = {"kubeconfigs": record_handed_out(handed_out(cfg), entry)}
+    write_local(LocalWrite(str(handed_out_path(cfg)), (json.dumps(data, indent=2) + "\n").encode(),
+                           0o600))
+
+
 async def run_kubeconfig(cfg: ClusterConfig, console: Console, *, out: Path | None = None,
-                         server: str | None = None) -> int:
-    """`homekube kubeconfig`: fetch, rename, point at a reachable address, write 0600."""
+                         server: str | None = None, merge: Path | None = None,
+                         context: str | None = None) -> int:
+    """`homekube kubeconfig`: fetch, rename, point at a reachable address, write 0600 (or merge
+    into an existing kubeconfig under a named context, keeping a copy of the old file); record
+    what was handed out and say when its credential expires."""
     t, h, text = await fetch_admin_conf(cfg)
     await t.close()
     url = server or f"https://{control_plane_endpoint(cfg)}"
     content = operator_kubeconfig(text, cfg, server=url)
-    path = (out or default_kubeconfig_path(cfg)).expanduser()
-    write_local(LocalWrite(str(path), content.encode(), 0o600))
-    console.print(f"wrote {escape(str(path))} (0600) from {escape(h.name)}; server {escape(url)}")
-    console.print(f"  KUBECONFIG={escape(str(path))} kubectl get nodes")
-    console.print("  (if that address is not reachable from here, `homekube ui` and --server "
-                  "with an SSH tunnel work through SSH only)")
+    pem = client_cert_pem(content)
+    info = cert_info(pem)
+    if merge is not None:
+        name = context or cfg.name
+        path = merge.expanduser()
+        existing: dict[str, Any] | None = None
+        backup: Path | None = None
+        if path.exists():
+            old = path.read_text()
+            try:
+                loaded = YAML(typ="safe").load(old)
+            except Exception as e:  # ruamel raises many types; all mean "not YAML"
+                raise UsageError(f"{path} is not YAML ({e}); not merging into it") from None
+            if loaded is not None and not isinstance(loaded, dict):
+                raise UsageError(f"{path} is not a kubeconfig; not merging into it")
+            existing = loaded
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            backup = path.with_name(f"{path.name}.homekube-{stamp}.bak")
+            write_local(LocalWrite(str(backup), old.encode(), 0o600))
+        merged = merge_kubeconfig(existing, parse_kubeconfig(content), name,
+                                  make_current=existing is None)
+        write_local(LocalWrite(str(path), dump(merged).encode(), 0o600))
+        console.print(f"merged context {escape(name)} into {escape(str(path))} (0600) from "
+                      f"{escape(h.name)}; server {escape(url)}")
+        if backup is not None:
+            console.print(f"  the previous file is kept as {escape(str(backup))}")
+        console.print(f"  kubectl --context {escape(name)} get nodes")
+    else:
+        name = cfg.name
+        path = (out or default_kubeconfig_path(cfg)).expanduser()
+        write_local(LocalWrite(str(path), content.encode(), 0o600))
+        console.print(f"wrote {escape(str(path))} (0600) from {escape(h.name)}; server {escape(url)}")
+        console.print(f"  KUBECONFIG={escape(str(path))} kubectl get nodes")
+        console.print("  (if that address is not reachable from here, `homekube ui` and --server "
+                      "with an SSH tunnel work through SSH only)")
+    _record(cfg, path, name, pem)
+    days = info.days_left(datetime.now(UTC))
+    console.print(f"  the credential ({escape(info.subject_cn)}) expires "
+                  f"{info.not_after:%Y-%m-%d %H:%M} UTC, in {days} days; after "
+                  "`homekube certs renew`, run this again")
     return 0
 
 

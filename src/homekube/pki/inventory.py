@@ -20,7 +20,7 @@ Sources, all public material (a private key never leaves its host):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -128,7 +128,7 @@ def handed_out_entry(path: str, context: str, pem: bytes, now: datetime) -> dict
             "writtenAt": now.isoformat(timespec="seconds")}
 
 
-def record_handed_out(records: list[Mapping[str, Any]], entry: Mapping[str, Any]
+def record_handed_out(records: Sequence[Mapping[str, Any]], entry: Mapping[str, Any]
                       ) -> list[dict[str, Any]]:
     """The records with `entry` in place of an older one for the same path and context."""
     kept = [dict(r) for r in records

@@ -44,14 +44,26 @@ def register(
         config: ConfigOpt = DEFAULT_CONFIG,
         out: Annotated[Path | None, typer.Option(
             "--out", metavar="DIR", help="Directory for the snapshot (default: <state dir>/backups).")] = None,
+        verify: Annotated[Path | None, typer.Option(
+            "--verify", metavar="FILE", help="Take no snapshot: restore FILE into a scratch "
+            "directory on one etcd host, count its keys, compare with its sidecar.")] = None,
+        on: Annotated[str | None, typer.Option(
+            "--on", metavar="HOST", help="With --verify: the etcd host to restore on.")] = None,
         quiet: QuietOpt = False,
         timeout: TimeoutOpt = None,
     ) -> None:
-        """Snapshot etcd from a healthy member to this machine; prints the file's path last."""
-        from homekube.ops.backup import run_backup
+        """Snapshot etcd from a healthy member to this machine; prints the file's path last.
+        With --verify FILE: prove FILE restores, without touching the cluster."""
+        from homekube.ops.backup import run_backup, run_verify
 
         def body() -> int:
             cfg = load_config(config)
+            if verify is not None:
+                if out is not None:
+                    raise UsageError("--verify takes no snapshot: drop --out")
+                return run_async(run_verify(cfg, console, verify, host=on), timeout)
+            if on is not None:
+                raise UsageError("--on goes with --verify")
             with ProgressView(quiet=quiet, title="backup") as view:
                 return run_async(run_backup(cfg, console, out=out, progress=view.event), timeout)
 

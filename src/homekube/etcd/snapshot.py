@@ -91,3 +91,82 @@ def parse_report(text: str) -> Report:
     keys = int(kv["keys"]) if kv.get("keys", "").isdigit() else None
     return Report(kv.get("dir", ""), kv.get("file", ""), status, keys, sha, size,
                   kv.get("version", ""))
+
+
+# ------------------------------------------------------------------------------- verify
+
+#: the scratch copies `homekube backup --verify` makes on a host start with this
+VERIFY_DIR_PREFIX = "/var/tmp/homekube-verify."
+
+
+def verify_script(upload: str, sha256: str) -> str:
+    """Restore the uploaded snapshot into a scratch data dir, start a throwaway etcd on it
+    (loopback ports, plain HTTP, its own member name) and count its keys; the cluster's etcd
+    is not touched. Prints `keys=`, `revision=`, `seconds=`; everything is removed on exit."""
+    return f"""set -euo pipefail
+export LC_ALL=C
+snap={upload}
+d=$(mktemp -d {VERIFY_DIR_PREFIX}XXXXXX)
+pid=
+cleanup() {{
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$d" "$snap"
+}}
+trap cleanup EXIT
+[ "$(sha256sum < "$snap" | cut -d' ' -f1)" = {sha256} ] || \
+  {{ echo "the upload differs from the local file" >&2; exit 1; }}
+free_port() {{
+  while :; do p=$((20000 + RANDOM % 30000)); [ -z "$(ss -Hltn "sport = :$p")" ] && {{ echo $p; return; }}; done
+}}
+cp=$(free_port); pp=$(free_port)
+while [ "$pp" = "$cp" ]; do pp=$(free_port); done
+peer=http://127.0.0.1:$pp
+start=$SECONDS
+if ! etcdutl snapshot restore "$snap" --data-dir "$d/data" --name verify \\
+    --initial-cluster verify=$peer --initial-advertise-peer-urls $peer > "$d/restore.log" 2>&1; then
+  echo "etcdutl snapshot restore failed:" >&2; tail -n 5 "$d/restore.log" >&2; exit 1
+fi
+etcd --name verify --data-dir "$d/data" --listen-client-urls http://127.0.0.1:$cp \\
+  --advertise-client-urls http://127.0.0.1:$cp --listen-peer-urls $peer \\
+  --initial-advertise-peer-urls $peer --initial-cluster verify=$peer > "$d/etcd.log" 2>&1 &
+pid=$!
+ctl() {{ env -u ETCDCTL_CACERT -u ETCDCTL_CERT -u ETCDCTL_KEY -u ETCDCTL_ENDPOINTS \\
+  etcdctl --endpoints=http://127.0.0.1:$cp --dial-timeout=2s --command-timeout=30s "$@"; }}
+end=$((SECONDS + 120))
+until ctl endpoint health >/dev/null 2>&1; do
+  kill -0 "$pid" 2>/dev/null || {{ echo "the scratch etcd exited:" >&2; tail -n 5 "$d/etcd.log" >&2; exit 1; }}
+  [ "$SECONDS" -lt "$end" ] || {{ echo "the scratch etcd did not become healthy in 120 s" >&2; exit 1; }}
+  sleep 0.2
+done
+fld() {{ awk -F' : ' -v k="\\"$1\\"" '$1 == k {{gsub(/"/, "", $2); print $2}}'; }}
+printf 'keys=%s\\n' "$(ctl get '' --prefix --count-only -w fields | fld Count)"
+printf 'revision=%s\\n' "$(ctl endpoint status -w fields | fld Revision)"
+printf 'seconds=%s\\n' "$((SECONDS - start))"
+"""
+
+
+@dataclass(frozen=True)
+class Verified:
+    keys: int
+    revision: int
+
+
+def parse_verify(text: str) -> Verified:
+    """Read :func:`verify_script`'s output; ValueError when a count is missing."""
+    kv = parse_kv(text)
+    try:
+        return Verified(int(kv["keys"]), int(kv["revision"]))
+    except (KeyError, ValueError):
+        raise ValueError(f"no key count or revision in {text.strip()[-200:]!r}") from None
+
+
+def verify_problems(got: Verified, keys: int | None, revision: int | None) -> list[str]:
+    """What differs between the restored copy and the sidecar's record (empty: it matches)."""
+    out = []
+    if keys is not None and got.keys != keys:
+        out.append(f"{got.keys} live keys restored, the backup recorded {keys}")
+    if revision is not None and got.revision != revision:
+        out.append(f"revision {got.revision} restored, the backup recorded {revision}")
+    if got.keys == 0:
+        out.append("the restored copy holds no key at all")
+    return out

@@ -232,35 +232,40 @@ PARKED = "/etc/kubernetes/homekube/parked"
 RENEW_LOG = "/var/log/homekube/kubeadm-certs-renew.log"
 
 
-def restart_static_pod(name: str, port: int, seconds: int = 180) -> str:
-    """Restart one static pod the way kubeadm's docs say (take its manifest away until the
-    process is gone, put it back), then wait for a new process answering /healthz.
+def restart_static_pods(pods: tuple[tuple[str, int], ...] = RESTARTED, seconds: int = 180) -> str:
+    """Restart static pods the way kubeadm's docs say: take their manifests away until their
+    processes are gone, put them back, wait for new processes answering /healthz.
 
-    The manifest is put back whatever happens (trap); the PID check makes sure the process
-    really was replaced, not just briefly unhealthy.
+    Both pods go at once (the kubelet notices a removed manifest within its ~20 s sync
+    period; one at a time would wait twice). The manifests are put back whatever happens
+    (trap); the PID check makes sure each process really was replaced.
     """
-    m = f"{MANIFESTS}/{name}.yaml"
-    parked = f"{PARKED}/{name}.yaml"
-    return (
-        f"install -d -m 0700 {PARKED}\n"
-        f"[ -f {m} ] || {{ echo '{m} is missing' >&2; exit 1; }}\n"
-        f"old=$(pgrep -xo {name} || true)\n"
-        f"mv -f {m} {parked}\n"
-        f"trap '[ -f {parked} ] && mv -f {parked} {m}' EXIT\n"
-        f"end=$((SECONDS + {seconds}))\n"
-        f'while [ -n "$old" ] && [ -d "/proc/$old" ]; do\n'
-        f'  [ "$SECONDS" -lt "$end" ] || {{ echo "{name} (pid $old) did not stop within '
-        f'{seconds} s after its manifest was taken away" >&2; exit 1; }}\n'
-        "  sleep 0.2\n"
-        "done\n"
-        f"mv -f {parked} {m}\n"
-        f"until new=$(pgrep -xo {name}) && [ \"$new\" != \"$old\" ] && "
-        f"curl -sk --max-time 2 https://127.0.0.1:{port}/healthz 2>/dev/null | grep -qx ok; do\n"
-        f'  [ "$SECONDS" -lt "$end" ] || {{ echo "{name} did not answer /healthz within '
-        f'{seconds} s after its restart" >&2; exit 1; }}\n'
-        "  sleep 0.2\n"
-        "done"
-    )
+    lines = [f"install -d -m 0700 {PARKED}", "declare -A old",
+             f"trap 'for f in {PARKED}/*.yaml; do [ -f \"$f\" ] && mv -f \"$f\" {MANIFESTS}/; "
+             "done' EXIT",
+             f"end=$((SECONDS + {seconds}))"]
+    for name, _ in pods:
+        m = f"{MANIFESTS}/{name}.yaml"
+        lines += [f"[ -f {m} ] || {{ echo '{m} is missing' >&2; exit 1; }}",
+                  f"old[{name}]=$(pgrep -of '^{name}( |$)' || true)",
+                  f"mv -f {m} {PARKED}/"]
+    for name, _ in pods:
+        lines += [
+            f'while [ -n "${{old[{name}]}}" ] && [ -d "/proc/${{old[{name}]}}" ]; do',
+            f'  [ "$SECONDS" -lt "$end" ] || {{ echo "{name} did not stop within {seconds} s '
+            'after its manifest was taken away" >&2; exit 1; }',
+            "  sleep 0.2",
+            "done"]
+    lines += [f"mv -f {PARKED}/{name}.yaml {MANIFESTS}/" for name, _ in pods]
+    for name, port in pods:
+        lines += [
+            f"until new=$(pgrep -of '^{name}( |$)') && [ \"$new\" != \"${{old[{name}]}}\" ] && "
+            f"curl -sk --max-time 2 https://127.0.0.1:{port}/healthz 2>/dev/null | grep -qx ok; do",
+            f'  [ "$SECONDS" -lt "$end" ] || {{ echo "{name} did not answer /healthz within '
+            f'{seconds} s of its restart" >&2; exit 1; }}',
+            "  sleep 0.2",
+            "done"]
+    return "\n".join(lines)
 
 
 def kubeadm_renewals(cfg: ClusterConfig, facts: dict[str, HostFacts], days: int,
@@ -292,8 +297,7 @@ def kubeadm_renewals(cfg: ClusterConfig, facts: dict[str, HostFacts], days: int,
         out.append(Change(h.name, "certs-renew", f"static pods {names}", f"restart {names}",
                           "they read their kubeconfig's certificate only at start "
                           "(kube-apiserver reloads its certificates and keeps serving)",
-                          tuple(Run(restart_static_pod(n, port), f"restart {n}", timeout=300)
-                                for n, port in RESTARTED),
+                          (Run(restart_static_pods(), f"restart {names}", timeout=300),),
                           order=KUBEADM_RENEW.turn(i, "restart")))
     return out
 

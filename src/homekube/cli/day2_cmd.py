@@ -3,8 +3,11 @@
     homekube backup [--out DIR]                  snapshot → <state>/backups/<cluster>-<UTC>.db
     homekube restore SNAPSHOT [--yes]            without --yes: the plan, then a question on a
                                                  terminal (elsewhere: nothing is changed)
-    homekube certs [-o json]                     every etcd-side cert, CN, not-after, days left
-    homekube certs renew [--within DAYS] [--yes] rolling re-issue, one member at a time
+    homekube certs [-o json]                     every cert (etcd, kubeadm, kubelet, handed-out
+                                                 kubeconfigs), CN, not-after, days left
+    homekube certs renew [--within DAYS] [--yes] rolling re-issue, one etcd member, then one
+                                                 control plane at a time
+    homekube backup --verify FILE [--on HOST]    restore FILE into a scratch dir on a host, count keys
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def register(
 
         guarded(body)
 
-    certs_app = typer.Typer(help="etcd certificates: list them, renew them.",
+    certs_app = typer.Typer(help="Certificates (etcd, kubeadm, kubelet, kubeconfigs): list, renew.",
                             invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None)
 
     @certs_app.callback()
@@ -102,7 +105,7 @@ def register(
         config: ConfigOpt = DEFAULT_CONFIG,
         out: OutputOpt = "text",
     ) -> None:
-        """List every etcd certificate (hosts, local CA, operator) with days left."""
+        """List every certificate (etcd, kubeadm, kubelet, handed-out kubeconfigs) with days left."""
         if ctx.invoked_subcommand is not None:
             ctx.obj = config  # `certs -c X renew` means renew with X
             return
@@ -115,7 +118,7 @@ def register(
 
         guarded(body)
 
-    @certs_app.command(short_help="Renew etcd certificates expiring soon.")
+    @certs_app.command(short_help="Renew etcd and kubeadm certificates expiring soon.")
     def renew(
         ctx: typer.Context,
         config: Annotated[Path | None, typer.Option(
@@ -131,7 +134,8 @@ def register(
         timeout: TimeoutOpt = None,
         step_timeout: StepTimeoutOpt = None,
     ) -> None:
-        """Re-issue etcd certs expiring soon, one member at a time, keeping quorum."""
+        """Re-issue etcd and kubeadm certs expiring soon: one etcd member, then one control
+        plane, at a time."""
         from homekube.ops.certs import run_renew
 
         def body() -> int:

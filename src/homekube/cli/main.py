@@ -225,6 +225,7 @@ def check(config: ConfigOpt = DEFAULT_CONFIG, timeout: TimeoutOpt = None) -> Non
             try:
                 code = output.print_check(console, s)
                 await _disk_check(cfg, s)
+                _expiry_check(cfg, s)
                 return code
             finally:
                 await s.close()
@@ -232,6 +233,25 @@ def check(config: ConfigOpt = DEFAULT_CONFIG, timeout: TimeoutOpt = None) -> Non
         return run_async(go(), timeout)
 
     guarded(body)
+
+
+def _expiry_check(cfg: ClusterConfig, s: Any) -> None:
+    """Warn about certificates expiring within etcd.renewWithinDays (from the facts gathered)."""
+    from datetime import UTC, datetime
+
+    from homekube.ops.certs import handed_out, host_expiries, window_days
+    from homekube.pki.inventory import handed_out_rows, warnings
+
+    now = datetime.now(UTC)
+    rows = [e for h in cfg.hosts if h.name in s.facts
+            for e in host_expiries(cfg, h, s.facts[h.name], now)]
+    rows += handed_out_rows(handed_out(cfg), now)
+    found = warnings(rows, window_days(cfg))
+    for w in found:
+        console.print(f"warning: {w}", markup=False, soft_wrap=True)
+    if rows and not found:
+        console.print(f"certificates: none expires within {window_days(cfg)} days "
+                      "(etcd.renewWithinDays)", markup=False)
 
 
 async def _disk_check(cfg: ClusterConfig, s: Any) -> None:

@@ -1,8 +1,24 @@
-"""`homekube certs` (list) and `homekube certs renew` (rolling re-issue of etcd certificates).
+"""`homekube certs` (list) and `homekube certs renew` (rolling re-issue of etcd's and kubeadm's
+certificates).
 
-Listing reads every etcd-side certificate on every reachable host (kubeadm's tree under
-/etc/kubernetes/pki and etcd's own copies under /etc/etcd/pki) in the one fact-gathering exec,
-plus the local etcd CA and the operator's client certificate from the state directory.
+Listing reads, in the one fact-gathering exec per host, every etcd-side certificate (kubeadm's
+tree under /etc/kubernetes/pki and etcd's own copies under /etc/etcd/pki), kubeadm's own
+certificates and the client certificates inside its kubeconfigs (the same set `kubeadm certs
+check-expiration` reports; the key stays on the host), and the kubelet's client and serving
+certificates; plus the local etcd CA, the operator's client certificate, and every admin
+kubeconfig `homekube kubeconfig` wrote (recorded in `<state>/kubeconfigs.json` when written).
+`status` and `check` warn about any of them expiring within `etcd.renewWithinDays`.
+
+kubeadm's certificates: renew runs `kubeadm certs renew all` on each control plane whose
+kubeadm certificates expire within the window, one control plane at a time, then restarts
+kube-controller-manager and kube-scheduler there (they read their kubeconfig's certificate
+only at start): their manifests are taken out of /etc/kubernetes/manifests until the old
+processes are gone, put back, and the new processes must answer /healthz before the next
+control plane starts. kube-apiserver is not restarted: it re-reads its serving certificate,
+its kubelet-client and front-proxy certificates from disk while it runs, and its etcd client
+loads apiserver-etcd-client on every new connection; so the API keeps answering throughout
+(the rig test counts failed calls during a renewal: 0). The kubelet rotates its own client
+certificate. Kubeconfigs handed out earlier keep the old admin certificate: renew says so.
 
 Renewal reuses the apply planners, not a second code path: `EtcdPkiPhase` decides which certs
 to re-issue (with the renewal window widened to `--within DAYS` by handing the planners a copy

@@ -1,4 +1,10 @@
-"""`homekube status`: hosts, etcd members and health, certificate lifetimes.
+"""`homekube status`: hosts, etcd members and health, certificate lifetimes, scheduled backups.
+
+Warnings (also under `warnings` in `--output json`): any certificate (etcd, kubeadm, kubelet,
+handed-out kubeconfigs) expiring within `etcd.renewWithinDays`, and per etcd host: the newest
+scheduled snapshot older than twice the schedule's period, the last run failed, or the timer
+not running (:func:`homekube.components.backup.backup_status`). Warnings do not change the
+exit code.
 
 It works with hosts down (that is when you need it most): unreachable hosts are listed as
 such, and etcd is asked over mTLS from this machine, falling back to `etcdctl` on a member

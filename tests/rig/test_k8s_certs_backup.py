@@ -295,6 +295,39 @@ def test_short_lived_kubeadm_certs_renewed_while_a_client_keeps_calling(
     assert plan_json(config)["changes"] == 0
 
 
+@pytest.mark.timeout(900)
+def test_renewing_everything_on_one_host_measures_the_etcd_restart(
+        cluster: tuple[Path, Path]) -> None:
+    """`--within 400` takes every etcd and kubeadm certificate. With a single etcd member its
+    restart is a real outage of the API's storage: the failed calls are measured and printed
+    (no target: with 3 members the rolling restart keeps quorum, see test_day2); what must
+    hold is that everything is renewed and the API answers again without help."""
+    config, d = cluster
+    kc = d / "admin.kubeconfig"
+    cli("kubeconfig", "--config", str(config), "--out", str(kc))
+    serials = {(c["host"], c["path"]): c.get("serial") for c in certs_json(config)["certs"]}
+    with ApiCaller(kc) as probe:
+        wait_for("the client's first calls", lambda: probe.ok >= 5, seconds=60)
+        t0 = time.monotonic()
+        res = run_cli("certs", "renew", "--within", "400", "--yes", "--config", str(config),
+                      timeout=900)
+        took = time.monotonic() - t0
+        total, failed = probe.total, len(probe.failed)
+        n = probe.ok
+        wait_for("calls succeed after the renewal", lambda: probe.ok >= n + 5, seconds=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "kubeadm certs renew all" in res.stdout and "etcd restart order" in res.stdout, res.stdout
+    print(f"\n[k8s-certs] certs renew --within 400 (etcd: 1 member, restarted; kubeadm): "
+          f"{took:.1f}s; API calls during it: {failed} failed of {total}"
+          + (f" (first: {probe.failed[0]})" if probe.failed else ""))
+    after = certs_json(config)["certs"]
+    renewed = [c for c in after if c.get("group") in ("etcd", "kubeadm")]
+    assert len(renewed) >= 12
+    for c in renewed:
+        assert c["serial"] != serials.get((c["host"], c["path"])), c
+    assert plan_json(config)["changes"] == 0
+
+
 def serving_days(host: str, port: int) -> int:
     """Days left on the certificate the API serves right now."""
     pem = ssl.get_server_certificate((host, port))

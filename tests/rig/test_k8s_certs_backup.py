@@ -45,20 +45,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pa
     d = tmp_path_factory.mktemp("k8scerts")
     config = d / "cluster.yaml"
     hklab.down()
-    lab = hklab.up(1, config_path=config, kubernetes=True)
-    text = config.read_text()
-    assert "  install: tarball\n" in text
-    config.write_text(text.replace(
-        "  install: tarball\n",
-        f"  install: tarball\n  backup: {{schedule: '{SCHEDULE}', keep: 3}}\n"))
-    t0 = time.monotonic()
-    res = run_cli("apply", "--config", str(config), "--quiet", timeout=1500)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    print(f"\n[k8s-certs] apply (1 host, Kubernetes + etcd + backup timer): "
-          f"{time.monotonic() - t0:.1f}s")
-    assert plan_json(config)["changes"] == 0
-    assert lab.hosts
     try:
+        lab = hklab.up(1, config_path=config, kubernetes=True)
+        text = config.read_text()
+        assert "  install: tarball\n" in text
+        config.write_text(text.replace(
+            "  install: tarball\n",
+            f"  install: tarball\n  backup: {{schedule: '{SCHEDULE}', keep: 3}}\n"))
+        t0 = time.monotonic()
+        res = run_cli("apply", "--config", str(config), "--quiet", timeout=1500)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        print(f"\n[k8s-certs] apply (1 host, Kubernetes + etcd + backup timer): "
+              f"{time.monotonic() - t0:.1f}s")
+        assert plan_json(config)["changes"] == 0
+        assert lab.hosts
         yield config, d
     finally:
         hklab.down()

@@ -83,7 +83,7 @@ from homekube.pki.inventory import warnings as cert_warnings
 from homekube.pki.issue import generate_key
 from homekube.pki.spec import cert_info, member_files, needs_issue
 from homekube.pki.store import LocalCA, _write_atomic
-from homekube.plan.model import Act, Change, PhasePlan, Plan, Run, Step
+from homekube.plan.model import Act, Change, ChangeKey, PhasePlan, Plan, Run, Step
 from homekube.plan.order import declare, one_at_a_time
 
 CERT_PATHS = tuple(pf.path for pf in member_files(control_plane=True) if pf.kind == "cert")
@@ -246,6 +246,9 @@ RESTARTED = (("kube-controller-manager", 10257), ("kube-scheduler", 10259))
 MANIFESTS = "/etc/kubernetes/manifests"
 PARKED = "/etc/kubernetes/homekube/parked"
 RENEW_LOG = "/var/log/homekube/kubeadm-certs-renew.log"
+#: identities of the kubeadm renewal's steps
+KUBEADM_ISSUE = ChangeKey("kubeadm-certs", "all", Act.ISSUE)
+STATIC_RESTART = ChangeKey("static-pod", ",".join(n for n, _ in RESTARTED), Act.RESTART)
 
 
 def restart_static_pods(pods: tuple[tuple[str, int], ...] = RESTARTED, seconds: int = 180) -> str:
@@ -308,13 +311,13 @@ def kubeadm_renewals(cfg: ClusterConfig, facts: dict[str, HostFacts], days: int,
         out.append(Change(h.name, "certs-renew", "kubeadm certificates",
                           "kubeadm certs renew all", why,
                           (Run(renew, "kubeadm certs renew all", timeout=300),),
-                          order=KUBEADM_RENEW.turn(i, "renew")))
+                          order=KUBEADM_RENEW.turn(i, "renew"), key=KUBEADM_ISSUE))
         names = ", ".join(n for n, _ in RESTARTED)
         out.append(Change(h.name, "certs-renew", f"static pods {names}", f"restart {names}",
                           "they read their kubeconfig's certificate only at start "
                           "(kube-apiserver reloads its certificates and keeps serving)",
                           (Run(restart_static_pods(), f"restart {names}", timeout=300),),
-                          order=KUBEADM_RENEW.turn(i, "restart")))
+                          order=KUBEADM_RENEW.turn(i, "restart"), key=STATIC_RESTART))
     return out
 
 
@@ -396,7 +399,7 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
         if restarts:
             console.print(f"etcd restart order (one member at a time, each healthy before the "
                           f"next): {', '.join(restarts)}", markup=False)
-        kube_hosts = [c.host for c in kube if c.summary == "kubeadm certs renew all"]
+        kube_hosts = [c.host for c in kube if c.key == KUBEADM_ISSUE]
         for c in kube:
             console.print(f"{c.host}: {c.summary}: {c.why}", markup=False)
         if not (yes or (confirm is not None and confirm(
@@ -417,9 +420,13 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
     op = _renew_operator(cfg, days, datetime.now(UTC))
     if op:
         console.print(f"{LOCAL}: re-issued the operator certificate ({op})", markup=False)
-    console.print(f"renewed {len(renewals)} etcd certificate(s) on {len(set(restarts))} "
-                  f"member(s) and kubeadm's certificates on {len(kube_hosts)} control plane(s) "
-                  f"in {took:.1f}s", markup=False)
+    if renewals:
+        console.print(f"renewed {len(renewals)} certificate(s) on {len(set(restarts))} member(s)",
+                      markup=False)
+    if kube_hosts:
+        console.print(f"renewed kubeadm's certificates on {len(kube_hosts)} control plane(s): "
+                      f"{', '.join(kube_hosts)}", markup=False)
+    console.print(f"certs renew took {took:.1f}s", markup=False)
     old = [r for r in handed_out(cfg) if kube_hosts]
     if old:
         console.print(f"{len(old)} kubeconfig(s) written by `homekube kubeconfig` still carry the "

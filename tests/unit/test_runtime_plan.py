@@ -165,6 +165,7 @@ def test_fresh_containerd_node_installs_binaries_config_unit_and_cni_packages() 
     (unit,) = by_resource(cs, "unit containerd.service")
     assert runs(unit)[:2] == ["systemctl daemon-reload", "systemctl enable --now containerd.service"]
     assert "[ -S /run/containerd/containerd.sock ]" in runs(unit)[2]
+    assert "grpc[.]v1 +cri" in runs(unit)[2]
     assert all(c.order == k8s.INSTALL for c in cs if c.resource != "artifacts")
 
 

@@ -162,8 +162,16 @@ def containerd_steps(cfg: ClusterConfig, f: HostFacts, phase: str, have: dict[st
     steps.append(unit_step(
         f, phase, "containerd.service", why="the kubelet talks to containerd",
         restart_because=restart if running else [], daemon_reload=isinstance(unit, Change),
-        wait="[ -S /run/containerd/containerd.sock ]"))
+        wait=CONTAINERD_CRI_READY))
     return steps
+
+
+#: containerd serves its socket before its CRI service may be registered; kubeadm's preflight
+#: then fails with "unknown service runtime.v1.RuntimeService" (seen in the lab), so the
+#: runtime counts as ready only once the CRI gRPC plugin reports ok.
+CONTAINERD_CRI_READY = (f"[ -S /run/containerd/containerd.sock ] && {CONTAINERD_BIN_DIR}/ctr --address "
+                        "/run/containerd/containerd.sock plugins ls 2>/dev/null "
+                        "| grep -Eq '^io[.]containerd[.]grpc[.]v1 +cri +.* ok *$'")
 
 
 def registry_steps(cfg: ClusterConfig, f: HostFacts, phase: str) -> list[Step]:

@@ -119,7 +119,8 @@ def reset_script(cfg: ClusterConfig, f: HostFacts, *, purge_data: bool = True) -
         Cmd("hk_rm", *paths),
     ]
     if purge_data:
-        steps.append(Cmd("hk_rm", cfg.etcd.data_dir, cfg.etcd.backup.dir))
+        steps += [Cmd("hk_rm", cfg.etcd.data_dir, cfg.etcd.backup.dir),
+                  Cmd("hk_rm_aside", cfg.etcd.data_dir)]
     steps += [
         when(Cmd("test", "-e", ETCD_USER_RECORD),
              Cmd("userdel", "etcd").quiet().or_true(), Cmd("groupdel", "etcd").quiet().or_true()),

@@ -46,11 +46,24 @@ def cluster(lab_config: Path, tmp_path_factory: pytest.TempPathFactory
     config = tmp_path_factory.mktemp("k8s-day2") / "cluster.yaml"
     lab = _cluster_lab(3, config, {"h1": "control-plane, etcd, worker", "h2": "etcd, worker",
                                    "h3": "etcd, worker"})
+    # lab: the machine's disk is shared by every lab slot and often has less than kubelet's
+    # 15 % imagefs threshold free; a node under disk pressure would take no pods at all
+    text = config.read_text()
+    assert "  kubeProxy:\n" in text
+    config.write_text(text.replace("  kubeProxy:\n", "  kubelet:\n    evictionHard: {memory.available: "
+                                   "100Mi, nodefs.available: 2%, imagefs.available: 2%, "
+                                   "nodefs.inodesFree: 2%}\n  kubeProxy:\n", 1))
     fresh = {h.name: inventory(h.name) for h in lab.hosts}
     apply_cluster(config)
-    wait_for("three nodes Ready", lambda: ready_nodes() == {"h1": True, "h2": True, "h3": True},
-             seconds=300)
-    wait_for("CoreDNS Ready", coredns_ready, seconds=300)
+    try:
+        wait_for("three nodes Ready", lambda: ready_nodes() == {"h1": True, "h2": True, "h3": True},
+                 seconds=600)
+        wait_for("CoreDNS Ready", coredns_ready, seconds=600)
+    except BaseException:
+        print(hklab.host_exec("h1", "kubectl --kubeconfig=/etc/kubernetes/admin.conf get pods -A -o wide; "
+                                    "kubectl --kubeconfig=/etc/kubernetes/admin.conf -n kube-system "
+                                    "describe pods -l k8s-app=kube-dns | tail -40").stdout)
+        raise
     try:
         yield lab, config, fresh
     finally:

@@ -25,6 +25,15 @@ hk_rm_aside() {
   done
 }
 
+# hk_rmdir_empty DIR...: remove each directory if it is empty (innermost first); a directory
+# something else also uses keeps its content and stays
+hk_rmdir_empty() {
+  local d
+  for d in "$@"; do
+    rmdir "$d" 2>/dev/null || true
+  done
+}
+
 # hk_iptables_cleanup: delete the chains Kubernetes, Calico and flannel made in every table,
 # and the rules that jump to them; other rules stay.
 hk_iptables_cleanup() {

@@ -35,11 +35,13 @@ CONTAINERD_FOOTPRINT = (
 )
 #: what the running cluster leaves beyond homekube's own files: flannel's init container
 #: copies its CNI plugin next to kubernetes-cni's (the package's purge leaves it), kubelet
-#: makes its volume plugin directory. Those directories go only when nothing else is in them.
+#: makes its volume plugin directory, and containerd creates a missing hostPath source
+#: (kube-proxy mounts /lib/modules, absent on hosts without kernel modules: containers).
+#: Those directories go only when nothing else is in them.
 CLUSTER_LEFTOVERS = ("/opt/cni/bin/flannel",)
 EMPTY_DIRS = ("/opt/cni/bin", "/opt/cni", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
               "/usr/libexec/kubernetes/kubelet-plugins/volume",
-              "/usr/libexec/kubernetes/kubelet-plugins", "/usr/libexec/kubernetes")
+              "/usr/libexec/kubernetes/kubelet-plugins", "/usr/libexec/kubernetes", "/lib/modules")
 
 #: files and directories homekube may create (data dir added from config)
 FOOTPRINT = (

@@ -195,7 +195,10 @@ def test_a_drain_blocked_by_a_budget_stops_with_a_clear_message(
     lab, config, _ = cluster
     image = arts(lab).hkecho_image
     kubectl("create namespace guard")
+    # two pods per node, unguarded: they move when h3 goes (the next test)
+    kubectl("apply -f -", input=json.dumps(deployment("spread", "guard", image, 6, spread=True)))
     kubectl("apply -f -", input=json.dumps(deployment("guarded", "guard", image, 3, spread=True)))
+    wait_for("guard/spread rolled out", lambda: rolled_out("guard", "spread"), seconds=300)
     wait_for("guard/guarded rolled out", lambda: rolled_out("guard", "guarded"), seconds=300)
     assert any(p["metadata"]["namespace"] == "guard" for p in pods_on("h3"))
     pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
@@ -225,7 +228,7 @@ def test_removing_a_worker_moves_its_pods_and_leaves_a_fresh_host(
     _, config, fresh = cluster
     before = pods_on("h3")
     owners = {(p["metadata"]["namespace"], p["metadata"]["labels"].get("app", "")) for p in before}
-    assert ("guard", "guarded") in owners, owners
+    assert {("guard", "guarded"), ("guard", "spread")} <= owners, owners
 
     smaller = without_h3(config, tmp_path / "two.yaml")
     plan = run_cli("plan", "--config", str(smaller))
@@ -241,11 +244,11 @@ def test_removing_a_worker_moves_its_pods_and_leaves_a_fresh_host(
 
     # the Node is gone, the others are Ready, and h3's pods run elsewhere
     assert ready_nodes() == {"h1": True, "h2": True}
-    for ns, app in (("guard", "guarded"), ("keepme", "web"), ("keepme", "fresh")):
+    for ns, app in (("guard", "guarded"), ("guard", "spread"), ("keepme", "web"), ("keepme", "fresh")):
         wait_for(f"{ns}/{app} rolled out on h1 and h2", lambda n=ns, a=app: rolled_out(n, a),  # type: ignore[misc]
                  seconds=300)
         pods = kubectl_json(f"-n {ns} get pods -l app={app}")["items"]
-        assert pods and all(p["spec"]["nodeName"] in ("h1", "h2") and p["status"]["phase"] == "Running"
+        assert pods and all(p["spec"].get("nodeName") in ("h1", "h2") and p["status"]["phase"] == "Running"
                             for p in pods), [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
     wait_for("CoreDNS Ready", coredns_ready, seconds=300)
     assert etcd_members() == ["h1", "h2"]

@@ -137,10 +137,14 @@ class OsFamily(ABC):
 
         `reset` later removes exactly those, so a host goes back to its own package set.
         """
+        return self.record_install(self.install_command(packages), record)
+
+    def record_install(self, command: str, record: str) -> str:
+        """Run the install `command`, and append every package it added to `record`."""
         d = record.rsplit("/", 1)[0]
         return (
             f"hk_before=$(mktemp); {self.list_installed_command()} > \"$hk_before\"; "
-            f"{self.install_command(packages)} && install -d -m 0755 {d} && "
+            f"{command} && install -d -m 0755 {d} && "
             f"{self.list_installed_command()} | comm -13 \"$hk_before\" - >> {record}; "
             'rc=$?; rm -f "$hk_before"; exit $rc'
         )
@@ -166,7 +170,9 @@ class Debian(OsFamily):
         return "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' | awk '$1 ~ /^.i/{print $2}' | sort"
 
     def remove_command(self, packages: list[str]) -> str:
-        return f"DEBIAN_FRONTEND=noninteractive apt-get purge -y -q {shell_words(sorted(packages))}"
+        # the Kubernetes packages are held (apt-mark hold): a purge must be allowed to change them
+        return ("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q --allow-change-held-packages "
+                f"{shell_words(sorted(packages))}")
 
     def version_pin(self, package: str, glob: str) -> str:
         return f"{package}={glob}"

@@ -344,8 +344,15 @@ def test_restore_plan_waves_and_commands(tmp_path: Path) -> None:
     assert [sorted(c.host for c in w) for w in waves] == [
         ["a", "b", "c"], ["a"], ["a", "b", "c"], ["a", "b", "c"], ["a", "b", "c"], ["a"], ["a"]]
     assert [str(w[0].order) for w in waves] == [
-        "restore data", "stop apiserver", "stop etcd", "swap data", "start etcd", "verify",
-        "start apiserver"]
+        "restore data", "stop control plane", "stop etcd", "swap data", "start etcd", "verify",
+        "start control plane"]
+    stop = waves[1][0].actions[0].describe()
+    for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        assert f"/etc/kubernetes/manifests/{c}.yaml" in stop
+        assert f"/etc/kubernetes/{c}.yaml.stopped-by-homekube-20261125T000000Z" in stop
+        assert f"/etc/kubernetes/{c}.yaml.stopped-by-homekube-20261125T000000Z" in waves[6][0].actions[0].describe()
+    # pgrep sees 15 characters of a process name: kube-controller-manager is kube-controller
+    assert "pgrep -x 'kube-apiserver|kube-controller|kube-scheduler'" in stop
     restore = next(c for c in waves[0] if c.host == "b")
     cmd = restore.actions[0].describe()
     ic = ("a=https://192.0.2.11:2380,b=https://192.0.2.12:2380,c=https://192.0.2.13:2380")
@@ -394,9 +401,12 @@ def test_describe_lists_numbered_steps(tmp_path: Path) -> None:
     assert "revision 9, 1000 live keys, taken from b" in lines[0]
     assert lines[1] == "upload it to a, b, c, then:"
     assert lines[2].startswith("  1. a, b, c: restore the snapshot into /var/lib/etcd.restore")
-    assert lines[3].startswith("  2. a: stop kube-apiserver if present")
+    assert lines[3].startswith("  2. a: stop kube-apiserver, kube-controller-manager and kube-scheduler")
     assert lines[4].startswith("  3. a, b, c: stop etcd")
-    assert lines[-1].startswith("  7. a: start kube-apiserver again")
+    assert lines[-1].startswith("  7. a: start the control plane again")
+    k8s = config(kubernetes=True)
+    assert describe(restore_plan(k8s, snap, "S"), snap, k8s).splitlines()[-1].startswith(
+        "then wait (up to 900 s) for the API, kube-controller-manager, kube-scheduler")
 
 
 def test_describe_groups_and_picks_by_identity_not_text(tmp_path: Path) -> None:

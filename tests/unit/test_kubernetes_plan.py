@@ -412,8 +412,10 @@ def test_el_node_uses_excludes_and_container_selinux() -> None:
     content = writes(repo)["/etc/yum.repos.d/kubernetes.repo"].content
     assert b"exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni" in content
     (pk,) = by_resource(cs, "packages")
-    assert runs(pk)[0] == ("dnf install -y -q --disableexcludes=kubernetes "
-                           "'container-selinux' 'cri-o' 'kubeadm' 'kubectl' 'kubelet'")
+    assert ("; dnf install -y -q --disableexcludes=kubernetes "
+            "'container-selinux' 'cri-o' 'kubeadm' 'kubectl' 'kubelet' && ") in runs(pk)[0]
+    # what the install added is recorded, so that reset and node removal remove it again
+    assert runs(pk)[0].endswith(">> /var/lib/homekube/packages; rc=$?; rm -f \"$hk_before\"; exit $rc")
     assert not [c for c in cs if c.resource.startswith("keyring")]
 
 

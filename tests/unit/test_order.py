@@ -8,7 +8,8 @@ import pytest
 
 from homekube.cli.output import change_op
 from homekube.components.base import Context, LocalState
-from homekube.components.removal import RemovalPhase
+from homekube.components.registry import phase_names
+from homekube.components.removal import DrainPhase, RemovalPhase
 from homekube.config.loader import load_text
 from homekube.plan.model import Act, Change, ChangeKey, PhasePlan, Plan, Run, waves
 from homekube.plan.order import declare, one_at_a_time, parallel
@@ -83,16 +84,20 @@ def test_plan_json_counts_waves_from_zero_and_names_the_stage() -> None:
     assert all("stage" not in c for c in changes)
 
 
-def test_removed_hosts_leave_one_at_a_time_drain_then_clean() -> None:
+def test_removed_hosts_leave_one_at_a_time_drains_before_etcd_then_clean() -> None:
     cfg = load_text(HA)
     kept = cfg.model_copy(update={"hosts": [h for h in cfg.hosts if h.name in ("cp1", "cp2")]})
     facts = {n: installed(cfg, host(cfg, n)) for n in ("cp1", "cp2", "cp3", "w1")}
     gone = tuple(h for h in cfg.hosts if h.name in ("cp3", "w1"))
-    steps = RemovalPhase().plan(Context(kept, facts, LocalState(), NOW, removed=gone))
-    ws = PhasePlan("remove", "", tuple(steps)).waves
-    assert [[(c.host, c.resource.split()[0]) for c in w] for w in ws] == [
-        [("cp1", "node")], [("cp3", "homekube")], [("cp1", "node")], [("w1", "homekube")]]
-    assert [ws[0][0].resource, ws[2][0].resource] == ["node cp3", "node w1"]
+    ctx = Context(kept, facts, LocalState(), NOW, removed=gone)
+    drains = PhasePlan("drain", "", tuple(DrainPhase().plan(ctx))).waves
+    assert [[(c.host, c.resource) for c in w] for w in drains] == [
+        [("cp1", "node cp3")], [("cp1", "node w1")]]
+    cleans = PhasePlan("remove", "", tuple(RemovalPhase().plan(ctx))).waves
+    assert [[(c.host, c.resource.split()[0]) for c in w] for w in cleans] == [
+        [("cp3", "homekube")], [("w1", "homekube")]]
+    names = phase_names()
+    assert names.index("drain") < names.index("etcd") and names[-1] == "remove"
 
 
 def test_the_plan_symbol_comes_from_the_key_before_the_text() -> None:

@@ -66,6 +66,7 @@ from ruamel.yaml import YAML
 from homekube.components.artifacts import Artifact as DownloadArtifact
 from homekube.components.base import Context, Phase
 from homekube.components.downloads import TEMP_DIR, fetch_verified
+from homekube.components.reset import PACKAGES_RECORD
 from homekube.components.runtime import (
     containerd_artifacts,
     containerd_steps,
@@ -785,6 +786,8 @@ def _package_steps(cfg: ClusterConfig, f: HostFacts, fam: OsFamily, ph: str,
         pinned = (package_pins(cfg, fam, missing) if cfg.kubernetes.version != cfg.kubernetes.minor
                   else missing)
         cmd, how = fam.install_held_command(pinned, held)
+        # recorded like host prep's packages, so that reset and node removal take them away
+        cmd = fam.record_install(cmd, PACKAGES_RECORD)
         what = ("with the matching CRI-O" if cfg.kubernetes.runtime == "cri-o"
                 else "and the CNI plugins (kubernetes-cni) for containerd")
         return [Change(h, ph, "packages", f"install {', '.join(missing)}",

@@ -8,14 +8,17 @@ from homekube.components.etcd import EtcdPhase, EtcdPkiPhase
 from homekube.components.hostprep import HostPrepPhase
 from homekube.components.k8s_upgrade import KubernetesUpgradePhase
 from homekube.components.kubernetes import kubernetes_phases, rendered_kubernetes_files
-from homekube.components.removal import RemovalPhase
+from homekube.components.removal import DrainPhase, RemovalPhase
 from homekube.config.model import ClusterConfig
 
 
 def all_phases() -> list[Phase]:
     # k8s-upgrade sits before the Kubernetes phases: etcd first, then kubeadm/kubelets move a
-    # minor before k8s-packages (which leaves hosts being upgraded to it) and kubeadm look
-    return [HostPrepPhase(), EtcdPkiPhase(), EtcdPhase(), EtcdBackupPhase(), KubernetesUpgradePhase(),
+    # minor before k8s-packages (which leaves hosts being upgraded to it) and kubeadm look.
+    # Removed nodes are drained before etcd loses their members: a drain that a
+    # PodDisruptionBudget blocks then stops the apply before anything else changed.
+    return [HostPrepPhase(), EtcdPkiPhase(), DrainPhase(), EtcdPhase(), EtcdBackupPhase(),
+            KubernetesUpgradePhase(),
             *kubernetes_phases(), RemovalPhase()]
 
 

@@ -30,7 +30,18 @@ CONTAINERD_FOOTPRINT = (
     "/etc/containerd", "/etc/systemd/system/containerd.service", "/usr/local/bin/containerd",
     "/usr/local/bin/containerd-shim-runc-v2", "/usr/local/bin/ctr", "/usr/local/sbin/runc",
     "/var/lib/containerd", "/run/containerd",
+    # containerd creates its plugin directories there at start
+    "/opt/containerd",
 )
+#: what the running cluster leaves beyond homekube's own files: flannel's init container
+#: copies its CNI plugin next to kubernetes-cni's (the package's purge leaves it), kubelet
+#: makes its volume plugin directory, and containerd creates a missing hostPath source
+#: (kube-proxy mounts /lib/modules, absent on hosts without kernel modules: containers).
+#: Those directories go only when nothing else is in them.
+CLUSTER_LEFTOVERS = ("/opt/cni/bin/flannel",)
+EMPTY_DIRS = ("/opt/cni/bin", "/opt/cni", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
+              "/usr/libexec/kubernetes/kubelet-plugins/volume",
+              "/usr/libexec/kubernetes/kubelet-plugins", "/usr/libexec/kubernetes", "/lib/modules")
 
 #: files and directories homekube may create (data dir added from config)
 FOOTPRINT = (
@@ -56,6 +67,7 @@ FOOTPRINT = (
     "/etc/yum.repos.d/cri-o.repo",
     "/etc/cni/net.d",
     "/var/lib/calico",
+    "/var/lib/cni",
     "/run/flannel",
     "/var/lib/kubelet",
     "/var/log/homekube",
@@ -119,11 +131,14 @@ def reset_script(cfg: ClusterConfig, f: HostFacts, *, purge_data: bool = True) -
         Cmd("hk_rm", *paths),
     ]
     if purge_data:
-        steps.append(Cmd("hk_rm", cfg.etcd.data_dir, cfg.etcd.backup.dir))
+        steps += [Cmd("hk_rm", cfg.etcd.data_dir, cfg.etcd.backup.dir),
+                  Cmd("hk_rm_aside", cfg.etcd.data_dir)]
     steps += [
         when(Cmd("test", "-e", ETCD_USER_RECORD),
              Cmd("userdel", "etcd").quiet().or_true(), Cmd("groupdel", "etcd").quiet().or_true()),
         *purge,
+        Cmd("hk_rm", *CLUSTER_LEFTOVERS),
+        Cmd("hk_rmdir_empty", *EMPTY_DIRS),
         Cmd("rm", "-rf", STATE_DIR),
         lines(Cmd("systemctl", "daemon-reload"), Cmd("systemctl", "reset-failed").quiet().or_true()),
     ]

@@ -14,9 +14,10 @@ failure):
                        `--bump-revision 1000000000 --mark-compacted` when etcdutl has them);
                        check the restored database holds at least the snapshot's totalKey.
                        etcd still serves meanwhile.
-    stop apiserver     control planes: move /etc/kubernetes/manifests/kube-apiserver.yaml out
-                       of the manifests directory (kubelet then stops the static pod) and wait
-                       for it to exit
+    stop control plane control planes: move the kube-apiserver, kube-controller-manager and
+                       kube-scheduler manifests out of /etc/kubernetes/manifests (kubelet then
+                       stops the static pods) and wait until none of them runs: nothing writes
+                       to etcd, and no controller acts on the pre-restore state meanwhile
     stop etcd          every member: stop etcd
     swap data          every member: keep the old data dir as
                        `<data-dir>.before-restore-<stamp>`, move the restored one in, chown
@@ -28,15 +29,21 @@ failure):
                        other for quorum)
     verify             one member: all members listed and healthy, revision ≥ the snapshot's,
                        live key count ≥ the snapshot's (bump-revision adds a revision, not a key)
-    start apiserver    control planes: put the kube-apiserver manifest back
+    start control plane control planes: put the manifests back (kubelet starts the pods)
+
+With the Kubernetes layer on, `restore` then waits (up to `timeouts.wait`) until the cluster is
+back, and says what it waited for: the API's /readyz, kube-controller-manager's and
+kube-scheduler's /healthz on every control plane, every node Ready with its kubelet's Lease
+renewed after the restore, and every Deployment and DaemonSet in the system namespaces
+(CoreDNS, kube-proxy, the CNI) rolled out (see homekube.facts.kube_health). Kubelets and
+controllers need no restart: `--bump-revision` + `--mark-compacted` make every watch fail as
+compacted, so clients list again instead of waiting for revisions they already saw.
 
 `--bump-revision` exists in etcdutl since 3.5.10-ish/3.6 (etcd-io/etcd#16029, #16165); an
 older etcdutl (the lab's 3.5.1) restores without it when the Kubernetes layer is off, and is
 refused when it is on (watch caches would see revisions go backwards).
 
-Stopping kube-apiserver is a file move checked by the rig tests with a stand-in manifest;
-with a real kubelet the wait loop (no `kube-apiserver` process left) is the part that only a
-Kubernetes host exercises.
+The whole sequence runs on a real kubeadm cluster in tests/rig/test_k8s_day2.py.
 """
 
 from __future__ import annotations
@@ -62,8 +69,9 @@ from homekube.etcd.shell import (
     snapshot_restore,
     wait_healthy,
 )
-from homekube.executor import Progress, execute
+from homekube.executor import Event, EventKind, Progress, execute
 from homekube.facts.base import shell_quote
+from homekube.facts.kube_health import Health, health_command, parse_health
 from homekube.ops.backup import verify_trailer
 from homekube.ops.session import close_all, connect_all, holder, timeouts_of
 from homekube.plan.model import Act, Change, ChangeKey, PhasePlan, Plan, Run, WriteFile
@@ -74,23 +82,25 @@ from homekube.topology import Topology
 from homekube.transport.base import Transport
 
 BUMP = 1_000_000_000
-APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+#: their process names as pgrep sees them (the kernel keeps 15 characters)
+CONTROL_PLANE_COMM = ("kube-apiserver", "kube-controller", "kube-scheduler")
 CHUNK = 8 << 20  # bytes per upload exec (base64 makes it ~11 MiB of script)
 PHASE = "restore"
 
 #: identities of the restore plan's steps (what `describe` groups and picks by)
 RESTORE_DATA = ChangeKey("etcd-data", "restore", Act.RESTORE)
-STOP_APISERVER = ChangeKey("static-pod", "kube-apiserver", Act.STOP)
+STOP_CONTROL_PLANE = ChangeKey("static-pod", "control plane", Act.STOP)
 STOP_ETCD = ChangeKey("unit", "etcd.service", Act.STOP)
 SWAP_DATA = ChangeKey("etcd-data", "data dir", Act.REPLACE)
 START_ETCD = ChangeKey("unit", "etcd.service", Act.START)
 VERIFY = ChangeKey("etcd", "cluster", Act.VERIFY)
-START_APISERVER = ChangeKey("static-pod", "kube-apiserver", Act.START)
+START_CONTROL_PLANE = ChangeKey("static-pod", "control plane", Act.START)
 
-(RESTORE_STAGE, STOP_APISERVER_STAGE, STOP_ETCD_STAGE, SWAP_STAGE, START_ETCD_STAGE, VERIFY_STAGE,
- START_APISERVER_STAGE) = declare(
-    PHASE, parallel("restore data"), parallel("stop apiserver"), parallel("stop etcd"),
-    parallel("swap data"), parallel("start etcd"), parallel("verify"), parallel("start apiserver"))
+(RESTORE_STAGE, STOP_CP_STAGE, STOP_ETCD_STAGE, SWAP_STAGE, START_ETCD_STAGE, VERIFY_STAGE,
+ START_CP_STAGE) = declare(
+    PHASE, parallel("restore data"), parallel("stop control plane"), parallel("stop etcd"),
+    parallel("swap data"), parallel("start etcd"), parallel("verify"), parallel("start control plane"))
 
 
 @dataclass(frozen=True)
@@ -157,22 +167,27 @@ def _restore_cmd(cfg: ClusterConfig, h: HostSpec, snap: Snapshot, upload: str) -
                             data_dir=cfg.etcd.data_dir, bump=BUMP, require_bump=cfg.kubernetes.enabled)
 
 
-def _stop_apiserver(stamp: str) -> str:
-    m = shell_quote(APISERVER_MANIFEST)
-    aside = shell_quote(f"/etc/kubernetes/kube-apiserver.yaml.stopped-by-homekube-{stamp}")
-    return (
-        f"if [ -f {m} ]; then mv {m} {aside}; "
-        # kubelet notices the missing manifest within its sync period (~20 s) and kills the pod
-        + poll_until(sh("! pgrep -x kube-apiserver >/dev/null"), seconds=120,
-                     failure="kube-apiserver still runs 120 s after its manifest was moved aside").text
-        + "; fi"
-    )
+def _aside(component: str, stamp: str) -> str:
+    return f"/etc/kubernetes/{component}.yaml.stopped-by-homekube-{stamp}"
 
 
-def _start_apiserver(stamp: str) -> str:
-    m = shell_quote(APISERVER_MANIFEST)
-    aside = shell_quote(f"/etc/kubernetes/kube-apiserver.yaml.stopped-by-homekube-{stamp}")
-    return f"if [ -f {aside} ]; then mv {aside} {m}; fi"
+def _stop_control_plane(stamp: str) -> str:
+    moves = [f"if [ -f {shell_quote(f'/etc/kubernetes/manifests/{c}.yaml')} ]; then "
+             f"mv {shell_quote(f'/etc/kubernetes/manifests/{c}.yaml')} {shell_quote(_aside(c, stamp))}; fi"
+             for c in CONTROL_PLANE]
+    running = "|".join(CONTROL_PLANE_COMM)
+    # kubelet notices a missing manifest within its sync period (~20 s) and kills the pod
+    wait = poll_until(sh(f"! pgrep -x {shell_quote(running)} >/dev/null"), seconds=120,
+                      failure="the control plane still runs 120 s after its manifests were moved aside",
+                      diagnose=[sh(f"pgrep -ax {shell_quote(running)} >&2")]).text
+    return "\n".join([*moves, wait])
+
+
+def _start_control_plane(stamp: str) -> str:
+    return "\n".join(
+        f"if [ -f {shell_quote(_aside(c, stamp))} ]; then "
+        f"mv {shell_quote(_aside(c, stamp))} {shell_quote(f'/etc/kubernetes/manifests/{c}.yaml')}; fi"
+        for c in CONTROL_PLANE)
 
 
 def _swap(cfg: ClusterConfig, stamp: str, upload: str) -> str:
@@ -213,10 +228,11 @@ def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:
             "them; etcd keeps serving meanwhile",
             RESTORE_STAGE, Run(_restore_cmd(cfg, h, snap, up), f"etcdutl snapshot restore into {data}.restore"))
     for h in _apiserver_hosts(cfg):
-        add(h.name, STOP_APISERVER, "kube-apiserver", "stop kube-apiserver if present",
-            f"move {APISERVER_MANIFEST} aside so nothing writes to etcd during the swap",
-            STOP_APISERVER_STAGE,
-            Run(_stop_apiserver(stamp), "move kube-apiserver's manifest aside, wait for exit"))
+        add(h.name, STOP_CONTROL_PLANE, "control plane",
+            "stop kube-apiserver, kube-controller-manager and kube-scheduler if present",
+            "nothing writes to etcd during the swap, no controller acts on the old state",
+            STOP_CP_STAGE,
+            Run(_stop_control_plane(stamp), "move the static pods' manifests aside, wait until they exit"))
     for h in etcd_hosts:
         add(h.name, STOP_ETCD, "unit etcd.service", "stop etcd",
             "every member stops before any data is swapped", STOP_ETCD_STAGE,
@@ -237,15 +253,16 @@ def restore_plan(cfg: ClusterConfig, snap: Snapshot, stamp: str) -> Plan:
         "the restored cluster must hold at least what the snapshot held", VERIFY_STAGE,
         Run(_verify(cfg, snap), "check members, health, key count and revision"))
     for h in _apiserver_hosts(cfg):
-        add(h.name, START_APISERVER, "kube-apiserver", "start kube-apiserver again if it was stopped",
-            "kubelet starts the static pod once its manifest is back", START_APISERVER_STAGE,
-            Run(_start_apiserver(stamp), "move the kube-apiserver manifest back"))
+        add(h.name, START_CONTROL_PLANE, "control plane",
+            "start the control plane again (the manifests it stopped)",
+            "kubelet starts the static pods once their manifests are back", START_CP_STAGE,
+            Run(_start_control_plane(stamp), "move the static pods' manifests back"))
     hosts = [h.name for h in cfg.hosts if h.has("etcd") or h.has("control-plane")]
     phase = PhasePlan(PHASE, "etcd restore", tuple(steps))
     return Plan(cluster=cfg.name, hosts=hosts, phases=[phase])
 
 
-def describe(plan: Plan, snap: Snapshot) -> str:
+def describe(plan: Plan, snap: Snapshot, cfg: ClusterConfig | None = None) -> str:
     """The plan as numbered steps (what `restore` prints without --yes)."""
     lines = [f"restore {snap.path} ({snap.size} bytes, sha256 {snap.sha256[:16]}…)"]
     if snap.revision is not None:
@@ -261,6 +278,10 @@ def describe(plan: Plan, snap: Snapshot) -> str:
         for same in by_key.values():
             hosts = ", ".join(c.host for c in same)
             lines.append(f"  {i}. {hosts}: {same[0].summary} ({same[0].why})")
+    if cfg is not None and cfg.kubernetes.enabled and cfg.control_planes:
+        lines.append(f"then wait (up to {cfg.timeouts.wait} s) for the API, "
+                     "kube-controller-manager, kube-scheduler, every node Ready with a renewed "
+                     "lease, and the system Deployments and DaemonSets")
     return "\n".join(lines)
 
 
@@ -300,6 +321,54 @@ async def live_counts(t: Transport) -> dict[str, int]:
     return parse_live_counts(res.stdout)
 
 
+def kube_nodes(cfg: ClusterConfig) -> list[str]:
+    """The hosts that are Kubernetes nodes (kubeadm init or join ran there)."""
+    return [h.name for h in cfg.hosts if h.has("control-plane") or h.has("worker")]
+
+
+async def wait_kubernetes(cfg: ClusterConfig, ts: dict[str, Transport], *, seconds: float,
+                          progress: Progress | None = None, every: float = 2.0) -> tuple[Health, float]:
+    """Poll until the control planes, nodes and system workloads are back; (health, seconds).
+
+    Raise HostError naming what is still not back after `seconds`.
+    """
+    cps = [h.name for h in cfg.control_planes if h.name in ts]
+    first, nodes = cps[0], kube_nodes(cfg)
+    step = (f"wait for the API, kube-controller-manager, kube-scheduler, {len(nodes)} nodes Ready "
+            "and system workloads (CoreDNS, kube-proxy, CNI)")
+
+    def say(kind: EventKind, text: str = "", secs: float = 0.0) -> None:
+        if progress is not None:
+            progress(Event(kind, first, PHASE, step, text=text, seconds=secs))
+
+    say("start")
+    t0 = time.monotonic()
+    since: float | None = None
+    problems: list[str] = []
+    while True:
+        res = await ts[first].run(health_command(), timeout=120)
+        health = parse_health(res.stdout)
+        if since is None:
+            # the API was down from the stop until now: a lease renewed from here on is news
+            since = float(health.now) if health.now is not None else time.time()
+        problems = health.problems(nodes, since)
+        for other in cps[1:]:
+            o = parse_health((await ts[other].run(health_command(api=False), timeout=60)).stdout)
+            problems += [f"{other}: {p}" for p in o.problems(nodes, since, api=False)]
+        dt = time.monotonic() - t0
+        if not problems:
+            say("done", secs=dt)
+            return health, dt
+        if dt > seconds:
+            say("fail", "; ".join(problems[:5]))
+            raise HostError(
+                f"the cluster is not back {seconds:.0f} s after the restore: " + "; ".join(problems),
+                host=first, phase=PHASE, step=step,
+                hint="etcd holds the snapshot's data; look at `kubectl get pods -A` and the "
+                     "kubelet's journal on the nodes named above (timeouts.wait sets this limit)")
+        await asyncio.sleep(every)
+
+
 async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, yes: bool,
                       progress: Progress | None = None,
                       confirm: Callable[[str], bool] | None = None) -> int:
@@ -311,7 +380,7 @@ async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, y
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     plan = restore_plan(cfg, snap, stamp)
     if not yes:
-        console.print(describe(plan, snap), markup=False)
+        console.print(describe(plan, snap, cfg), markup=False)
         if confirm is None or not confirm("Stop etcd on every member and restore this snapshot?"):
             console.print("nothing was changed; run again with --yes to restore", markup=False)
             return 0
@@ -334,11 +403,16 @@ async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, y
                 f"restore stopped: {len(result.applied)} of {len(plan.changes)} steps done",
                 host=first.host or "?", phase=PHASE, step=first.step,
                 hint=(f"once the swap ran the old data is kept as {cfg.etcd.data_dir}"
-                      f".before-restore-{stamp}; a stopped kube-apiserver's manifest waits in "
-                      "/etc/kubernetes/kube-apiserver.yaml.stopped-by-homekube-"
-                      f"{stamp}; fix the cause and run restore again"),
+                      f".before-restore-{stamp}; the stopped control plane's manifests wait in "
+                      f"/etc/kubernetes/*.yaml.stopped-by-homekube-{stamp}; fix the cause and "
+                      "run restore again"),
             )
         got = await live_counts(ts[cfg.etcd_hosts[0].name])
+        t_etcd = time.monotonic()
+        back: tuple[Health, float] | None = None
+        if cfg.kubernetes.enabled and any(h.name in ts for h in cfg.control_planes):
+            back = await wait_kubernetes(cfg, ts, seconds=float(timeouts_of(cfg)["wait"]),
+                                         progress=progress)
     except HomekubeError:
         raise
     except OSError as e:
@@ -348,9 +422,13 @@ async def run_restore(cfg: ClusterConfig, console: Console, snapshot: Path, *, y
         await close_all(ts)
     dt = time.monotonic() - t0
     want = f" (snapshot: {snap.keys})" if snap.keys is not None else ""
-    console.print(f"restored {len(cfg.etcd_hosts)} members in {dt:.2f}s (upload {t_up - t0:.2f}s): "
-                  f"{got.get('count', '?')} live keys{want}, revision {got.get('revision', '?')}",
-                  markup=False)
+    console.print(f"restored {len(cfg.etcd_hosts)} members in {t_etcd - t0:.2f}s (upload "
+                  f"{t_up - t0:.2f}s): {got.get('count', '?')} live keys{want}, revision "
+                  f"{got.get('revision', '?')}", markup=False)
+    if back is not None:
+        health, waited = back
+        console.print(f"Kubernetes is back after {waited:.2f}s more (total {dt:.2f}s): "
+                      f"waited for {health.summary(kube_nodes(cfg))}", markup=False)
     console.print(f"old data kept as {cfg.etcd.data_dir}.before-restore-{stamp} on each member",
                   markup=False)
     return 0

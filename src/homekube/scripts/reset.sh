@@ -16,6 +16,24 @@ hk_rm() {
   done
 }
 
+# hk_rm_aside DATA_DIR: the copies etcd's data was set aside as (a removed member's
+# DATA_DIR.removed-*, a restore's DATA_DIR.before-restore-*)
+hk_rm_aside() {
+  local p
+  for p in "$1".removed-* "$1".before-restore-*; do
+    if [ -e "$p" ]; then hk_rm "$p"; fi
+  done
+}
+
+# hk_rmdir_empty DIR...: remove each directory if it is empty (innermost first); a directory
+# something else also uses keeps its content and stays
+hk_rmdir_empty() {
+  local d
+  for d in "$@"; do
+    rmdir "$d" 2>/dev/null || true
+  done
+}
+
 # hk_iptables_cleanup: delete the chains Kubernetes, Calico and flannel made in every table,
 # and the rules that jump to them; other rules stay.
 hk_iptables_cleanup() {

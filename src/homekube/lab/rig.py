@@ -180,6 +180,7 @@ def up(
     config_path: Path | str | None = None,
     *,
     kubernetes: bool = False,
+    kubernetes_version: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Lab:
     """Start hosts h1..hN (reusing a running lab of the same size) and wait until ready.
@@ -189,7 +190,9 @@ def up(
     an empty <labdir>/state, since homekube's state there described the old hosts' cluster.
     With kubernetes, also build what is missing of the Kubernetes artifacts (the first time
     15-30 min), publish them into the mirror and start the registry with their images;
-    progress gets a line per step (default: the lab's log).
+    progress gets a line per step (default: the lab's log). kubernetes_version picks the
+    minor the cluster.yaml names ("1.35" to test an upgrade to 1.36; default: the newest);
+    every minor the lab builds is published either way.
     """
     if not 1 <= n <= settings.MAX_HOSTS:
         raise LabError(f"the lab takes 1 to {settings.MAX_HOSTS} hosts, not {n}")
@@ -209,7 +212,8 @@ def up(
         if kubernetes:
             _kubelet_kernel_settings(say)
             artifacts.run(say)  # all cached by now: publish and push only
-            lab = dataclasses.replace(lab, artifacts=artifacts.describe(published=True))
+            lab = dataclasses.replace(
+                lab, artifacts=artifacts.describe(published=True, minor=kubernetes_version))
     if cfg is not None:
         write_config(lab, cfg)
     return lab

@@ -227,3 +227,43 @@ def test_etcd_moves_first_to_the_version_matched_to_the_new_minor() -> None:
     assert etcd_membership.version_gate("3.6.6", cfg.etcd_version)  # below 3.6.11: the etcd gate refuses
     # 1.35 → 1.36 keeps etcd where it is
     assert cfg_at(SMALL, "1.35").etcd_version == cfg_at(SMALL, "1.36").etcd_version == "3.6.14"
+
+
+def _with_kube(f: HostFacts, **kube: object) -> HostFacts:
+    kf = replace(f.extra["kubernetes"], **kube)
+    return replace(f, extra={**f.extra, "kubernetes": kf})
+
+
+def test_an_unhealthy_node_is_refused_before_anything() -> None:
+    facts = cluster_at(SMALL, "1.35")
+    facts["cp1"] = _with_kube(facts["cp1"], node_ready={"cp1": "True", "w1": "True",
+                                                        "w2": "Unknown"})
+    with pytest.raises(RefusedError) as e:
+        plan_of(cfg_at(SMALL, "1.36"), facts)
+    msg = str(e.value)
+    assert "not healthy enough to upgrade to Kubernetes 1.36; nothing was changed" in msg
+    assert "node w2 is not Ready (Ready=Unknown)" in msg and "w1" not in msg
+    assert e.value.hint and "homekube status" in e.value.hint
+    # all Ready: planned
+    facts["cp1"] = _with_kube(facts["cp1"], node_ready={"cp1": "True", "w1": "True",
+                                                        "w2": "True"})
+    assert changes(plan_of(cfg_at(SMALL, "1.36"), facts))
+
+
+def test_an_etcd_member_that_does_not_answer_is_refused() -> None:
+    facts = cluster_at(SMALL, "1.35")
+    down = etcd_shell.EtcdHostFacts(True, {etcd_layout.TARBALL_BIN: "3.6.14"}, True, None, None)
+    facts["cp1"] = replace(facts["cp1"], extra={**facts["cp1"].extra, "etcd": down})
+    with pytest.raises(RefusedError, match=r"cp1: etcd does not answer"):
+        plan_of(cfg_at(SMALL, "1.36"), facts)
+
+
+def test_an_upgrade_under_way_is_not_refused_for_a_node_it_is_replacing() -> None:
+    """Once the first control plane has the new kubeadm, a NotReady node (its kubelet being
+    replaced when an earlier apply stopped) must not strand the upgrade half done."""
+    facts = cluster_at(SMALL, "1.35")
+    cp1 = facts["cp1"]
+    cp1 = replace(cp1, packages={**cp1.packages, "kubeadm": PackageState("kubeadm", "1.36.4-1.1")})
+    facts["cp1"] = _with_kube(cp1, node_ready={"cp1": "True", "w1": "False", "w2": "True"})
+    p = plan_of(cfg_at(SMALL, "1.36"), facts)
+    assert {c.host for c in changes(p) if c.resource == "kubelet"} == {"cp1", "w1", "w2"}

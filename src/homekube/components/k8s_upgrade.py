@@ -35,8 +35,10 @@ from homekube.components.kubernetes import (
     LAYER_OFF,
     LOG_DIR,
     _kubeadm,
+    _minor,
     installed_minor,
     is_node,
+    kube_facts,
     kubernetes_probes,
     package_pins,
     primary,
@@ -44,6 +46,7 @@ from homekube.components.kubernetes import (
 )
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import RefusedError
+from homekube.etcd.shell import etcd_facts
 from homekube.facts.base import shell_quote
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
@@ -209,6 +212,42 @@ def _upgrading(ctx: Context, nodes: list[HostSpec]) -> dict[str, str]:
     return have
 
 
+def started(ctx: Context, first: str) -> bool:
+    """The upgrade has begun: the first control plane's kubeadm package is the wanted minor
+    (`kubeadm upgrade apply` comes right after it is installed)."""
+    pkg = ctx.facts[first].packages.get("kubeadm")
+    return pkg is not None and _minor(pkg.version) == ctx.config.kubernetes.minor
+
+
+def preflight_problems(ctx: Context, first: str) -> list[str]:
+    """What must be healthy before an upgrade starts: every node Ready (as the API on the first
+    control plane reports it) and every initialised etcd member answering."""
+    problems = [f"node {n} is not Ready (Ready={r}): drain or fix it, or remove it first"
+                for n, r in sorted(kube_facts(ctx.facts[first]).node_ready.items()) if r != "True"]
+    for h in ctx.hosts():
+        if not h.has("etcd"):
+            continue
+        ef = etcd_facts(ctx.facts[h.name])
+        if ef.initialized and ef.status is None:
+            problems.append(f"{h.name}: etcd does not answer (initialised member, no status)")
+    return problems
+
+
+def _preflight(ctx: Context, first: str) -> None:
+    """Refuse to start an upgrade of an unhealthy cluster (an upgrade already under way goes on:
+    its own steps wait for each node, and refusing then would strand it half done)."""
+    if started(ctx, first):
+        return
+    problems = preflight_problems(ctx, first)
+    if problems:
+        want = ctx.config.kubernetes.minor
+        raise RefusedError(
+            f"the cluster is not healthy enough to upgrade to Kubernetes {want}; nothing was "
+            "changed:\n" + "\n".join(problems),
+            hint="`homekube status` shows nodes and etcd members; apply again once every node "
+                 "is Ready and every etcd member answers")
+
+
 def _families(ctx: Context, hosts: dict[str, str]) -> dict[str, OsFamily]:
     fams: dict[str, OsFamily] = {}
     for n in hosts:
@@ -243,8 +282,9 @@ class KubernetesUpgradePhase:
         if p.state == "down":
             return [NoChange(p.host.name, ph, "upgrade",
                              f"the upgrade to {want} waits for the API: {p.why}", warning=True)]
-        fams = _families(ctx, have)
         first = p.host.name
+        _preflight(ctx, first)
+        fams = _families(ctx, have)
         upgrading = [h for h in nodes if h.name in have]
         other_cps = [h for h in upgrading if h.has("control-plane") and h.name != first]
         # kubelets: the first control plane, then the other control planes, then workers

@@ -31,6 +31,7 @@ from homekube.facts.host import HostFacts
 from homekube.facts.system import PackageState
 from homekube.plan.model import Change, NoChange, Plan, Run, WriteFile
 from homekube.render.kubernetes import CRIO_DROPIN_PATH, REDACTED_TOKEN, crio_dropin
+from homekube.render.runtime import CONTAINERD_CONFIG
 from tests.unit.test_kubernetes_plan import (
     HA,
     TOKEN_RE,
@@ -267,3 +268,24 @@ def test_an_upgrade_under_way_is_not_refused_for_a_node_it_is_replacing() -> Non
     facts["cp1"] = _with_kube(cp1, node_ready={"cp1": "True", "w1": "False", "w2": "True"})
     p = plan_of(cfg_at(SMALL, "1.36"), facts)
     assert {c.host for c in changes(p) if c.resource == "kubelet"} == {"cp1", "w1", "w2"}
+
+
+def test_containerd_gets_the_new_minors_pause_image_with_the_kubelet() -> None:
+    """kubeadm 1.36 pins pause 3.10.2 (1.35: 3.10.1): containerd's config.toml moves in the
+    kubelet step of each drained node, so the apply after the upgrade has nothing left to do."""
+    text = SMALL.replace('kubernetes: {version: "1.36"}',
+                         'kubernetes: {version: "1.36", runtime: containerd}')
+    p = plan_of(cfg_at(text, "1.36"), cluster_at(text, "1.35"))
+    kubelets = [c for c in changes(p) if c.resource == "kubelet"]
+    assert {c.host for c in kubelets} == {"cp1", "w1", "w2"}
+    for c in kubelets:
+        conf = [a for a in c.actions if isinstance(a, WriteFile) and a.path == CONTAINERD_CONFIG]
+        assert len(conf) == 1 and b'sandbox = "registry.k8s.io/pause:3.10.2"' in conf[0].content
+        cmds = runs(c)
+        assert cmds.index("systemctl restart containerd") < cmds.index("systemctl restart kubelet")
+        assert "pause 3.10.2" in c.summary
+    # 1.36 → 1.37 keeps pause 3.10.2: containerd is left alone
+    p = plan_of(cfg_at(text, "1.37"), cluster_at(text, "1.36"))
+    for c in (c for c in changes(p) if c.resource == "kubelet"):
+        assert "containerd" not in runs(c) and not any(
+            isinstance(a, WriteFile) and a.path == CONTAINERD_CONFIG for a in c.actions)

@@ -53,7 +53,14 @@ from homekube.facts.system import Probes
 from homekube.osfamily import OsFamily, family_of, fetch_keyring_command
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
 from homekube.plan.order import Order, declare, one_at_a_time, parallel
-from homekube.render.kubernetes import CRIO_DROPIN_PATH, RepoFile, crio_dropin, repo_files
+from homekube.render.kubernetes import (
+    CRIO_DROPIN_PATH,
+    PAUSE_VERSIONS,
+    RepoFile,
+    crio_dropin,
+    repo_files,
+)
+from homekube.render.runtime import CONTAINERD_CONFIG, containerd_config
 
 __all__ = ["PHASE", "KubernetesUpgradePhase", "check_minor_step", "package_pins"]  # pins: re-export
 
@@ -169,14 +176,28 @@ def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, order: O
             "and kubelet", f"{h.name} is drained; its kubelet and CRI-O move {have} → {minor} "
             "(CRI-O minor = Kubernetes minor; the drop-in carries this minor's pause image)",
             tuple(acts), order=order)
-    # containerd is not tied to a Kubernetes minor (cluster.yaml pins its version); its
-    # sandbox image follows kubeadm's pause version: k8s-packages rewrites config.toml once
-    # the node is on the new minor
+    # containerd is not tied to a Kubernetes minor (cluster.yaml pins its version), but its
+    # pinned sandbox image is kubeadm's pause image, which some minors change: then the
+    # config moves here, with the kubelet (running containers outlive a containerd restart)
+    old_pause, new_pause = PAUSE_VERSIONS.get(have), PAUSE_VERSIONS.get(minor)
+    pause_moves = new_pause is not None and old_pause != new_pause
+    if pause_moves and new_pause is not None:
+        acts += [
+            WriteFile(CONTAINERD_CONFIG, containerd_config(cfg, new_pause).encode(), 0o644),
+            Run("systemctl restart containerd && for i in $(seq 60); do "
+                "[ -S /run/containerd/containerd.sock ] && break; sleep 1; done && "
+                "[ -S /run/containerd/containerd.sock ]",
+                f"restart containerd (sandbox image pause {old_pause} → {new_pause})"),
+        ]
     acts.append(Run("systemctl daemon-reload && systemctl restart kubelet",
                     "systemctl daemon-reload && systemctl restart kubelet"))
+    pause = f", pin pause {new_pause} in containerd's config" if pause_moves else ""
     return Change(
-        h.name, PHASE, "kubelet", f"install kubelet and kubectl {minor}, restart kubelet",
-        f"{h.name} is drained; its kubelet moves {have} → {minor}", tuple(acts), order=order)
+        h.name, PHASE, "kubelet", f"install kubelet and kubectl {minor}{pause}, restart kubelet",
+        f"{h.name} is drained; its kubelet moves {have} → {minor}"
+        + (f" and kubeadm {minor} expects the sandbox image pause {new_pause}" if pause_moves
+           else ""),
+        tuple(acts), order=order)
 
 
 def _drain(first: str, node: str, order: Order) -> Change:

@@ -151,22 +151,45 @@ def test_minor_upgrade_keeps_a_deployment_serving(old_cluster: tuple[hklab.Lab, 
     kubectl("apply -f -", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                             "items": workload(lab.artifacts.hkecho_image)}))
     kubectl("rollout status deployment/web --timeout=300s", )
+
+    # refused before anything is touched: a skipped minor, an etcd member down, a node NotReady
+    skip = tmp_path / "skip.yaml"
+    skip.write_text(config.read_text().replace(f'version: "{OLD}"', 'version: "1.37"'))
+    refused = run_cli("apply", "--config", str(skip))
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "1.35 → 1.37 skips a minor" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    target = tmp_path / "target.yaml"
+    target.write_text(config.read_text().replace(f'version: "{OLD}"', f'version: "{NEW}"'))
+    run_on("h3", "systemctl stop etcd")
+    try:
+        refused = run_cli("apply", "--config", str(target))
+    finally:
+        run_on("h3", "systemctl start etcd")
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "h3: etcd does not answer" in refused.stderr, refused.stderr
+    run_on("h3", "systemctl stop kubelet")
+    try:
+        wait_for("node h3 NotReady", lambda: not ready_nodes()["h3"], seconds=300)
+        refused = run_cli("apply", "--config", str(target))
+    finally:
+        run_on("h3", "systemctl start kubelet")
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "node h3 is not Ready" in refused.stderr, refused.stderr
+    wait_for("three nodes Ready", lambda: ready_nodes() == {"h1": True, "h2": True, "h3": True},
+             seconds=300)
+    assert set(node_versions().values()) == {f"v{OLD}"}, node_versions()  # nothing moved
+    kubectl("rollout status deployment/web --timeout=300s")
+
+    # the client: one request after another from h1, through kube-proxy, to the two pods
     ip = kubectl_json("get service web")["spec"]["clusterIP"]
     run_on("h1", f"systemd-run --unit {CLIENT_UNIT} --collect bash -c {json.dumps(client_script(ip))}")
     wait_for("the client's first answers", lambda: client_counts()[0] >= 20, seconds=120)
     total, fails, per_node = client_counts()
     assert not fails and set(per_node) == {"h2", "h3"}, (fails[:5], per_node)
 
-    # skipping a minor is refused before anything is touched
-    skip = tmp_path / "skip.yaml"
-    skip.write_text(config.read_text().replace(f'version: "{OLD}"', 'version: "1.37"'))
-    refused = run_cli("plan", "--config", str(skip))
-    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
-    assert "1.35 → 1.37 skips a minor" in refused.stderr, refused.stderr
-    assert "Traceback" not in refused.stderr
-
     # the new minor: plan shows kubeadm's order
-    config.write_text(config.read_text().replace(f'version: "{OLD}"', f'version: "{NEW}"'))
+    config.write_text(target.read_text())
     order = plan_order(config)
     print("\nplan:\n" + "\n".join(f"  {o}" for o in order))
     upgrade = [(w, h, r) for _, ph, w, h, r in order if ph == "k8s-upgrade"]

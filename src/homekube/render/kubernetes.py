@@ -112,9 +112,10 @@ PAUSE_VERSIONS: Mapping[str, str] = {
     "1.37": "3.10.2",
 }
 """kubeadm's ``constants.PauseVersion`` per minor, so CRI-O's sandbox image matches what kubeadm
-preflight expects (a mismatch is a preflight warning). 1.35 = 3.10.1 was seen in a copy of the
-v1.35.8 constants; 1.36 = 3.10.2 comes from a third-party report (kubeclipper PR #947);
-1.34 = 3.10.1 and 1.37 = 3.10.2 are UNCONFIRMED — check ``kubeadm config images list``."""
+preflight expects (a mismatch is a preflight warning). 1.35 = 3.10.1 and 1.36 = 3.10.2 are
+read from kubeadm's constants.go in k8s.io/kubernetes v1.35.4 and v1.36.3 (and the lab's rig
+tests compare them with ``kubeadm config images list``); 1.34 = 3.10.1 and 1.37 = 3.10.2 are
+UNCONFIRMED."""
 
 CALICO_VERSION = "v3.32.1"
 """Calico release (facts.md §0); tested by Calico on Kubernetes 1.34–1.36 (§8.1)."""

@@ -206,6 +206,7 @@ def up(
     with exclusive_lock(paths.lock_file):
         _check_owner(paths)
         ensure_host_tools()
+        _machine_minimums(say)
         lab = _reuse(paths, n, cfg)
         if lab is None:
             lab = _create(paths, n, cfg)
@@ -242,6 +243,26 @@ KUBELET_KERNEL_SETTINGS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
+
+
+#: Machine-wide limits the lab raises (never lowers) before it boots hosts: every host's systemd
+#: and every kubelet, containerd and etcd inside take inotify instances from root's one budget,
+#: and a few labs side by side (one per slot) use up the default 128; a host's systemd then
+#: dies at boot with "Failed to allocate manager object: Too many open files".
+MACHINE_MINIMUMS = {"fs/inotify/max_user_instances": 1024}
+
+
+def _machine_minimums(say: Callable[[str], None]) -> None:
+    for key, floor in MACHINE_MINIMUMS.items():
+        path = Path("/proc/sys") / key
+        try:
+            have = int(path.read_text().strip())
+            if have < floor:
+                path.write_text(f"{floor}\n")
+                say(f"machine kernel: {key.replace('/', '.')} {have} -> {floor} (lab hosts)")
+        except (OSError, ValueError) as e:
+            raise LabError(f"cannot raise {key.replace('/', '.')} to {floor}: {e}",
+                           hint="run as root on the machine") from None
 
 
 def _kubelet_kernel_settings(say: Callable[[str], None]) -> None:

@@ -23,7 +23,14 @@ import pytest
 
 from homekube import lab as hklab
 from tests.rig.helpers import run_cli, run_on, sh, wait_for
-from tests.rig.test_cluster import apply_cluster, changes, kubectl, kubectl_json, ready_nodes
+from tests.rig.test_cluster import (
+    KUBECTL,
+    apply_cluster,
+    changes,
+    kubectl,
+    kubectl_json,
+    ready_nodes,
+)
 
 pytestmark = pytest.mark.rig
 
@@ -141,6 +148,17 @@ def plan_order(config: Path) -> list[tuple[int, str, int, str, str]]:
     return sorted(out)
 
 
+def rolled_out() -> None:
+    """Wait for deployment/web; fail with what its pods say."""
+    res = run_on("h1", f"{KUBECTL} rollout status deployment/web --timeout=300s", ok=False,
+                 timeout=330)
+    if res.returncode != 0:
+        pods = sh("h1", f"{KUBECTL} get pods -o wide; {KUBECTL} describe pods -l app=web | "
+                        "tail -60", ok=False)
+        pytest.fail(f"deployment web not rolled out: {res.stdout}{res.stderr}\n{pods}")
+
+
+@pytest.mark.timeout(5400)  # bringing up 1.35 (~10 min under load) and the upgrade itself
 def test_minor_upgrade_keeps_a_deployment_serving(old_cluster: tuple[hklab.Lab, Path],
                                                   tmp_path: Path) -> None:
     lab, config = old_cluster
@@ -150,7 +168,7 @@ def test_minor_upgrade_keeps_a_deployment_serving(old_cluster: tuple[hklab.Lab, 
     # a workload behind a Service, and a client hammering it from h1 through kube-proxy
     kubectl("apply -f -", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                             "items": workload(lab.artifacts.hkecho_image)}))
-    kubectl("rollout status deployment/web --timeout=300s", )
+    rolled_out()
 
     # refused before anything is touched: a skipped minor, an etcd member down, a node NotReady
     skip = tmp_path / "skip.yaml"
@@ -179,7 +197,7 @@ def test_minor_upgrade_keeps_a_deployment_serving(old_cluster: tuple[hklab.Lab, 
     wait_for("three nodes Ready", lambda: ready_nodes() == {"h1": True, "h2": True, "h3": True},
              seconds=300)
     assert set(node_versions().values()) == {f"v{OLD}"}, node_versions()  # nothing moved
-    kubectl("rollout status deployment/web --timeout=300s")
+    rolled_out()
 
     # the client: one request after another from h1, through kube-proxy, to the two pods
     ip = kubectl_json("get service web")["spec"]["clusterIP"]
@@ -228,7 +246,7 @@ def test_minor_upgrade_keeps_a_deployment_serving(old_cluster: tuple[hklab.Lab, 
         assert sh(h, "kubelet --version").strip() == f"Kubernetes v{NEW}"
 
     # the workload is still there and served throughout
-    kubectl("rollout status deployment/web --timeout=300s")
+    rolled_out()
     run_on("h1", f"systemctl stop {CLIENT_UNIT}")
     total, fails, per_node = client_counts()
     print(f"\nclient during the upgrade: {len(fails)} failed of {total} requests; "

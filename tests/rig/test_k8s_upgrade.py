@@ -14,6 +14,7 @@ requests are counted (and printed).
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,7 +202,7 @@ def test_minor_upgrade_keeps_a_deployment_serving(old_cluster: tuple[hklab.Lab, 
 
     # the client: one request after another from h1, through kube-proxy, to the two pods
     ip = kubectl_json("get service web")["spec"]["clusterIP"]
-    run_on("h1", f"systemd-run --unit {CLIENT_UNIT} --collect bash -c {json.dumps(client_script(ip))}")
+    run_on("h1", f"systemd-run --unit {CLIENT_UNIT} --collect bash -c {shlex.quote(client_script(ip))}")
     wait_for("the client's first answers", lambda: client_counts()[0] >= 20, seconds=120)
     total, fails, per_node = client_counts()
     assert not fails and set(per_node) == {"h2", "h3"}, (fails[:5], per_node)

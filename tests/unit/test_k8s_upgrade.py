@@ -289,3 +289,18 @@ def test_containerd_gets_the_new_minors_pause_image_with_the_kubelet() -> None:
     for c in (c for c in changes(p) if c.resource == "kubelet"):
         assert "containerd" not in runs(c) and not any(
             isinstance(a, WriteFile) and a.path == CONTAINERD_CONFIG for a in c.actions)
+
+
+def test_upgrade_commands_ignore_the_preflight_checks_init_ignored() -> None:
+    """With allowCgroupV1, kubeadm init/join skip SystemVerification; `kubeadm upgrade plan`,
+    `apply` and `node` run the same check and fail on cgroup v1 unless told too (seen on the
+    lab's real 1.35 → 1.36 upgrade)."""
+    text = SMALL.replace('kubernetes: {version: "1.36"}',
+                         'kubernetes: {version: "1.36", allowCgroupV1: true}')
+    p = plan_of(cfg_at(text, "1.36"), cluster_at(text, "1.35"))
+    kubeadm = [line for c in changes(p) for line in runs(c).splitlines()
+               if re.search(r"^if ! kubeadm upgrade (plan|apply|node)", line)]
+    assert len(kubeadm) == 4  # plan + apply on cp1, node on w1 and w2
+    assert all("--ignore-preflight-errors=SystemVerification" in line for line in kubeadm), kubeadm
+    plain = plan_of(cfg_at(SMALL, "1.36"), cluster_at(SMALL, "1.35"))
+    assert "--ignore-preflight-errors" not in "\n".join(runs(c) for c in changes(plain))

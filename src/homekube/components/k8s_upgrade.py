@@ -58,6 +58,7 @@ from homekube.render.kubernetes import (
     PAUSE_VERSIONS,
     RepoFile,
     crio_dropin,
+    ignored_preflight_checks,
     repo_files,
 )
 from homekube.render.runtime import CONTAINERD_CONFIG, containerd_config
@@ -88,6 +89,13 @@ def check_minor_step(host: str, have: str, want: str) -> str | None:
         return (f"{host}: Kubernetes {have} → {want} skips a minor: kubeadm upgrades one minor "
                 f"at a time (next: {nxt})")
     return None
+
+
+def _ignoring(cfg: ClusterConfig) -> str:
+    """The preflight checks kubeadm init/join were told to ignore, for the upgrade commands
+    too: `kubeadm upgrade plan/apply/node` run the same SystemVerification (cgroup v1)."""
+    checks = ignored_preflight_checks(cfg)
+    return f" --ignore-preflight-errors={shell_quote(','.join(checks))}" if checks else ""
 
 
 def _install(cfg: ClusterConfig, fam: OsFamily, packages: list[str]) -> Run:
@@ -128,9 +136,9 @@ def _upgrade_apply(cfg: ClusterConfig, h: str, fam: OsFamily, have: str) -> Chan
              "exit 1;; esac")
     run = "\n".join([
         pick, check,
-        _kubeadm("kubeadm upgrade plan", 'kubeadm upgrade plan "$v"',
+        _kubeadm("kubeadm upgrade plan", f'kubeadm upgrade plan "$v"{_ignoring(cfg)}',
                  f"{LOG_DIR}/kubeadm-upgrade-plan.log"),
-        _kubeadm("kubeadm upgrade apply", 'kubeadm upgrade apply -y "$v"',
+        _kubeadm("kubeadm upgrade apply", f'kubeadm upgrade apply -y "$v"{_ignoring(cfg)}',
                  f"{LOG_DIR}/kubeadm-upgrade-apply.log"),
     ])
     return Change(
@@ -149,7 +157,7 @@ def _upgrade_node(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, order: O
         h, PHASE, "kubeadm upgrade node", f"install kubeadm {minor}, kubeadm upgrade node",
         f"control planes follow the first one {have} → {minor}, one at a time",
         (_install(cfg, fam, ["kubeadm"]),
-         Run(_kubeadm("kubeadm upgrade node", "kubeadm upgrade node",
+         Run(_kubeadm("kubeadm upgrade node", f"kubeadm upgrade node{_ignoring(cfg)}",
                       f"{LOG_DIR}/kubeadm-upgrade-node.log"), "kubeadm upgrade node")),
         order=order)
 
@@ -162,7 +170,7 @@ def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, order: O
     if not h.has("control-plane"):
         # a worker's kubeadm moves here; `upgrade node` rewrites its kubelet configuration
         acts += [_install(cfg, fam, ["kubeadm"]),
-                 Run(_kubeadm("kubeadm upgrade node", "kubeadm upgrade node",
+                 Run(_kubeadm("kubeadm upgrade node", f"kubeadm upgrade node{_ignoring(cfg)}",
                               f"{LOG_DIR}/kubeadm-upgrade-node.log"), "kubeadm upgrade node")]
     acts.append(_install(cfg, fam, pkgs))
     if crio:

@@ -78,6 +78,7 @@ __all__ = [
     "control_plane_endpoint",
     "crio_dropin",
     "headlamp_objects",
+    "ignored_preflight_checks",
     "ipv4_encapsulation",
     "kubeadm_init_config",
     "kubeadm_join_config",
@@ -280,7 +281,7 @@ def kubernetes_version(cfg: ClusterConfig, kubeadm_version: str | None = None) -
     return f"stable-{minor}"
 
 
-def _ignored_checks(cfg: ClusterConfig) -> list[str]:
+def ignored_preflight_checks(cfg: ClusterConfig) -> list[str]:
     """kubeadm preflight checks to ignore: SystemVerification fails on cgroup v1, so
     `allowCgroupV1` is the explicit opt-in for it; the rest are the user's, by name."""
     checks = ["SystemVerification"] if cfg.kubernetes.allow_cgroup_v1 else []
@@ -304,7 +305,7 @@ def _node_registration(cfg: ClusterConfig, host: HostSpec) -> kt.NodeRegistratio
         cri_socket=cri_socket(cfg),
         taints=[] if untainted else None,
         kubelet_extra_args=[kt.Arg(name="node-ip", value=node_ip)],
-        ignore_preflight_errors=_ignored_checks(cfg) or None,
+        ignore_preflight_errors=ignored_preflight_checks(cfg) or None,
     )
 
 

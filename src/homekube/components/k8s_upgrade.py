@@ -208,12 +208,24 @@ def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, order: O
         tuple(acts), order=order)
 
 
+#: Until the API server answers /readyz (up to 3 min): a control plane's new kubelet may
+#: restart its static pods, and an API server that is up but not ready yet refuses requests
+#: (its RBAC cache is empty: "forbidden" for the admin, seen on the lab's real upgrade).
+API_READY = (f"for i in $(seq 180); do {KUBECTL} get --raw=/readyz >/dev/null 2>&1 && break; "
+             f"sleep 1; done; {KUBECTL} get --raw=/readyz >/dev/null")
+
+
 def _drain(first: str, node: str, order: Order) -> Change:
     return Change(
         first, PHASE, f"drain {node}", f"kubectl drain {node}",
         f"move workloads off {node} before its kubelet is replaced",
-        (Run(f"{KUBECTL} drain {shell_quote(node)} --ignore-daemonsets --delete-emptydir-data "
-             f"--timeout={DRAIN_TIMEOUT}"),),
+        (Run(API_READY, "wait until the API server is ready (up to 3 min)"),
+         # drain is idempotent: a second try covers an API server restarted under it
+         Run(f"for try in 1 2 3; do {KUBECTL} drain {shell_quote(node)} --ignore-daemonsets "
+             f"--delete-emptydir-data --timeout={DRAIN_TIMEOUT} && exit 0; sleep 5; {API_READY}; "
+             "done; exit 1",
+             f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data "
+             f"--timeout={DRAIN_TIMEOUT} (up to 3 tries)")),
         order=order)
 
 
@@ -221,7 +233,8 @@ def _uncordon(first: str, node: str, order: Order) -> Change:
     return Change(
         first, PHASE, f"uncordon {node}", f"kubectl uncordon {node}",
         f"{node} runs the new kubelet: wait until it is Ready, then let workloads back",
-        (Run(f"{KUBECTL} wait --for=condition=Ready node/{shell_quote(node)} --timeout=300s",
+        (Run(API_READY, "wait until the API server is ready (up to 3 min)"),
+         Run(f"{KUBECTL} wait --for=condition=Ready node/{shell_quote(node)} --timeout=300s",
              f"wait until node {node} is Ready (up to 5 min)"),
          Run(f"{KUBECTL} uncordon {shell_quote(node)}")),
         order=order)

@@ -43,14 +43,21 @@ def arts(lab: hklab.Lab) -> LabArtifacts:
 def test_kubeadm_asks_for_exactly_the_images_the_registry_serves(
     lab: hklab.Lab, arts: LabArtifacts
 ) -> None:
-    kubeadm = gobuild.entry_dir(recipes.KUBERNETES) / "kubeadm"
-    listed = subprocess.run(
-        [str(kubeadm), "config", "images", "list", "--kubernetes-version",
-         f"v{arts.kubernetes_version}", "--image-repository", arts.image_repository],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.split()  # fmt: skip
-    # kubeadm lists its own etcd image too; homekube's etcd is external, so there is none
-    wanted = {i for i in listed if not i.startswith(f"{R}/etcd:")}
+    wanted: set[str] = set()
+    for rel in recipes.RELEASES:  # each minor's own kubeadm (1.36, and 1.35 to upgrade from)
+        kubeadm = gobuild.entry_dir(rel.kubernetes) / "kubeadm"
+        listed = subprocess.run(
+            [str(kubeadm), "config", "images", "list", "--kubernetes-version",
+             f"v{rel.kubernetes.version}", "--image-repository", arts.image_repository],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.split()  # fmt: skip
+        # kubeadm lists its own etcd image too; homekube's etcd is external, so there is none
+        wanted |= {i for i in listed if not i.startswith(f"{R}/etcd:")}
+        assert f"{R}/pause:{rel.pause.version}" in listed
+        assert f"{R}/coredns:v{rel.coredns.version}" in listed
+        repo = hklab.current()
+        assert repo is not None
+        assert (repo.dir / f"mirror/kubernetes/v{rel.minor}/deb/InRelease").is_file()
     served = {s.ref(R) for s in recipes.IMAGES if s.kubeadm}
     assert wanted == served
     assert arts.pause_image == f"{R}/pause:3.10.2" in wanted
@@ -75,6 +82,10 @@ def test_built_binaries_report_their_versions(arts: LabArtifacts) -> None:
         return cp.stdout + cp.stderr
 
     assert out(recipes.KUBERNETES, "kubelet", "--version").strip() == "Kubernetes v1.36.3"
+    prev = recipes.KUBERNETES_PREVIOUS
+    assert out(prev, "kubelet", "--version").strip() == "Kubernetes v1.35.4"
+    assert out(prev, "kubeadm", "version", "-o", "short").strip() == "v1.35.4"
+    assert "CoreDNS-1.13.1" in out(recipes.COREDNS_PREVIOUS, "coredns", "-version")
     assert out(recipes.KUBERNETES, "kube-apiserver", "--version").strip() == "Kubernetes v1.36.3"
     assert "v1.36.3" in out(recipes.KUBERNETES, "kubectl", "version", "--client")
     assert "etcd Version: 3.6.14" in out(recipes.ETCD, "etcd", "--version")

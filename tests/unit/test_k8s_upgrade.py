@@ -31,6 +31,7 @@ from homekube.facts.host import HostFacts
 from homekube.facts.system import PackageState
 from homekube.plan.model import Change, NoChange, Plan, Run, WriteFile
 from homekube.render.kubernetes import CRIO_DROPIN_PATH, REDACTED_TOKEN, crio_dropin
+from homekube.render.runtime import CONTAINERD_CONFIG
 from tests.unit.test_kubernetes_plan import (
     HA,
     TOKEN_RE,
@@ -227,3 +228,79 @@ def test_etcd_moves_first_to_the_version_matched_to_the_new_minor() -> None:
     assert etcd_membership.version_gate("3.6.6", cfg.etcd_version)  # below 3.6.11: the etcd gate refuses
     # 1.35 → 1.36 keeps etcd where it is
     assert cfg_at(SMALL, "1.35").etcd_version == cfg_at(SMALL, "1.36").etcd_version == "3.6.14"
+
+
+def _with_kube(f: HostFacts, **kube: object) -> HostFacts:
+    kf = replace(f.extra["kubernetes"], **kube)
+    return replace(f, extra={**f.extra, "kubernetes": kf})
+
+
+def test_an_unhealthy_node_is_refused_before_anything() -> None:
+    facts = cluster_at(SMALL, "1.35")
+    facts["cp1"] = _with_kube(facts["cp1"], node_ready={"cp1": "True", "w1": "True",
+                                                        "w2": "Unknown"})
+    with pytest.raises(RefusedError) as e:
+        plan_of(cfg_at(SMALL, "1.36"), facts)
+    msg = str(e.value)
+    assert "not healthy enough to upgrade to Kubernetes 1.36; nothing was changed" in msg
+    assert "node w2 is not Ready (Ready=Unknown)" in msg and "w1" not in msg
+    assert e.value.hint and "homekube status" in e.value.hint
+    # all Ready: planned
+    facts["cp1"] = _with_kube(facts["cp1"], node_ready={"cp1": "True", "w1": "True",
+                                                        "w2": "True"})
+    assert changes(plan_of(cfg_at(SMALL, "1.36"), facts))
+
+
+def test_an_etcd_member_that_does_not_answer_is_refused() -> None:
+    facts = cluster_at(SMALL, "1.35")
+    down = etcd_shell.EtcdHostFacts(True, {etcd_layout.TARBALL_BIN: "3.6.14"}, True, None, None)
+    facts["cp1"] = replace(facts["cp1"], extra={**facts["cp1"].extra, "etcd": down})
+    with pytest.raises(RefusedError, match=r"cp1: etcd does not answer"):
+        plan_of(cfg_at(SMALL, "1.36"), facts)
+
+
+def test_an_upgrade_under_way_is_not_refused_for_a_node_it_is_replacing() -> None:
+    """Once the first control plane has the new kubeadm, a NotReady node (its kubelet being
+    replaced when an earlier apply stopped) must not strand the upgrade half done."""
+    facts = cluster_at(SMALL, "1.35")
+    cp1 = facts["cp1"]
+    cp1 = replace(cp1, packages={**cp1.packages, "kubeadm": PackageState("kubeadm", "1.36.4-1.1")})
+    facts["cp1"] = _with_kube(cp1, node_ready={"cp1": "True", "w1": "False", "w2": "True"})
+    p = plan_of(cfg_at(SMALL, "1.36"), facts)
+    assert {c.host for c in changes(p) if c.resource == "kubelet"} == {"cp1", "w1", "w2"}
+
+
+def test_containerd_gets_the_new_minors_pause_image_with_the_kubelet() -> None:
+    """kubeadm 1.36 pins pause 3.10.2 (1.35: 3.10.1): containerd's config.toml moves in the
+    kubelet step of each drained node, so the apply after the upgrade has nothing left to do."""
+    text = SMALL.replace('kubernetes: {version: "1.36"}',
+                         'kubernetes: {version: "1.36", runtime: containerd}')
+    p = plan_of(cfg_at(text, "1.36"), cluster_at(text, "1.35"))
+    kubelets = [c for c in changes(p) if c.resource == "kubelet"]
+    assert {c.host for c in kubelets} == {"cp1", "w1", "w2"}
+    for c in kubelets:
+        conf = [a for a in c.actions if isinstance(a, WriteFile) and a.path == CONTAINERD_CONFIG]
+        assert len(conf) == 1 and b'sandbox = "registry.k8s.io/pause:3.10.2"' in conf[0].content
+        cmds = runs(c)
+        assert cmds.index("systemctl restart containerd") < cmds.index("systemctl restart kubelet")
+        assert "pause 3.10.2" in c.summary
+    # 1.36 → 1.37 keeps pause 3.10.2: containerd is left alone
+    p = plan_of(cfg_at(text, "1.37"), cluster_at(text, "1.36"))
+    for c in (c for c in changes(p) if c.resource == "kubelet"):
+        assert "containerd" not in runs(c) and not any(
+            isinstance(a, WriteFile) and a.path == CONTAINERD_CONFIG for a in c.actions)
+
+
+def test_upgrade_commands_ignore_the_preflight_checks_init_ignored() -> None:
+    """With allowCgroupV1, kubeadm init/join skip SystemVerification; `kubeadm upgrade plan`,
+    `apply` and `node` run the same check and fail on cgroup v1 unless told too (seen on the
+    lab's real 1.35 → 1.36 upgrade)."""
+    text = SMALL.replace('kubernetes: {version: "1.36"}',
+                         'kubernetes: {version: "1.36", allowCgroupV1: true}')
+    p = plan_of(cfg_at(text, "1.36"), cluster_at(text, "1.35"))
+    kubeadm = [line for c in changes(p) for line in runs(c).splitlines()
+               if re.search(r"^if ! kubeadm upgrade (plan|apply|node)", line)]
+    assert len(kubeadm) == 4  # plan + apply on cp1, node on w1 and w2
+    assert all("--ignore-preflight-errors='SystemVerification'" in line for line in kubeadm), kubeadm
+    plain = plan_of(cfg_at(SMALL, "1.36"), cluster_at(SMALL, "1.35"))
+    assert "--ignore-preflight-errors" not in "\n".join(runs(c) for c in changes(plain))

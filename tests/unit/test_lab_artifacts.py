@@ -319,6 +319,13 @@ def test_lab_image_names() -> None:
         "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3":
             f"{r}/flannel-io/flannel-cni-plugin:v1.9.1-flannel3",
         "localhost/homekube/hkecho:1.0.0": f"{r}/homekube/hkecho:1.0.0",
+        # the previous minor's kubeadm images (kubeadm 1.35's CoreDNS and pause versions)
+        "registry.k8s.io/kube-apiserver:v1.35.4": f"{r}/kube-apiserver:v1.35.4",
+        "registry.k8s.io/kube-controller-manager:v1.35.4": f"{r}/kube-controller-manager:v1.35.4",
+        "registry.k8s.io/kube-scheduler:v1.35.4": f"{r}/kube-scheduler:v1.35.4",
+        "registry.k8s.io/kube-proxy:v1.35.4": f"{r}/kube-proxy:v1.35.4",
+        "registry.k8s.io/pause:3.10.1": f"{r}/pause:3.10.1",
+        "registry.k8s.io/coredns/coredns:v1.13.1": f"{r}/coredns:v1.13.1",
     }  # fmt: skip
     for s in IMAGES:
         if not s.kubeadm:
@@ -328,11 +335,41 @@ def test_lab_image_names() -> None:
 
 
 def test_images_use_only_built_binaries() -> None:
-    built = {r.name: set(r.binaries) for r in RECIPES}
+    built = {r.key: r for r in RECIPES}
+    for r in reversed(RECIPES):  # a name stands for the first recipe of that name
+        built[r.name] = r
     for s in IMAGES:
         for f in s.files:
-            assert f.binary in built[f.recipe], (s.repository, f)
+            assert f.binary in built[f.recipe].binaries, (s.repository, f)
         assert not s.entrypoint or s.entrypoint[0].lstrip("/") in {f.path for f in s.files}
+
+
+def test_each_release_names_its_own_kubeadm_images() -> None:
+    """An image of another version than the default names its recipe by key, so the 1.35
+    control plane gets 1.35 binaries, not the default's."""
+    for rel in recipes.RELEASES:
+        tag = f"v{rel.kubernetes.version}"
+        cp = [s for s in IMAGES if s.kubeadm and s.tag == tag]
+        assert {s.repository for s in cp} == {
+            "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"}
+        first = rel is recipes.RELEASES[0]
+        assert {f.recipe for s in cp for f in s.files} == {
+            "kubernetes" if first else rel.kubernetes.key}
+        pause = next(s for s in IMAGES if s.repository == "pause" and s.tag == rel.pause.version)
+        assert pause.files[0].recipe == ("pause" if first else rel.pause.key)
+    assert recipes.release().kubernetes is KUBERNETES
+    assert recipes.release("1.35").kubernetes.version == "1.35.4"
+    assert recipes.release("1.35.4").minor == "1.35"
+    with pytest.raises(KeyError, match=r"builds no Kubernetes 1\.34"):
+        recipes.release("1.34")
+
+
+def test_kubeadm_versions_match_the_render_table() -> None:
+    """The lab's pause image per minor is the one homekube pins in containerd's config."""
+    from homekube.render.kubernetes import PAUSE_VERSIONS
+
+    for rel in recipes.RELEASES:
+        assert PAUSE_VERSIONS[rel.minor] == rel.pause.version
 
 
 def test_build_errors_quotes_the_compiler_not_the_package_list(tmp_path: Path) -> None:

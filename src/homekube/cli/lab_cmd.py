@@ -115,6 +115,10 @@ def up_cmd(
         "--kubernetes",
         help="Also build (first time 15-30 min) and publish the Kubernetes artifacts, start the "
         "lab registry and write a cluster.yaml with the Kubernetes layer on.")] = False,
+    kubernetes_version: Annotated[str | None, typer.Option(
+        "--kubernetes-version", metavar="MINOR",
+        help="With --kubernetes: the minor the cluster.yaml names (1.35 or 1.36, the default); "
+        "both are published, so 1.35 can be upgraded to 1.36.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite an edited config (a backup of it is kept).")] = False,
     quiet: QuietOpt = False,
@@ -129,7 +133,8 @@ def up_cmd(
 
     def go() -> tuple[Any, str]:
         _refuse_foreign(config)
-        result = lab.up(n, kubernetes=kubernetes)
+        result = lab.up(n, kubernetes=kubernetes or kubernetes_version is not None,
+                        kubernetes_version=kubernetes_version)
         return result, _write_config(result, config, force=force)
 
     result, said = _guard(go, quiet=quiet, title=f"lab up {n}")

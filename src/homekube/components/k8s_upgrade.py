@@ -1,8 +1,10 @@
 """Kubernetes minor upgrades (1.X → 1.X+1) of an initialised cluster, as one pure phase.
 
-Validated, not executed here: nothing on the machine this was written on can run kubeadm, a
-kubelet or CRI-O, so the order and the commands follow the kubeadm upgrade procedure and
-facts.md §2.1/§3, and are checked by unit tests, not by a cluster.
+Executed in the lab (tests/rig/test_k8s_upgrade.py): 1.35.4 → 1.36.3 with containerd, one
+control plane and two workers, a Deployment behind a PodDisruptionBudget serving throughout
+(0 failed requests). Validated only (unit tests, not a cluster): CRI-O's packages and drop-in,
+other control planes' `kubeadm upgrade node`, etcd moving first when the new minor wants
+another etcd (1.36 → 1.37).
 
 The phase runs after the etcd phases and before k8s-packages. When cluster.yaml names the next
 minor, etcd has already moved to the version matched to it (``ClusterConfig.etcd_version``, one
@@ -21,7 +23,9 @@ member at a time, gated by :func:`homekube.components.etcd.check_upgrade_gates`)
                     wait Ready + ``kubectl uncordon`` (on the first control plane)
 
 kubeadm upgrades one minor at a time and never downgrades: anything else is refused while
-planning, so nothing is touched. A host already on the wanted minor gets nothing (idempotent).
+planning, so nothing is touched. So is starting an upgrade while a node is not Ready or an
+etcd member does not answer (an upgrade already under way goes on). A host already on the
+wanted minor gets nothing (idempotent).
 No secret is involved: the commands carry no token or key.
 """
 
@@ -35,8 +39,10 @@ from homekube.components.kubernetes import (
     LAYER_OFF,
     LOG_DIR,
     _kubeadm,
+    _minor,
     installed_minor,
     is_node,
+    kube_facts,
     kubernetes_probes,
     package_pins,
     primary,
@@ -44,13 +50,22 @@ from homekube.components.kubernetes import (
 )
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import RefusedError
+from homekube.etcd.shell import etcd_facts
 from homekube.facts.base import shell_quote
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
 from homekube.osfamily import OsFamily, family_of, fetch_keyring_command
 from homekube.plan.model import Action, Change, NoChange, Run, Step, WriteFile
 from homekube.plan.order import Order, declare, one_at_a_time, parallel
-from homekube.render.kubernetes import CRIO_DROPIN_PATH, RepoFile, crio_dropin, repo_files
+from homekube.render.kubernetes import (
+    CRIO_DROPIN_PATH,
+    PAUSE_VERSIONS,
+    RepoFile,
+    crio_dropin,
+    ignored_preflight_checks,
+    repo_files,
+)
+from homekube.render.runtime import CONTAINERD_CONFIG, containerd_config
 
 __all__ = ["PHASE", "KubernetesUpgradePhase", "check_minor_step", "package_pins"]  # pins: re-export
 
@@ -78,6 +93,13 @@ def check_minor_step(host: str, have: str, want: str) -> str | None:
         return (f"{host}: Kubernetes {have} → {want} skips a minor: kubeadm upgrades one minor "
                 f"at a time (next: {nxt})")
     return None
+
+
+def _ignoring(cfg: ClusterConfig) -> str:
+    """The preflight checks kubeadm init/join were told to ignore, for the upgrade commands
+    too: `kubeadm upgrade plan/apply/node` run the same SystemVerification (cgroup v1)."""
+    checks = ignored_preflight_checks(cfg)
+    return f" --ignore-preflight-errors={shell_quote(','.join(checks))}" if checks else ""
 
 
 def _install(cfg: ClusterConfig, fam: OsFamily, packages: list[str]) -> Run:
@@ -118,9 +140,9 @@ def _upgrade_apply(cfg: ClusterConfig, h: str, fam: OsFamily, have: str) -> Chan
              "exit 1;; esac")
     run = "\n".join([
         pick, check,
-        _kubeadm("kubeadm upgrade plan", 'kubeadm upgrade plan "$v"',
+        _kubeadm("kubeadm upgrade plan", f'kubeadm upgrade plan "$v"{_ignoring(cfg)}',
                  f"{LOG_DIR}/kubeadm-upgrade-plan.log"),
-        _kubeadm("kubeadm upgrade apply", 'kubeadm upgrade apply -y "$v"',
+        _kubeadm("kubeadm upgrade apply", f'kubeadm upgrade apply -y "$v"{_ignoring(cfg)}',
                  f"{LOG_DIR}/kubeadm-upgrade-apply.log"),
     ])
     return Change(
@@ -139,7 +161,7 @@ def _upgrade_node(cfg: ClusterConfig, h: str, fam: OsFamily, have: str, order: O
         h, PHASE, "kubeadm upgrade node", f"install kubeadm {minor}, kubeadm upgrade node",
         f"control planes follow the first one {have} → {minor}, one at a time",
         (_install(cfg, fam, ["kubeadm"]),
-         Run(_kubeadm("kubeadm upgrade node", "kubeadm upgrade node",
+         Run(_kubeadm("kubeadm upgrade node", f"kubeadm upgrade node{_ignoring(cfg)}",
                       f"{LOG_DIR}/kubeadm-upgrade-node.log"), "kubeadm upgrade node")),
         order=order)
 
@@ -152,7 +174,7 @@ def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, order: O
     if not h.has("control-plane"):
         # a worker's kubeadm moves here; `upgrade node` rewrites its kubelet configuration
         acts += [_install(cfg, fam, ["kubeadm"]),
-                 Run(_kubeadm("kubeadm upgrade node", "kubeadm upgrade node",
+                 Run(_kubeadm("kubeadm upgrade node", f"kubeadm upgrade node{_ignoring(cfg)}",
                               f"{LOG_DIR}/kubeadm-upgrade-node.log"), "kubeadm upgrade node")]
     acts.append(_install(cfg, fam, pkgs))
     if crio:
@@ -166,22 +188,48 @@ def _kubelet(cfg: ClusterConfig, h: HostSpec, fam: OsFamily, have: str, order: O
             "and kubelet", f"{h.name} is drained; its kubelet and CRI-O move {have} → {minor} "
             "(CRI-O minor = Kubernetes minor; the drop-in carries this minor's pause image)",
             tuple(acts), order=order)
-    # containerd is not tied to a Kubernetes minor (cluster.yaml pins its version); its
-    # sandbox image follows kubeadm's pause version: k8s-packages rewrites config.toml once
-    # the node is on the new minor
+    # containerd is not tied to a Kubernetes minor (cluster.yaml pins its version), but its
+    # pinned sandbox image is kubeadm's pause image, which some minors change: then the
+    # config moves here, with the kubelet (running containers outlive a containerd restart)
+    old_pause, new_pause = PAUSE_VERSIONS.get(have), PAUSE_VERSIONS.get(minor)
+    pause_moves = new_pause is not None and old_pause != new_pause
+    if pause_moves and new_pause is not None:
+        acts += [
+            WriteFile(CONTAINERD_CONFIG, containerd_config(cfg, new_pause).encode(), 0o644),
+            Run("systemctl restart containerd && for i in $(seq 60); do "
+                "[ -S /run/containerd/containerd.sock ] && break; sleep 1; done && "
+                "[ -S /run/containerd/containerd.sock ]",
+                f"restart containerd (sandbox image pause {old_pause} → {new_pause})"),
+        ]
     acts.append(Run("systemctl daemon-reload && systemctl restart kubelet",
                     "systemctl daemon-reload && systemctl restart kubelet"))
+    pause = f", pin pause {new_pause} in containerd's config" if pause_moves else ""
     return Change(
-        h.name, PHASE, "kubelet", f"install kubelet and kubectl {minor}, restart kubelet",
-        f"{h.name} is drained; its kubelet moves {have} → {minor}", tuple(acts), order=order)
+        h.name, PHASE, "kubelet", f"install kubelet and kubectl {minor}{pause}, restart kubelet",
+        f"{h.name} is drained; its kubelet moves {have} → {minor}"
+        + (f" and kubeadm {minor} expects the sandbox image pause {new_pause}" if pause_moves
+           else ""),
+        tuple(acts), order=order)
+
+
+#: Until the API server answers /readyz (up to 3 min): a control plane's new kubelet may
+#: restart its static pods, and an API server that is up but not ready yet refuses requests
+#: (its RBAC cache is empty: "forbidden" for the admin, seen on the lab's real upgrade).
+API_READY = (f"for i in $(seq 180); do {KUBECTL} get --raw=/readyz >/dev/null 2>&1 && break; "
+             f"sleep 1; done; {KUBECTL} get --raw=/readyz >/dev/null")
 
 
 def _drain(first: str, node: str, order: Order) -> Change:
     return Change(
         first, PHASE, f"drain {node}", f"kubectl drain {node}",
         f"move workloads off {node} before its kubelet is replaced",
-        (Run(f"{KUBECTL} drain {shell_quote(node)} --ignore-daemonsets --delete-emptydir-data "
-             f"--timeout={DRAIN_TIMEOUT}"),),
+        (Run(API_READY, "wait until the API server is ready (up to 3 min)"),
+         # drain is idempotent: a second try covers an API server restarted under it
+         Run(f"for try in 1 2 3; do {KUBECTL} drain {shell_quote(node)} --ignore-daemonsets "
+             f"--delete-emptydir-data --timeout={DRAIN_TIMEOUT} && exit 0; sleep 5; {API_READY}; "
+             "done; exit 1",
+             f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data "
+             f"--timeout={DRAIN_TIMEOUT} (up to 3 tries)")),
         order=order)
 
 
@@ -189,7 +237,8 @@ def _uncordon(first: str, node: str, order: Order) -> Change:
     return Change(
         first, PHASE, f"uncordon {node}", f"kubectl uncordon {node}",
         f"{node} runs the new kubelet: wait until it is Ready, then let workloads back",
-        (Run(f"{KUBECTL} wait --for=condition=Ready node/{shell_quote(node)} --timeout=300s",
+        (Run(API_READY, "wait until the API server is ready (up to 3 min)"),
+         Run(f"{KUBECTL} wait --for=condition=Ready node/{shell_quote(node)} --timeout=300s",
              f"wait until node {node} is Ready (up to 5 min)"),
          Run(f"{KUBECTL} uncordon {shell_quote(node)}")),
         order=order)
@@ -207,6 +256,42 @@ def _upgrading(ctx: Context, nodes: list[HostSpec]) -> dict[str, str]:
             hint="kubeadm upgrades one minor at a time and never downgrades: set "
                  "kubernetes.version to the next minor of what runs and apply once per minor")
     return have
+
+
+def started(ctx: Context, first: str) -> bool:
+    """The upgrade has begun: the first control plane's kubeadm package is the wanted minor
+    (`kubeadm upgrade apply` comes right after it is installed)."""
+    pkg = ctx.facts[first].packages.get("kubeadm")
+    return pkg is not None and _minor(pkg.version) == ctx.config.kubernetes.minor
+
+
+def preflight_problems(ctx: Context, first: str) -> list[str]:
+    """What must be healthy before an upgrade starts: every node Ready (as the API on the first
+    control plane reports it) and every initialised etcd member answering."""
+    problems = [f"node {n} is not Ready (Ready={r}): drain or fix it, or remove it first"
+                for n, r in sorted(kube_facts(ctx.facts[first]).node_ready.items()) if r != "True"]
+    for h in ctx.hosts():
+        if not h.has("etcd"):
+            continue
+        ef = etcd_facts(ctx.facts[h.name])
+        if ef.initialized and ef.status is None:
+            problems.append(f"{h.name}: etcd does not answer (initialised member, no status)")
+    return problems
+
+
+def _preflight(ctx: Context, first: str) -> None:
+    """Refuse to start an upgrade of an unhealthy cluster (an upgrade already under way goes on:
+    its own steps wait for each node, and refusing then would strand it half done)."""
+    if started(ctx, first):
+        return
+    problems = preflight_problems(ctx, first)
+    if problems:
+        want = ctx.config.kubernetes.minor
+        raise RefusedError(
+            f"the cluster is not healthy enough to upgrade to Kubernetes {want}; nothing was "
+            "changed:\n" + "\n".join(problems),
+            hint="`homekube status` shows nodes and etcd members; apply again once every node "
+                 "is Ready and every etcd member answers")
 
 
 def _families(ctx: Context, hosts: dict[str, str]) -> dict[str, OsFamily]:
@@ -243,8 +328,9 @@ class KubernetesUpgradePhase:
         if p.state == "down":
             return [NoChange(p.host.name, ph, "upgrade",
                              f"the upgrade to {want} waits for the API: {p.why}", warning=True)]
-        fams = _families(ctx, have)
         first = p.host.name
+        _preflight(ctx, first)
+        fams = _families(ctx, have)
         upgrading = [h for h in nodes if h.name in have]
         other_cps = [h for h in upgrading if h.has("control-plane") and h.name != first]
         # kubelets: the first control plane, then the other control planes, then workers

@@ -145,6 +145,12 @@ def _render_kubernetes(
         "  kubeProxy:",
         "    # lab: nf_conntrack_max is read-only in a host's network namespace.",
         "    conntrackMaxPerCore: 0",
+        "  kubelet:",
+        "    # lab: the hosts' disk is this machine's, shared with the other lab slots and the build",
+        "    # caches; kubelet's default imagefs.available<15% taints every node (DiskPressure) once",
+        "    # the machine's disk is 85% full. Real servers should keep the defaults.",
+        "    evictionHard: {memory.available: 100Mi, nodefs.available: 3%, nodefs.inodesFree: 3%,"
+        " imagefs.available: 3%}",
         "network:",
         "  pods: [10.42.0.0/16, fd42:42::/56]",
         "  services: [10.96.0.0/16, fd42:96::/112]",

@@ -180,6 +180,7 @@ def up(
     config_path: Path | str | None = None,
     *,
     kubernetes: bool = False,
+    kubernetes_version: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Lab:
     """Start hosts h1..hN (reusing a running lab of the same size) and wait until ready.
@@ -189,7 +190,9 @@ def up(
     an empty <labdir>/state, since homekube's state there described the old hosts' cluster.
     With kubernetes, also build what is missing of the Kubernetes artifacts (the first time
     15-30 min), publish them into the mirror and start the registry with their images;
-    progress gets a line per step (default: the lab's log).
+    progress gets a line per step (default: the lab's log). kubernetes_version picks the
+    minor the cluster.yaml names ("1.35" to test an upgrade to 1.36; default: the newest);
+    every minor the lab builds is published either way.
     """
     if not 1 <= n <= settings.MAX_HOSTS:
         raise LabError(f"the lab takes 1 to {settings.MAX_HOSTS} hosts, not {n}")
@@ -203,13 +206,15 @@ def up(
     with exclusive_lock(paths.lock_file):
         _check_owner(paths)
         ensure_host_tools()
+        _machine_minimums(say)
         lab = _reuse(paths, n, cfg)
         if lab is None:
             lab = _create(paths, n, cfg)
         if kubernetes:
             _kubelet_kernel_settings(say)
             artifacts.run(say)  # all cached by now: publish and push only
-            lab = dataclasses.replace(lab, artifacts=artifacts.describe(published=True))
+            lab = dataclasses.replace(
+                lab, artifacts=artifacts.describe(published=True, minor=kubernetes_version))
     if cfg is not None:
         write_config(lab, cfg)
     return lab
@@ -238,6 +243,26 @@ KUBELET_KERNEL_SETTINGS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
+
+
+#: Machine-wide limits the lab raises (never lowers) before it boots hosts: every host's systemd
+#: and every kubelet, containerd and etcd inside take inotify instances from root's one budget,
+#: and a few labs side by side (one per slot) use up the default 128; a host's systemd then
+#: dies at boot with "Failed to allocate manager object: Too many open files".
+MACHINE_MINIMUMS = {"fs/inotify/max_user_instances": 1024}
+
+
+def _machine_minimums(say: Callable[[str], None]) -> None:
+    for key, floor in MACHINE_MINIMUMS.items():
+        path = Path("/proc/sys") / key
+        try:
+            have = int(path.read_text().strip())
+            if have < floor:
+                path.write_text(f"{floor}\n")
+                say(f"machine kernel: {key.replace('/', '.')} {have} -> {floor} (lab hosts)")
+        except (OSError, ValueError) as e:
+            raise LabError(f"cannot raise {key.replace('/', '.')} to {floor}: {e}",
+                           hint="run as root on the machine") from None
 
 
 def _kubelet_kernel_settings(say: Callable[[str], None]) -> None:

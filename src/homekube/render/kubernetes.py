@@ -78,6 +78,7 @@ __all__ = [
     "control_plane_endpoint",
     "crio_dropin",
     "headlamp_objects",
+    "ignored_preflight_checks",
     "ipv4_encapsulation",
     "kubeadm_init_config",
     "kubeadm_join_config",
@@ -112,9 +113,10 @@ PAUSE_VERSIONS: Mapping[str, str] = {
     "1.37": "3.10.2",
 }
 """kubeadm's ``constants.PauseVersion`` per minor, so CRI-O's sandbox image matches what kubeadm
-preflight expects (a mismatch is a preflight warning). 1.35 = 3.10.1 was seen in a copy of the
-v1.35.8 constants; 1.36 = 3.10.2 comes from a third-party report (kubeclipper PR #947);
-1.34 = 3.10.1 and 1.37 = 3.10.2 are UNCONFIRMED — check ``kubeadm config images list``."""
+preflight expects (a mismatch is a preflight warning). 1.35 = 3.10.1 and 1.36 = 3.10.2 are
+read from kubeadm's constants.go in k8s.io/kubernetes v1.35.4 and v1.36.3 (and the lab's rig
+tests compare them with ``kubeadm config images list``); 1.34 = 3.10.1 and 1.37 = 3.10.2 are
+UNCONFIRMED."""
 
 CALICO_VERSION = "v3.32.1"
 """Calico release (facts.md §0); tested by Calico on Kubernetes 1.34–1.36 (§8.1)."""
@@ -279,7 +281,7 @@ def kubernetes_version(cfg: ClusterConfig, kubeadm_version: str | None = None) -
     return f"stable-{minor}"
 
 
-def _ignored_checks(cfg: ClusterConfig) -> list[str]:
+def ignored_preflight_checks(cfg: ClusterConfig) -> list[str]:
     """kubeadm preflight checks to ignore: SystemVerification fails on cgroup v1, so
     `allowCgroupV1` is the explicit opt-in for it; the rest are the user's, by name."""
     checks = ["SystemVerification"] if cfg.kubernetes.allow_cgroup_v1 else []
@@ -303,7 +305,7 @@ def _node_registration(cfg: ClusterConfig, host: HostSpec) -> kt.NodeRegistratio
         cri_socket=cri_socket(cfg),
         taints=[] if untainted else None,
         kubelet_extra_args=[kt.Arg(name="node-ip", value=node_ip)],
-        ignore_preflight_errors=_ignored_checks(cfg) or None,
+        ignore_preflight_errors=ignored_preflight_checks(cfg) or None,
     )
 
 

@@ -28,17 +28,17 @@ from homekube.lab.artifacts.recipes import (
     CNI_PLUGIN_NAMES,
     CNI_PLUGINS,
     CONTAINERD,
-    COREDNS,
     CRI_TOOLS,
     ETCD,
     FLANNEL,
     IMAGES,
-    KUBERNETES,
-    PAUSE,
     RECIPES,
+    RELEASES,
     RUNC,
     GoRecipe,
     ImageSpec,
+    KubeRelease,
+    release,
 )
 from homekube.lab.artifacts.registry import Registry
 from homekube.lab.settings import ArtifactPaths, LabPaths
@@ -213,21 +213,37 @@ def release_file(name: str, paths: ArtifactPaths | None = None) -> tarballs.Rele
     return tarballs.ReleaseFile(str(data["file"]), str(data["sha256"]))
 
 
-def _debs_dir(paths: ArtifactPaths) -> Path:
-    return _dist(paths) / "debs" / f"kubernetes-v{KUBERNETES.version}"
+def _debs_dir(paths: ArtifactPaths, rel: KubeRelease = RELEASES[0]) -> Path:
+    return _dist(paths) / "debs" / f"kubernetes-v{rel.kubernetes.version}"
 
 
-def _pack_debs(built: Mapping[str, Built], paths: ArtifactPaths, progress: Progress) -> float:
-    stamp = _dist(paths) / ".stamps" / "debs.json"
+def _suffix(rel: KubeRelease) -> str:
+    """Stamp-name suffix: none for the default release (its stamps predate the others)."""
+    return "" if rel is RELEASES[0] else f"-v{rel.minor}"
+
+
+def _built_key(recipe: GoRecipe) -> str:
+    """Under which key `run` records a recipe's Built: the name for the first of that name."""
+    first = next(r for r in RECIPES if r.name == recipe.name)
+    return recipe.name if first is recipe else recipe.key
+
+
+def _pack_debs(
+    rel: KubeRelease, built: Mapping[str, Built], paths: ArtifactPaths, progress: Progress
+) -> float:
+    stamp = _dist(paths) / ".stamps" / f"debs{_suffix(rel)}.json"
     code = hashlib.sha256(Path(debs.__file__).read_bytes()).hexdigest()[:16]
+    k8s = built[_built_key(rel.kubernetes)]
     inputs = {
         "format": PACK_FORMAT,
         "code": code,
-        "entries": sorted(built[n].dir.name for n in ("kubernetes", "cri-tools", "cni-plugins")),
+        "entries": sorted(
+            [k8s.dir.name, *(built[n].dir.name for n in ("cri-tools", "cni-plugins"))]
+        ),
     }
-    out = _debs_dir(paths)
+    out = _debs_dir(paths, rel)
     specs = debs.kubernetes_debs(
-        built["kubernetes"].dir, KUBERNETES.version, built["cri-tools"].dir, CRI_TOOLS.version,
+        k8s.dir, rel.kubernetes.version, built["cri-tools"].dir, CRI_TOOLS.version,
         built["cni-plugins"].dir, CNI_PLUGIN_NAMES, CNI_PLUGINS.version,
     )  # fmt: skip
     old = _read_stamp(stamp)
@@ -332,18 +348,19 @@ def _publish_release(name: str, paths: ArtifactPaths, lab: LabPaths) -> None:
             _link_file(f, dest_dir / f.name)
 
 
-def apt_repo_dir(lab: LabPaths) -> Path:
-    minor = ".".join(KUBERNETES.version.split(".")[:2])
-    return lab.mirror / "kubernetes" / f"v{minor}" / "deb"
+def apt_repo_dir(lab: LabPaths, rel: KubeRelease = RELEASES[0]) -> Path:
+    return lab.mirror / "kubernetes" / f"v{rel.minor}" / "deb"
 
 
-def _publish_apt_repo(paths: ArtifactPaths, lab: LabPaths, progress: Progress) -> None:
-    src = _debs_dir(paths)
+def _publish_apt_repo(
+    rel: KubeRelease, paths: ArtifactPaths, lab: LabPaths, progress: Progress
+) -> None:
+    src = _debs_dir(paths, rel)
     files = sorted(src.glob("*.deb")) if src.is_dir() else []
     if not files:
         return
-    dest = apt_repo_dir(lab)
-    stamp = lab.run / "published-apt.json"
+    dest = apt_repo_dir(lab, rel)
+    stamp = lab.run / f"published-apt{_suffix(rel)}.json"
     signing = aptrepo.SigningKey.ensure(debrepo.cache_dir(lab) / "gnupg")
     inputs = {
         "debs": [f"{f.name}:{f.stat().st_size}:{f.stat().st_ino}" for f in files],
@@ -445,15 +462,15 @@ def run(
     selected = _selected(only)
     for recipe in selected:
         b = gobuild.ensure_built(recipe, progress, force=force, paths=paths)
-        report.built[recipe.name] = b
+        report.built[_built_key(recipe)] = b
         report.steps[f"build {recipe.key}"] = b.seconds or 0.0
     built = report.built
     with exclusive_lock(paths.root / ".pack.lock", timeout=3600):
         for name in _RELEASES:
             if name in built:
                 report.steps[f"pack {name}"] = _pack_release(name, built[name], paths, progress)
-        if {"kubernetes", "cri-tools", "cni-plugins"} <= built.keys():
-            report.steps["pack debs"] = _pack_debs(built, paths, progress)
+        for rel in _releases_built(built):
+            report.steps[f"pack debs {rel.minor}"] = _pack_debs(rel, built, paths, progress)
         specs = tuple(s for s in IMAGES if s.recipes <= built.keys())
         t0 = time.monotonic()
         records = _pack_images(specs, built, paths, progress) if specs else {}
@@ -468,8 +485,8 @@ def run(
     for name in _RELEASES:
         if name in built:
             _publish_release(name, paths, lab)
-    if "kubernetes" in built:
-        _publish_apt_repo(paths, lab, progress)
+    for rel in _releases_built(built):
+        _publish_apt_repo(rel, paths, lab, progress)
     report.steps["publish mirror"] = time.monotonic() - t0
     if records:
         if lab_is_up(lab):
@@ -483,8 +500,23 @@ def run(
     return report
 
 
-def describe(*, published: bool, seconds: Mapping[str, float] | None = None) -> LabArtifacts:
-    """The artifacts as a lab cluster.yaml sees them (after `run` built and packed them)."""
+def _releases_built(built: Mapping[str, Built]) -> list[KubeRelease]:
+    """The Kubernetes minors whose packages can be made from `built`."""
+    return [r for r in RELEASES
+            if {_built_key(r.kubernetes), "cri-tools", "cni-plugins"} <= built.keys()]
+
+
+def describe(
+    *, published: bool, seconds: Mapping[str, float] | None = None, minor: str | None = None
+) -> LabArtifacts:
+    """The artifacts as a lab cluster.yaml sees them (after `run` built and packed them).
+
+    minor picks the Kubernetes release ("1.35"; see recipes.RELEASES); None: the default.
+    """
+    try:
+        rel = release(minor)
+    except KeyError as e:
+        raise LabError(str(e.args[0])) from None
     paths = ArtifactPaths.from_env()
     shas = {}
     for name in _RELEASES:
@@ -492,12 +524,12 @@ def describe(*, published: bool, seconds: Mapping[str, float] | None = None) -> 
         if rf is None:
             raise LabError(f"the {name} release is not packed yet", hint="run `homekube lab artifacts`")
         shas[name] = rf.sha256
-    minor = ".".join(KUBERNETES.version.split(".")[:2])
+    k8s = rel.kubernetes
     mirror = settings.MIRROR_URL
-    repo_url = f"{mirror}kubernetes/v{minor}/deb/"
+    repo_url = f"{mirror}kubernetes/v{rel.minor}/deb/"
     return LabArtifacts(
-        kubernetes_version=KUBERNETES.version,
-        kubernetes_minor=minor,
+        kubernetes_version=k8s.version,
+        kubernetes_minor=rel.minor,
         etcd_version=ETCD.version,
         etcd_sha256=shas["etcd"],
         containerd_version=CONTAINERD.version,
@@ -507,8 +539,8 @@ def describe(*, published: bool, seconds: Mapping[str, float] | None = None) -> 
         cni_plugins_version=CNI_PLUGINS.version,
         cni_plugins_sha256=shas["cni-plugins"],
         cri_tools_version=CRI_TOOLS.version,
-        coredns_version=COREDNS.version,
-        pause_version=PAUSE.version,
+        coredns_version=rel.coredns.version,
+        pause_version=rel.pause.version,
         flannel_version=FLANNEL.version,
         registry=settings.REGISTRY_HOST,
         image_repository=settings.REGISTRY_HOST,
@@ -518,15 +550,15 @@ def describe(*, published: bool, seconds: Mapping[str, float] | None = None) -> 
         apt_key_url=f"{repo_url}Release.key",
         deb_versions=MappingProxyType(
             {
-                "kubeadm": f"{KUBERNETES.version}-{debs.REVISION}",
-                "kubelet": f"{KUBERNETES.version}-{debs.REVISION}",
-                "kubectl": f"{KUBERNETES.version}-{debs.REVISION}",
+                "kubeadm": f"{k8s.version}-{debs.REVISION}",
+                "kubelet": f"{k8s.version}-{debs.REVISION}",
+                "kubectl": f"{k8s.version}-{debs.REVISION}",
                 "cri-tools": f"{CRI_TOOLS.version}-{debs.REVISION}",
                 "kubernetes-cni": f"{CNI_PLUGINS.version}-{debs.REVISION}",
             }
         ),
         published=published,
-        kubectl=(entry / "kubectl") if (entry := gobuild.entry_dir(KUBERNETES, paths)).is_dir()
+        kubectl=(entry / "kubectl") if (entry := gobuild.entry_dir(k8s, paths)).is_dir()
         and (entry / "kubectl").is_file() else None,
         calico_crds=calico_crds_path(paths) if calico_crds_path(paths).is_file() else None,
         seconds=MappingProxyType(dict(seconds or {})),

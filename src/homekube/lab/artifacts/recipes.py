@@ -168,6 +168,8 @@ def kubernetes(version: str, build_date: str) -> GoRecipe:
 # ----------------------------------------------------------------------------------- table
 
 KUBERNETES = kubernetes("1.36.3", "2026-07-22T18:07:38Z")
+#: The minor before, for minor-upgrade tests (the lab can bring a cluster up at either).
+KUBERNETES_PREVIOUS = kubernetes("1.35.4", "2026-04-15T18:01:22Z")
 
 ETCD = GoRecipe(
     name="etcd",
@@ -196,6 +198,14 @@ COREDNS = GoRecipe(
     version="1.14.2",
     tools=_frozen({"github.com/coredns/coredns": "v1.14.2"}),
     ldflags_x=_frozen({"github.com/coredns/coredns/coremain.GitCommit": "dd1df4f5"}),
+)
+
+# kubeadm 1.35's constants.CoreDNSVersion (a 1.35 cluster runs it until `upgrade apply`).
+COREDNS_PREVIOUS = GoRecipe(
+    name="coredns",
+    version="1.13.1",
+    tools=_frozen({"github.com/coredns/coredns": "v1.13.1"}),
+    ldflags_x=_frozen({"github.com/coredns/coredns/coremain.GitCommit": "1db4568d"}),
 )
 
 # containerd 2.3 is the current LTS line (supported to 2028-04) and still supports cgroup v1,
@@ -318,6 +328,15 @@ PAUSE = GoRecipe(
     ldflags_x=_frozen({"main.version": "3.10.2"}),
 )
 
+# The same program tagged as kubeadm 1.35's constants.PauseVersion.
+PAUSE_PREVIOUS = GoRecipe(
+    name="pause",
+    version="3.10.1",
+    tools=_frozen({}),
+    own_packages=(".",),
+    ldflags_x=_frozen({"main.version": "3.10.1"}),
+)
+
 # The lab's own test workload (modules/hkecho-1.0.0/main.go): an HTTP server that says which pod
 # and node answered, and a client mode (`hkecho get URL [4|6]`) for connectivity checks from
 # inside pods. One static binary, so the image needs no shell and no base layer.
@@ -330,6 +349,7 @@ HKECHO = GoRecipe(
 
 RECIPES: tuple[GoRecipe, ...] = (
     KUBERNETES,
+    KUBERNETES_PREVIOUS,
     ETCD,
     CRI_TOOLS,
     COREDNS,
@@ -340,7 +360,43 @@ RECIPES: tuple[GoRecipe, ...] = (
     FLANNEL,
     HKECHO,
     PAUSE,
+    COREDNS_PREVIOUS,
+    PAUSE_PREVIOUS,
 )
+
+
+@dataclass(frozen=True)
+class KubeRelease:
+    """One Kubernetes minor the lab publishes: its signed apt repository (kubernetes/v1.X/deb)
+    and the images kubeadm of that minor pulls. cri-tools and kubernetes-cni are the same
+    builds for every minor (pkgs.k8s.io ships one per minor; kubelet only asks for
+    kubernetes-cni >= 1.2.0 and crictl talks CRI v1 to any runtime)."""
+
+    kubernetes: GoRecipe
+    pause: GoRecipe  # kubeadm's constants.PauseVersion for this minor
+    coredns: GoRecipe  # kubeadm's constants.CoreDNSVersion for this minor
+
+    @property
+    def minor(self) -> str:
+        return ".".join(self.kubernetes.version.split(".")[:2])
+
+
+#: The lab's default first; `homekube lab up --kubernetes-version 1.35` picks another.
+RELEASES: tuple[KubeRelease, ...] = (
+    KubeRelease(KUBERNETES, PAUSE, COREDNS),
+    KubeRelease(KUBERNETES_PREVIOUS, PAUSE_PREVIOUS, COREDNS_PREVIOUS),
+)
+
+
+def release(minor: str | None = None) -> KubeRelease:
+    """The release of `minor` ("1.35", or a whole version "1.35.4"); None: the default."""
+    if minor is None:
+        return RELEASES[0]
+    for r in RELEASES:
+        if minor in (r.minor, r.kubernetes.version):
+            return r
+    known = ", ".join(r.kubernetes.version for r in RELEASES)
+    raise KeyError(f"the lab builds no Kubernetes {minor} (it builds {known})")
 
 
 def by_key(key: str) -> GoRecipe:
@@ -362,8 +418,16 @@ class ImageFile:
     """A binary from a recipe's cache entry, placed at `path` (no leading /) in an image."""
 
     path: str
+    #: the recipe's name when it is the first recipe of that name in RECIPES (the lab's
+    #: default version), else its key ("kubernetes-1.35.4")
     recipe: str
     binary: str
+
+
+def _ref(recipe: GoRecipe) -> str:
+    """How an ImageFile names `recipe` (see ImageFile.recipe)."""
+    first = next(r for r in RECIPES if r.name == recipe.name)
+    return recipe.name if first is recipe else recipe.key
 
 
 @dataclass(frozen=True)
@@ -408,13 +472,13 @@ def lab_image(upstream: str, registry: str) -> str:
     return f"{registry}/{strip_registry(upstream)}"
 
 
-def _control_plane(command: str) -> ImageSpec:
-    tag = f"v{KUBERNETES.version}"
+def _control_plane(command: str, k8s: GoRecipe = KUBERNETES) -> ImageSpec:
+    tag = f"v{k8s.version}"
     return ImageSpec(
         repository=command,
         tag=tag,
         upstream=f"registry.k8s.io/{command}:{tag}",
-        files=(ImageFile(f"usr/local/bin/{command}", "kubernetes", command),),
+        files=(ImageFile(f"usr/local/bin/{command}", _ref(k8s), command),),
         entrypoint=(f"/usr/local/bin/{command}",),
         # kube-proxy runs iptables/nft/conntrack; the others need nothing but their binary
         debian_base=command == "kube-proxy",
@@ -422,27 +486,35 @@ def _control_plane(command: str) -> ImageSpec:
     )
 
 
-IMAGES: tuple[ImageSpec, ...] = (
-    *(
-        _control_plane(c)
-        for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
-    ),
-    ImageSpec(
+_CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+
+
+def _pause(recipe: GoRecipe) -> ImageSpec:
+    return ImageSpec(
         repository="pause",
-        tag=PAUSE.version,
-        upstream=f"registry.k8s.io/pause:{PAUSE.version}",
-        files=(ImageFile("pause", "pause", "pause"),),
+        tag=recipe.version,
+        upstream=f"registry.k8s.io/pause:{recipe.version}",
+        files=(ImageFile("pause", _ref(recipe), "pause"),),
         entrypoint=("/pause",),
         kubeadm=True,
-    ),
-    ImageSpec(
+    )
+
+
+def _coredns(recipe: GoRecipe) -> ImageSpec:
+    return ImageSpec(
         repository="coredns",
-        tag=f"v{COREDNS.version}",
-        upstream=f"registry.k8s.io/coredns/coredns:v{COREDNS.version}",
-        files=(ImageFile("coredns", "coredns", "coredns"),),
+        tag=f"v{recipe.version}",
+        upstream=f"registry.k8s.io/coredns/coredns:v{recipe.version}",
+        files=(ImageFile("coredns", _ref(recipe), "coredns"),),
         entrypoint=("/coredns",),
         kubeadm=True,
-    ),
+    )
+
+
+IMAGES: tuple[ImageSpec, ...] = (
+    *(_control_plane(c) for c in _CONTROL_PLANE),
+    _pause(PAUSE),
+    _coredns(COREDNS),
     ImageSpec(
         repository="flannel-io/flannel",
         tag=f"v{FLANNEL.version}",
@@ -469,4 +541,8 @@ IMAGES: tuple[ImageSpec, ...] = (
         files=(ImageFile("hkecho", "hkecho", "hkecho"),),
         entrypoint=("/hkecho",),
     ),
+    # the previous minor's kubeadm images, for clusters brought up there to upgrade from
+    *(_control_plane(c, KUBERNETES_PREVIOUS) for c in _CONTROL_PLANE),
+    _pause(PAUSE_PREVIOUS),
+    _coredns(COREDNS_PREVIOUS),
 )

@@ -1,0 +1,3 @@
+module homekube.lab/pause
+
+go 1.26

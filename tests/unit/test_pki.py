@@ -661,7 +661,7 @@ extras = st.lists(st.one_of(dns_names, ipv4s, ipv6s), max_size=6)
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    node=dns_names,
+    node=st.from_regex(rf"\A{_LABEL}\Z", fullmatch=True),  # node names are DNS labels (config.NAME_RE)
     v4=ipv4s,
     v6=st.none() | ipv6s,
     extra=extras,

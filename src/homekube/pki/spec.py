@@ -150,6 +150,9 @@ class CertSpec:
     def __post_init__(self) -> None:
         if not self.common_name:
             raise ValueError(f"{self.name}: common name must not be empty")
+        if len(self.common_name) > 64:
+            # RFC 5280's ub-common-name; node names are DNS labels (≤ 63), so only a caller's bug gets here
+            raise ValueError(f"{self.name}: common name {self.common_name!r} is longer than 64 characters")
         if self.validity <= timedelta(0):
             raise ValueError(f"{self.name}: validity must be positive, got {self.validity}")
         if self.is_ca and self.issuer is not None:

@@ -174,7 +174,9 @@ class EndpointPhase:
     def plan(self, ctx: Context) -> list[Step]:
         cfg = ctx.config
         if not cfg.kubernetes.enabled:
-            return []
+            # the same words as the other Kubernetes phases (components.kubernetes.LAYER_OFF)
+            return [NoChange(h.name, self.name, "kubernetes", "Kubernetes layer is off in cluster.yaml")
+                    for h in ctx.hosts()]
         refuse_unsupported(ctx)
         ep = cfg.kubernetes.endpoint
         if ep is None:

@@ -102,7 +102,7 @@ def test_cluster_runs_on_the_virtual_address(ha: tuple[hklab.Lab, Path]) -> None
     assert f"IP Address:{VIP}" in sans, sans
     proxy = kubectl("-n kube-system get configmap kube-proxy -o yaml", "h1")
     assert f"https://{VIP}:6443" in proxy, proxy
-    res = run_cli("status", "--config", str(config), "--json", timeout=300)
+    res = run_cli("status", "--config", str(config), "--output", "json", timeout=300)
     data = json.loads(res.stdout)
     ep = data["endpoint"]
     assert ep["holder"] == holder()[0] and ep["answers"] and ep["apiServersReady"], ep
@@ -170,7 +170,7 @@ def test_losing_the_holder_costs_seconds_and_it_rejoins(ha: tuple[hklab.Lab, Pat
     ).stdout.strip() == "Running", seconds=300, every=2)
     where = kubectl("get pod after-failover -o jsonpath={.spec.nodeName}", survivor).strip()
     assert where == "h4", where
-    status = json.loads(run_cli("status", "--config", str(config), "--json", timeout=300).stdout)
+    status = json.loads(run_cli("status", "--config", str(config), "--output", "json", timeout=300).stdout)
     assert status["endpoint"]["holder"] == new_holder[0], status["endpoint"]
 
     t_back = time.monotonic()
@@ -179,7 +179,7 @@ def test_losing_the_holder_costs_seconds_and_it_rejoins(ha: tuple[hklab.Lab, Pat
     wait_for(f"{lost}'s API server ready", lambda: sh(
         lost, "curl -sk --max-time 2 https://127.0.0.1:6443/readyz", ok=False) == "ok", seconds=600, every=2)
     took = time.monotonic() - t_back
-    status = json.loads(run_cli("status", "--config", str(config), "--json", timeout=300).stdout)
+    status = json.loads(run_cli("status", "--config", str(config), "--output", "json", timeout=300).stdout)
     assert status["etcd"]["healthy"] == 3, status["etcd"]
     print(f"{lost} back: Ready, API server and etcd member healthy {took:.0f}s after power-on; "
           f"the address stayed on {status['endpoint']['holder']}")

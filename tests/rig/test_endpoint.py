@@ -68,7 +68,11 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[hklab.Lab, Pa
     lines = []
     for ln in text.splitlines():
         if ln.strip().startswith("controlPlaneEndpoint:"):
-            ln = f"  endpoint: {{kind: vip, address: {VIP}}}"
+            # lab: the hosts' disks are this machine's, shared with other labs; kubelet's
+            # default eviction (imagefs.available < 15%) would taint every node with disk pressure
+            ln = (f"  endpoint: {{kind: vip, address: {VIP}}}\n"
+                  "  kubelet: {evictionHard: {memory.available: 100Mi, nodefs.available: 2%, "
+                  "nodefs.inodesFree: 2%, imagefs.available: 2%}}")
         for name in CPS:
             if ln.lstrip().startswith(f"- {{name: {name},"):
                 ln = ln.split("roles:")[0] + "roles: [control-plane, etcd]}"

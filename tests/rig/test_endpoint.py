@@ -179,7 +179,14 @@ def test_losing_the_holder_costs_seconds_and_it_rejoins(ha: tuple[hklab.Lab, Pat
            "spec": {"restartPolicy": "Never", "containers": [{
                "name": "c", "image": lab.artifacts.hkecho_image,
                "args": ["serve", ":8080"]}]}}
-    run_on(survivor, f"{KUBECTL} apply -f -", input=json.dumps(pod))
+    # an API server whose etcd connection went to the lost member answers writes with
+    # "connection timed out" until its etcd client drops that connection: retry, like any client
+    t_pod = time.monotonic()
+    wait_for("the new pod is accepted", lambda: run_on(
+        survivor, f"{KUBECTL} apply -f -", input=json.dumps(pod), ok=False).returncode == 0,
+        seconds=180, every=2)
+    print(f"the new pod was accepted {time.monotonic() - t_pod:.0f}s after the first try "
+          f"({time.monotonic() - t_loss:.0f}s after the loss)")
     wait_for("the new pod runs", lambda: run_on(
         survivor, f"{KUBECTL} get pod after-failover -o jsonpath={{.status.phase}}", ok=False
     ).stdout.strip() == "Running", seconds=300, every=2)

@@ -200,10 +200,13 @@ def test_losing_the_holder_costs_seconds_and_it_rejoins(ha: tuple[hklab.Lab, Pat
     wait_for(f"{lost} Ready again", lambda: node_ready(survivor).get(lost) is True, seconds=600, every=2)
     wait_for(f"{lost}'s API server ready", lambda: sh(
         lost, "curl -sk --max-time 2 https://127.0.0.1:6443/readyz", ok=False) == "ok", seconds=600, every=2)
+    wait_for(f"flannel runs on {lost} again", lambda: kubectl(
+        "-n kube-flannel get daemonset kube-flannel-ds -o jsonpath='{.status.numberReady}'", survivor
+    ).strip() == "4", seconds=600, every=2)
     took = time.monotonic() - t_back
     status = json.loads(run_cli("status", "--config", str(config), "--output", "json", timeout=300).stdout)
     assert status["etcd"]["healthy"] == 3, status["etcd"]
-    print(f"{lost} back: Ready, API server and etcd member healthy {took:.0f}s after power-on; "
+    print(f"{lost} back: Ready, API server, flannel and etcd member healthy {took:.0f}s after power-on; "
           f"the address stayed on {status['endpoint']['holder']}")
     assert len(holder()) == 1
     left = changes(config)

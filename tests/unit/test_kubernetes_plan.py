@@ -188,7 +188,8 @@ def fresh_pair() -> dict[str, HostFacts]:
 def test_layer_off_is_only_nochange_per_host() -> None:
     cfg = OFF
     p = plan_of(cfg, fresh_pair())
-    assert [ph.name for ph in p.phases] == ["k8s-packages", "kubeadm", "calico", "flannel", "ui"]
+    assert [ph.name for ph in p.phases] == ["k8s-packages", "endpoint", "kubeadm", "calico", "flannel",
+                                            "ui"]
     assert p.changes == []
     for ph in p.phases:
         assert all(isinstance(s, NoChange) and not s.warning for s in ph.steps)

@@ -66,6 +66,7 @@ from ruamel.yaml import YAML
 from homekube.components.artifacts import Artifact as DownloadArtifact
 from homekube.components.base import Context, Phase
 from homekube.components.downloads import TEMP_DIR, fetch_verified
+from homekube.components.endpoint import EndpointPhase
 from homekube.components.reset import PACKAGES_RECORD
 from homekube.components.runtime import (
     containerd_artifacts,
@@ -1355,7 +1356,8 @@ class UiPhase:
 
 
 def kubernetes_phases() -> list[Phase]:
-    return [KubernetesPackagesPhase(), KubeadmPhase(), CalicoPhase(), FlannelPhase(), UiPhase()]
+    return [KubernetesPackagesPhase(), EndpointPhase(), KubeadmPhase(), CalicoPhase(),
+            FlannelPhase(), UiPhase()]
 
 
 ALL_PHASE_NAMES = tuple(p.name for p in kubernetes_phases())

@@ -21,7 +21,7 @@ PACKAGES_RECORD = f"{STATE_DIR}/packages"
 ETCD_USER_RECORD = f"{STATE_DIR}/etcd-user"
 
 UNITS = ("homekube-etcd-backup.timer", "homekube-etcd-backup.service", "etcd.service",
-         "kubelet.service", "crio.service")
+         "kubelet.service", "crio.service", "keepalived.service")
 #: written when homekube installed containerd from its release tarball: only then does reset
 #: stop containerd and remove its binaries, config and /var/lib/containerd (a containerd that
 #: was there before, e.g. Docker's, is left alone)
@@ -52,6 +52,8 @@ FOOTPRINT = (
     "/etc/homekube",
     etcd_layout.CONFIG_DIR,
     "/etc/kubernetes",
+    "/etc/keepalived/keepalived.conf",
+    "/etc/keepalived/homekube-check-apiserver.sh",
     etcd_layout.UNIT_PATH,
     "/etc/systemd/system/homekube-etcd-backup.service",
     "/etc/systemd/system/homekube-etcd-backup.timer",

@@ -389,9 +389,11 @@ def _roles(cfg: ClusterConfig) -> list[Finding]:
         out.append((("hosts",), "at least one host needs the etcd role", False))
     n_etcd = len(cfg.etcd_hosts)
     if n_etcd and n_etcd % 2 == 0:
-        out.append(
-            (("hosts",), f"{n_etcd} etcd members tolerate no more failures than {n_etcd - 1}; use an odd count", True)
-        )
+        ha = cfg.kubernetes.enabled and cfg.kubernetes.endpoint is not None
+        msg = f"{n_etcd} etcd members tolerate no more failures than {n_etcd - 1}; use an odd count"
+        if ha:
+            msg += " (refused with kubernetes.endpoint: a highly available control plane needs an odd etcd)"
+        out.append((("hosts",), msg, not ha))
     return out
 
 
@@ -433,6 +435,20 @@ def _endpoint_and_etcd(cfg: ClusterConfig) -> list[Finding]:
         host, sep, port = ep.rpartition(":")
         if not sep or not port.isdigit() or not (0 < int(port) < 65536) or not host:
             out.append((("kubernetes", "controlPlaneEndpoint"), f"{ep!r} must be host:port", False))
+    vip = cfg.kubernetes.endpoint
+    if vip is not None and cfg.kubernetes.enabled:
+        loc: Loc = ("kubernetes", "endpoint", "address")
+        for i, h in enumerate(cfg.hosts):
+            if vip.address in (h.address, h.address6):
+                out.append((loc, f"{vip.address} is the address of hosts[{i}] ({h.name}); the "
+                                 "virtual address must be one no host uses", False))
+        cps = cfg.control_planes
+        if cps and all(h.ipv4 is None for h in cps):
+            out.append((loc, "the control planes have no IPv4 address for an IPv4 virtual "
+                             "address to sit beside", False))
+        for net in (*cfg.network.pods, *cfg.network.services):
+            if net.version == 4 and vip.address in net:
+                out.append((loc, f"{vip.address} lies inside {net} (pods or services)", False))
     if cfg.etcd.install == "package" and cfg.kubernetes.enabled:
         out.append(
             (("etcd", "install"), "distro etcd packages are 3.4.x, older than kubeadm's minimum 3.5.24", True)

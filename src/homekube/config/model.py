@@ -241,6 +241,47 @@ class KubeProxySpec(Model):
     )
 
 
+class EndpointSpec(Model):
+    """An API endpoint that survives the loss of a control plane, run by homekube itself."""
+
+    kind: Literal["vip"] = Field(
+        description="`vip`: a virtual IPv4 address that keepalived (VRRP, the distro package, "
+        "unicast between the control planes) moves to a control plane whose API server answers.",
+    )
+    address: ipaddress.IPv4Address = Field(
+        description="The virtual address: free (no host uses it) and inside the control planes' "
+        "own network, so it can move between them.",
+    )
+    interface: str | None = Field(
+        None,
+        description="Interface that carries the address; default: the one holding each control "
+        "plane's `address`.",
+    )
+    router_id: int = Field(
+        51, ge=1, le=255,
+        description="VRRP virtual router ID; unique among VRRP users on that network.",
+    )
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _address_as_text(cls, v: object) -> object:
+        return _as_text(v)
+
+    @field_validator("interface")
+    @classmethod
+    def _iface(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,15}", v):
+            raise ValueError(f"{v!r} is not an interface name")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _usable(cls, v: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        if v.is_loopback or v.is_unspecified or v.is_multicast or v.is_link_local:
+            raise ValueError(f"{v} cannot be a virtual API address")
+        return v
+
+
 class KubernetesSpec(Model):
     """The Kubernetes layer (runtime, kubeadm, CNI, UI). Off means: host prep and etcd only."""
 
@@ -256,6 +297,11 @@ class KubernetesSpec(Model):
         None,
         description="host:port clients use for the API (a DNS name lets you add control planes "
         "later; kubeadm cannot add it after init). Default: first control plane's address:6443.",
+    )
+    endpoint: EndpointSpec | None = Field(
+        None,
+        description="A highly available API endpoint homekube runs (`{kind: vip, address: ...}`); "
+        "it becomes the controlPlaneEndpoint (`address:6443`), so leave that unset.",
     )
     proxy_mode: Literal["iptables", "nftables"] = Field(
         "nftables", description="kube-proxy mode; ipvs is deprecated since 1.35."
@@ -305,6 +351,13 @@ class KubernetesSpec(Model):
             supported = ", ".join(SUPPORTED_KUBERNETES)
             raise ValueError(f"Kubernetes {m.group(1)} is not supported (supported: {supported})")
         return v.removeprefix("v")
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> KubernetesSpec:
+        if self.endpoint is not None and self.control_plane_endpoint is not None:
+            raise ValueError("set either `endpoint` (homekube runs it) or `controlPlaneEndpoint` "
+                             "(you run it), not both")
+        return self
 
     @model_validator(mode="after")
     def _containerd_supports_minor(self) -> KubernetesSpec:

@@ -56,6 +56,12 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str], nested: list[tupl
         ann = f.annotation
         sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         items = typing.get_args(ann)
+        # an optional, documented section (`EndpointSpec | None`) is listed like a section
+        models = [a for a in items if isinstance(a, type) and issubclass(a, BaseModel)]
+        optional = (sub is None and len(models) == 1 and type(None) in items
+                    and bool(models[0].__doc__))
+        if optional:
+            sub = models[0]
         if (typing.get_origin(ann) is tuple and items and isinstance(items[0], type)
                 and issubclass(items[0], BaseModel) and model is not ClusterConfig):
             nested.append((f"{prefix}{key}[]", items[0]))
@@ -63,7 +69,8 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str], nested: list[tupl
         if sub is not None:
             nested.append((f"{prefix}{key}", sub))
             doc = (sub.__doc__ or "").strip().splitlines()
-            out.append(f"| `{prefix}{key}` | object | {_default(f)} | {desc or (doc[0] if doc else '')} |")
+            kind = "object or null" if optional else "object"
+            out.append(f"| `{prefix}{key}` | {kind} | {_default(f)} | {desc or (doc[0] if doc else '')} |")
         else:
             out.append(f"| `{prefix}{key}` | {_type(f)} | {_default(f)} | {desc} |")
 

@@ -47,6 +47,8 @@ REPO_PACKAGES: tuple[str, ...] = tuple(
             *_DEBIAN.packages(HOST_PACKAGES),  # host preparation
             *_DEBIAN.packages(["gpg", "etcd-server", "etcd-client"]),  # keys, etcd from packages
             "gnupg",
+            "keepalived",  # kubernetes.endpoint's virtual address (components/endpoint.py)
+            "curl",
             "python3-apt",  # Ansible's apt module (bench/run.py's comparison) installs it
             # kubelet's and kubeadm's deb dependencies (pkgs.k8s.io), and what cri-o needs
             "conntrack",

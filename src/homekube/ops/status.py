@@ -20,9 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from homekube.components.backup import backup_status, fmt_age
+from homekube.components.endpoint import endpoint_status
 from homekube.components.registry import all_phases
 from homekube.config.model import ClusterConfig
 from homekube.etcd.api import EtcdMember, EtcdStatus
@@ -76,6 +78,9 @@ async def collect(cfg: ClusterConfig) -> dict[str, Any]:
     data["warnings"] = [*cert_warnings(expiries, window_days(cfg)),
                         *(f"{b['name']}: {w}" for b in backups for w in b["warnings"])]
     data["kubernetes"] = kubernetes_status(cfg, facts)
+    endpoint = endpoint_status(cfg, facts)
+    if endpoint is not None:
+        data["endpoint"] = endpoint
     data["etcd"] = await asyncio.to_thread(_etcd_over_mtls, cfg)
     if not data["etcd"].get("members"):
         # fall back to what etcdctl on a member reported during fact gathering
@@ -169,6 +174,24 @@ def exit_code(data: dict[str, Any]) -> int:
     return 0
 
 
+def _print_endpoint(console: Console, ep: dict[str, Any] | None) -> None:
+    if not ep:
+        return
+    holders = ep["holders"]
+    held = (f"held by {holders[0]}" if len(holders) == 1 else
+            "held by NO control plane" if not holders else f"held by SEVERAL: {', '.join(holders)}")
+    answers = "answers" if ep["answers"] else "does NOT answer from every control plane"
+    console.print(f"API endpoint {ep['address']} ({ep['kind']}): {held}; {answers}", markup=False)
+    t = Table("control plane", "holds", "keepalived", "local /readyz", "/readyz via endpoint", box=None)
+    for r in ep["controlPlanes"]:
+        if not r.get("reachable"):
+            t.add_row(r["name"], "UNREACHABLE", "", "", "")
+            continue
+        t.add_row(r["name"], "yes" if r["holds"] else "", str(r["keepalived"]),
+                  escape(str(r["local"] or "-")), escape(str(r["viaEndpoint"] or "-")))
+    console.print(t)
+
+
 async def run_status(cfg: ClusterConfig, console: Console, *, as_json: bool = False) -> int:
     data = await collect(cfg)
     code = exit_code(data)
@@ -209,6 +232,7 @@ async def run_status(cfg: ClusterConfig, console: Console, *, as_json: bool = Fa
             mt.add_row(m["id"], m["name"], ",".join(m["peerURLs"]), "yes" if m["isLearner"] else "")
         console.print(mt)
     print_kubernetes_status(console, data.get("kubernetes"))
+    _print_endpoint(console, data.get("endpoint"))
     ct = Table("host", "certificate", "CN", "days left", box=None, title="certificates",
                title_justify="left")
     for h in data["hosts"]:

@@ -202,11 +202,14 @@ def _node_ips(cfg: ClusterConfig, host: HostSpec) -> list[IPAddress]:
 
 
 def control_plane_endpoint(cfg: ClusterConfig) -> str:
-    """Return ``host:port`` for the API: the configured one or the first control plane's.
+    """Return ``host:port`` for the API: the virtual address (`endpoint`), the configured one,
+    or the first control plane's.
 
     Always set, because kubeadm cannot turn a cluster initialised without it into an HA one
     later (facts.md §7.3, §11.21).
     """
+    if cfg.kubernetes.endpoint is not None:
+        return f"{cfg.kubernetes.endpoint.address}:{API_SERVER_PORT}"
     if cfg.kubernetes.control_plane_endpoint:
         endpoint = cfg.kubernetes.control_plane_endpoint
         host = endpoint.rpartition(":")[0]

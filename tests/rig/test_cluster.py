@@ -244,6 +244,9 @@ def test_service_by_dns_name_across_workers_in_both_families(
     wait_for("backend Running", lambda: pod_phase("svc-test", "backend") == "Running")
     ips = kubectl_json("-n svc-test get service backend")["spec"]["clusterIPs"]
     assert len(ips) == 2 and ":" in ips[1], ips
+    # a cluster that came up seconds ago may still be starting CoreDNS; until it is Ready its
+    # Service has no endpoints and kube-proxy refuses DNS (seen in CI: "connection refused")
+    kubectl("-n kube-system rollout status deployment/coredns --timeout=300s")
     url = "http://backend.svc-test.svc.cluster.local/"
     for fam in ("4", "6"):
         name = f"client{fam}"

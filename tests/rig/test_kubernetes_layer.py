@@ -128,7 +128,7 @@ def test_plan_shows_the_kubernetes_phases_with_exact_commands_and_files(
     code, out = cli("plan", "--config", str(layer_on), "--output", "json")
     assert code == 0, out
     plan = json.loads(out)
-    assert plan["phases"][-6:-1] == ["k8s-packages", "kubeadm", "calico", "flannel", "ui"]
+    assert plan["phases"][-7:-1] == ["k8s-packages", "endpoint", "kubeadm", "calico", "flannel", "ui"]
     assert plan["phases"][-1] == "remove"  # hosts dropped from cluster.yaml are cleaned last
     h1 = {c["resource"]: c for c in plan["hosts"]["h1"]["changes"] if c["phase"] == "kubeadm"}
     init_wave = h1["kubeadm init"]["wave"]

@@ -325,6 +325,14 @@ def test_renewing_everything_on_one_host_measures_the_etcd_restart(
     assert len(renewed) >= 12
     for c in renewed:
         assert c["serial"] != serials.get((c["host"], c["path"])), c
+    # the kubelet's self-signed serving certificate (1 year) is inside 400 days too: a new one,
+    # and it is the one port 10250 serves
+    assert "renewed the kubelet serving certificate on 1 node(s): h1" in res.stdout, res.stdout
+    serving = [c for c in after if c.get("name") == "kubelet-serving"]
+    assert len(serving) == 1 and serving[0]["serial"] != serials.get(("h1", serving[0]["path"]))
+    assert serving[0]["daysLeft"] >= 364, serving[0]
+    served = ssl.get_server_certificate((probe.host, 10250))  # 1 host: the API is h1
+    assert cert_info(served.encode()).serial_hex == serving[0]["serial"]
     assert plan_json(config)["changes"] == 0
 
 

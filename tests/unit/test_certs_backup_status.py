@@ -30,7 +30,13 @@ from homekube.config.model import ClusterConfig
 from homekube.etcd.snapshot import Verified, parse_verify, verify_problems, verify_script
 from homekube.facts.host import HostFacts
 from homekube.facts.system import FileState, UnitState
-from homekube.ops.certs import host_expiries, kubeadm_renewals, restart_static_pods
+from homekube.ops.certs import (
+    host_expiries,
+    kubeadm_renewals,
+    kubelet_serving_renewals,
+    renew_kubelet_serving,
+    restart_static_pods,
+)
 from homekube.pki.inventory import (
     Expiry,
     handed_out_entry,
@@ -252,6 +258,38 @@ def test_static_pod_restart_script_is_bash_and_never_touches_the_apiserver() -> 
     subprocess.run(["bash", "-n"], input=text, text=True, check=True)
     assert "kube-apiserver" not in text
     assert "trap" in text and "/healthz" in text and "pgrep -of '^kube-controller-manager( |$)'" in text
+
+
+def with_serving(f: HostFacts, days: float) -> HostFacts:
+    pems = dict(f.extra["kube-certs"]) if "kube-certs" in f.extra else {}
+    pems["kubelet-serving"] = pem(f"{f.hostname}@1764000000", NOW + timedelta(days=days))
+    return replace(f, extra={**f.extra, "kube-certs": pems})
+
+
+def test_kubelet_serving_renewal_goes_one_node_at_a_time_where_due() -> None:
+    cfg = config()
+    facts = {"a": with_serving(cp_facts("a", 300), 20), "b": with_serving(cp_facts("b", 300), 200),
+             "c": with_serving(debian12("c"), 5)}
+    cs = kubelet_serving_renewals(cfg, facts, 30, NOW)
+    wave = wave_of(cs)
+    # a is due (20 days), b is not (200), c is a worker and due (5): a first, then c
+    assert [(c.host, wave(c)) for c in cs] == [("a", 0), ("c", 1)]
+    assert "expires within 30 days (5 days left)" in cs[1].why
+    assert kubelet_serving_renewals(cfg, facts, 3, NOW) == []
+    # kubeadm's renewal does not take the kubelet's certificate
+    assert kubeadm_renewals(cfg, facts, 30, NOW) == []
+    assert warnings(host_expiries(cfg, cfg.host("c"), facts["c"], NOW), 30) == [
+        "c: certificate kubelet-serving expires in 5 days (2026-12-02 09:00 UTC); "
+        "homekube certs renew"]
+
+
+def test_kubelet_serving_script_moves_the_pair_aside_and_waits_for_port_10250() -> None:
+    text = renew_kubelet_serving()
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    assert "mv -f /var/lib/kubelet/pki/kubelet.key /etc/kubernetes/homekube/replaced/" in text
+    assert "systemctl restart kubelet.service" in text
+    assert "openssl s_client -connect 127.0.0.1:10250" in text
+    assert "rm " not in text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """`homekube certs` (list) and `homekube certs renew` (rolling re-issue of etcd's and kubeadm's
-certificates).
+certificates, and of the kubelet's self-signed serving certificate).
 
 Listing reads, in the one fact-gathering exec per host, every etcd-side certificate (kubeadm's
 tree under /etc/kubernetes/pki and etcd's own copies under /etc/etcd/pki), kubeadm's own
@@ -18,7 +18,11 @@ control plane starts. kube-apiserver is not restarted: it re-reads its serving c
 its kubelet-client and front-proxy certificates from disk while it runs, and its etcd client
 loads apiserver-etcd-client on every new connection; so the API keeps answering throughout
 (the rig test counts failed calls during a renewal: 0). The kubelet rotates its own client
-certificate. Kubeconfigs handed out earlier keep the old admin certificate: renew says so.
+certificate. Its serving certificate is self-signed (homekube sets no tlsCertFile and leaves
+serverTLSBootstrap off, so nothing has to approve CSRs): renew moves the pair aside on each node
+where it is due, one node at a time, and restarts the kubelet, which makes a new one; the node
+is done when port 10250 serves the new certificate. Kubeconfigs handed out earlier keep the old
+admin certificate: renew says so.
 
 Renewal reuses the apply planners, not a second code path: `EtcdPkiPhase` decides which certs
 to re-issue (with the renewal window widened to `--within DAYS` by handing the planners a copy
@@ -235,8 +239,9 @@ def _is_cert_restart(c: Change) -> bool:
     return c.phase == EtcdPhase.name and c.key == restart_key(["certificates"])
 
 
-RENEW, KUBEADM_RENEW = declare("certs-renew", one_at_a_time("members", "issue", "restart"),
-                               one_at_a_time("control planes", "renew", "restart"))
+RENEW, KUBEADM_RENEW, KUBELET_RENEW = declare(
+    "certs-renew", one_at_a_time("members", "issue", "restart"),
+    one_at_a_time("control planes", "renew", "restart"), one_at_a_time("kubelets"))
 
 #: the static pods that read a certificate only when they start (from their kubeconfig), and
 #: the local port of their /healthz. kube-apiserver is not among them: it re-reads its
@@ -249,6 +254,12 @@ RENEW_LOG = "/var/log/homekube/kubeadm-certs-renew.log"
 #: identities of the kubeadm renewal's steps
 KUBEADM_ISSUE = ChangeKey("kubeadm-certs", "all", Act.ISSUE)
 STATIC_RESTART = ChangeKey("static-pod", ",".join(n for n, _ in RESTARTED), Act.RESTART)
+KUBELET_SERVING = ChangeKey("kubelet-certs", "kubelet-serving", Act.ISSUE)
+#: where the replaced self-signed serving pair is kept (root only), for a look afterwards
+REPLACED = "/etc/kubernetes/homekube/replaced"
+#: the kubelet's local health endpoint (KubeletConfiguration healthzPort default)
+KUBELET_HEALTHZ = "http://127.0.0.1:10248/healthz"
+KUBELET_PORT = 10250
 
 
 def restart_static_pods(pods: tuple[tuple[str, int], ...] = RESTARTED, seconds: int = 180) -> str:
@@ -321,6 +332,59 @@ def kubeadm_renewals(cfg: ClusterConfig, facts: dict[str, HostFacts], days: int,
     return out
 
 
+def renew_kubelet_serving(seconds: int = 120) -> str:
+    """Replace the kubelet's self-signed serving certificate: move the pair aside and restart
+    the kubelet, which generates a new one at start when `kubelet.crt`/`kubelet.key` are
+    missing (no tlsCertFile is configured and serverTLSBootstrap is off, so it never rotates
+    this one by itself). Done when the new certificate is on disk, the kubelet is healthy,
+    and port 10250 serves the new certificate. Pods keep running through a kubelet restart."""
+    crt, key = f"{KUBELET_PKI}/kubelet.crt", f"{KUBELET_PKI}/kubelet.key"
+    serial = "openssl x509 -noout -serial"
+    served = (f"echo | openssl s_client -connect 127.0.0.1:{KUBELET_PORT} 2>/dev/null | "
+              f"{serial} 2>/dev/null")
+    return "\n".join([
+        f"old=$({serial} -in {crt} 2>/dev/null || true)",
+        f"install -d -m 0700 {REPLACED}",
+        f"[ -f {crt} ] && mv -f {crt} {REPLACED}/kubelet.crt",
+        f"[ -f {key} ] && mv -f {key} {REPLACED}/kubelet.key",
+        "systemctl restart kubelet.service",
+        f"end=$((SECONDS + {seconds}))",
+        f"until new=$({serial} -in {crt} 2>/dev/null) && [ \"$new\" != \"$old\" ] && "
+        f"curl -s --max-time 2 {KUBELET_HEALTHZ} 2>/dev/null | grep -qx ok && "
+        f"[ \"$({served})\" = \"$new\" ]; do",
+        f'  [ "$SECONDS" -lt "$end" ] || {{ echo "the kubelet did not serve a new certificate '
+        f'on :{KUBELET_PORT} within {seconds} s of its restart" >&2; exit 1; }}',
+        "  sleep 0.2",
+        "done"])
+
+
+def kubelet_serving_renewals(cfg: ClusterConfig, facts: dict[str, HostFacts], days: int,
+                             now: datetime) -> list[Change]:
+    """Per node whose kubelet serving certificate expires within `days`, in cluster.yaml
+    order, one node at a time: a new self-signed certificate (see renew_kubelet_serving)."""
+    if not cfg.kubernetes.enabled:
+        return []
+    out: list[Change] = []
+    nodes = [h for h in cfg.hosts if h.has("control-plane") or h.has("worker")]
+    for i, h in enumerate(nodes):
+        f = facts.get(h.name)
+        if f is None:
+            continue
+        due = [e for e in host_expiries(cfg, h, f, now)
+               if e.name == "kubelet-serving" and e.days_left < days]
+        if not due:
+            continue
+        why = (f"the kubelet's self-signed serving certificate expires within {days} days "
+               f"({due[0].days_left} days left); the kubelet makes a new one when it starts "
+               "without one")
+        out.append(Change(h.name, "certs-renew", "kubelet serving certificate",
+                          "new kubelet serving certificate (restart the kubelet)", why,
+                          (Run(renew_kubelet_serving(), "renew the kubelet serving certificate",
+                               timeout=180),),
+                          order=KUBELET_RENEW.turn(i), key=KUBELET_SERVING))
+    return out
+
+
 def rolling_plan(plan: Plan, order: list[str]) -> Plan:
     """Re-sequence renewals member by member: its new files, then its restart, then the next.
 
@@ -377,9 +441,11 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
             not s.facts[h.name].unit("etcd.service").is_active
             or etcd_facts(s.facts[h.name]).members is None)]
         plan = s.plan()
-        kube = kubeadm_renewals(cfg, dict(s.facts), days, datetime.now(UTC))
+        now = datetime.now(UTC)
+        kube = kubeadm_renewals(cfg, dict(s.facts), days, now)
+        kubelets = kubelet_serving_renewals(cfg, dict(s.facts), days, now)
         etcd_due = any(_is_issue(c) for c in plan.changes)
-        if not etcd_due and not kube:
+        if not etcd_due and not kube and not kubelets:
             console.print(f"no certificate expires within {days} days; nothing to renew",
                           markup=False)
             return 0
@@ -389,7 +455,7 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
                                hint="bring every member back first (`homekube status`)")
         rolling = (rolling_plan(plan, [h.name for h in cfg.etcd_hosts]) if etcd_due
                    else Plan(plan.cluster, plan.hosts, []))
-        steps = [*rolling.changes, *kube]
+        steps = [*rolling.changes, *kube, *kubelets]
         rolling = Plan(plan.cluster, plan.hosts,
                        [PhasePlan("certs-renew", "renew certificates", tuple(steps))])
         renewals = [c for c in rolling.changes if _is_issue(c)]
@@ -400,10 +466,10 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
             console.print(f"etcd restart order (one member at a time, each healthy before the "
                           f"next): {', '.join(restarts)}", markup=False)
         kube_hosts = [c.host for c in kube if c.key == KUBEADM_ISSUE]
-        for c in kube:
+        for c in [*kube, *kubelets]:
             console.print(f"{c.host}: {c.summary}: {c.why}", markup=False)
         if not (yes or (confirm is not None and confirm(
-                "Renew them (etcd members and control planes one at a time)?"))):
+                "Renew them (etcd members, control planes and kubelets one at a time)?"))):
             console.print("nothing was changed; run again with --yes to renew", markup=False)
             return 0
         t0 = time.monotonic()
@@ -426,6 +492,9 @@ async def run_renew(cfg: ClusterConfig, console: Console, *, within: int | None,
     if kube_hosts:
         console.print(f"renewed kubeadm's certificates on {len(kube_hosts)} control plane(s): "
                       f"{', '.join(kube_hosts)}", markup=False)
+    if kubelets:
+        console.print(f"renewed the kubelet serving certificate on {len(kubelets)} node(s): "
+                      f"{', '.join(c.host for c in kubelets)}", markup=False)
     console.print(f"certs renew took {took:.1f}s", markup=False)
     old = [r for r in handed_out(cfg) if kube_hosts]
     if old:

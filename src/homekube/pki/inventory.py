@@ -32,7 +32,8 @@ KUBEADM_LEAVES = ("apiserver", "apiserver-kubelet-client", "front-proxy-client")
 #: kubeadm's kubeconfigs with an embedded client certificate (renewed by `certs renew all`)
 KUBEADM_KUBECONFIGS = ("admin.conf", "super-admin.conf", "controller-manager.conf",
                        "scheduler.conf")
-#: the kubelet's certificates (the kubelet rotates its client certificate itself)
+#: the kubelet's certificates (the kubelet rotates its client certificate itself; `certs renew`
+#: replaces its self-signed serving certificate)
 KUBELET_CERTS = ("kubelet-client", "kubelet-serving")
 
 
@@ -111,6 +112,8 @@ def warnings(rows: Iterable[Expiry], window_days: int) -> list[str]:
                "kubelet": "the kubelet rotates it; check `journalctl -u kubelet`",
                "kubeconfig": "homekube kubeconfig (after certs renew)",
                "ca": "CA rotation: see `homekube certs --help`"}.get(r.group, "")
+        if r.name == "kubelet-serving":
+            fix = "homekube certs renew"
         out.append(f"{r.host}: certificate {r.name} {when} "
                    f"({r.not_after:%Y-%m-%d %H:%M} UTC){f'; {fix}' if fix else ''}")
     return out

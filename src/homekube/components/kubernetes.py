@@ -315,6 +315,8 @@ def kube_fact(cfg: ClusterConfig) -> Fact[KubeFacts]:
 
     The API questions follow cluster.yaml: Calico's objects with Calico, the flannel
     DaemonSet with flannel (each `kubectl` call costs ~50 ms of CPU on the host, every run).
+    Once /readyz answers, they run at the same time (with `kubeadm version`), each into its
+    own file: on a busy control plane they took ~1 s of a no-op's facts one after another.
     """
     k = f"{KUBECTL} --request-timeout=5s"
     jp_avail = "{.status.conditions[?(@.type==\"Available\")].status}"
@@ -342,8 +344,11 @@ def kube_fact(cfg: ClusterConfig) -> Fact[KubeFacts]:
     runtime = "".join(line + "\n" for line in runtime_fact_lines(cfg))
     cmd = (
         'kv() { printf "%s=%s\\n" "$1" "$2"; }\n'
+        "kt=$(mktemp -d /tmp/homekube-kf.XXXXXX) || exit 1\n"
+        "trap 'rm -rf \"$kt\"' EXIT\n"
         + runtime +
-        "command -v kubeadm >/dev/null && kv kubeadm \"$(kubeadm version -o short 2>/dev/null)\"\n"
+        "{ command -v kubeadm >/dev/null && kv kubeadm \"$(kubeadm version -o short 2>/dev/null)\"; "
+        "} > \"$kt/kubeadm\" &\n"
         "if [ -d /sys/module/ipip ] || modinfo ipip >/dev/null 2>&1; then kv ipip yes; "
         "else kv ipip no; fi\n"
         "command -v apt-mark >/dev/null && "
@@ -357,14 +362,16 @@ def kube_fact(cfg: ClusterConfig) -> Fact[KubeFacts]:
         "  fi\n"
         '  kv readyz "${r:-no answer}"\n'
         '  if [ "$r" = ok ] && command -v kubectl >/dev/null; then\n'
-        f"    kv nodes \"$({k} get nodes -o jsonpath='{jp_ready}')\"\n"
-        + cni +
+        f"    kv nodes \"$({k} get nodes -o jsonpath='{jp_ready}')\" > \"$kt/nodes\" &\n"
+        "    {\n" + cni + "    } > \"$kt/cni\" &\n"
         f"    kv headlamp \"$({k} -n {HEADLAMP_NAMESPACE} get deployment headlamp -o name "
-        "--ignore-not-found)\"\n"
+        "--ignore-not-found)\" > \"$kt/headlamp\" &\n"
         f"    kv bindings \"$({k} get clusterrolebindings -l app.kubernetes.io/managed-by=homekube "
-        f"-o jsonpath='{jp_names}')\"\n"
+        f"-o jsonpath='{jp_names}')\" > \"$kt/bindings\" &\n"
         "  fi\n"
-        "fi"
+        "fi\n"
+        "wait\n"
+        'cat "$kt"/* 2>/dev/null'
     )
     return Fact("kubernetes", cmd, parse_kube_fact)
 
@@ -426,7 +433,7 @@ def _probes(config: ClusterConfig, host: HostSpec) -> Probes:
         files |= dict.fromkeys(KUBEADM_CERTS, False)  # public certificates: expiry in `status`
         if config.network.cni == "calico":
             files |= {f"{CALICO_DIR}/{name}": True for name in CALICO_MANIFESTS}
-        files |= {path: False for path, _ in cluster_files(config)}
+        files |= dict.fromkeys(cluster_file_paths(config), False)
     runtime_unit = "crio.service" if config.kubernetes.runtime == "cri-o" else "containerd.service"
     return Probes(
         files=files,
@@ -1073,11 +1080,34 @@ FLANNEL_FILE = f"{CLUSTER_DIR}/flannel.yaml"
 HEADLAMP_FILE = f"{CLUSTER_DIR}/headlamp.yaml"
 
 
+def cluster_file_paths(cfg: ClusterConfig) -> list[str]:
+    """The paths of :func:`cluster_files`, without rendering them (probes need only these)."""
+    out = [CALICO_FILE if cfg.network.cni == "calico" else FLANNEL_FILE]
+    return out + ([HEADLAMP_FILE] if cfg.ui.kind != "none" else [])
+
+
+#: the last renders of cluster_files, by config object (configs are frozen): the planners of
+#: one run ask for the same files several times, and rendering them is most of a no-op's CPU
+_RENDERED: dict[tuple[int, bool], tuple[ClusterConfig, list[tuple[str, bytes]]]] = {}
+
+
 def cluster_files(cfg: ClusterConfig, *, kernel_has_ipip: bool = True) -> list[tuple[str, bytes]]:
     """The object files kubectl applies from the first control plane (path, content).
 
     The CNI's (Calico's Installation, or flannel's objects) first, then the UI's.
     """
+    hit = _RENDERED.get((id(cfg), kernel_has_ipip))
+    if hit is not None and hit[0] is cfg:
+        return list(hit[1])
+    out = _render_cluster_files(cfg, kernel_has_ipip=kernel_has_ipip)
+    if len(_RENDERED) >= 8:
+        _RENDERED.clear()
+    _RENDERED[(id(cfg), kernel_has_ipip)] = (cfg, out)
+    assert [p for p, _ in out] == cluster_file_paths(cfg)
+    return list(out)
+
+
+def _render_cluster_files(cfg: ClusterConfig, *, kernel_has_ipip: bool) -> list[tuple[str, bytes]]:
     header = _HEADER.format(name=cfg.name)
     if cfg.network.cni == "calico":
         calico = calico_installation(cfg, kernel_has_ipip=kernel_has_ipip)

@@ -157,7 +157,15 @@ def write_inventory(cfg: ClusterConfig) -> None:
     names = {h.name: h.dns_name for h in cfg.hosts if h.dns_name}
     body = json.dumps({"cluster": cfg.name, "hosts": hosts, **({"dnsNames": names} if names else {})},
                       indent=2).encode()
-    write_local(LocalWrite(str(inventory_path(cfg)), body, 0o600))
+    p = inventory_path(cfg)
+    try:
+        # an apply that changed nothing has nothing to record: no write, no fsync (a loaded
+        # disk made the fsync alone take 2 s of a no-op apply)
+        if p.read_bytes() == body and p.stat().st_mode & 0o777 == 0o600:
+            return
+    except OSError:
+        pass
+    write_local(LocalWrite(str(p), body, 0o600))
 
 
 def state_path(cfg: ClusterConfig) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -18,7 +19,7 @@ from rich.console import Console
 from homekube.cli.output import print_plan
 from homekube.components import etcd
 from homekube.components.k8s_upgrade import KubernetesUpgradePhase
-from homekube.components.kubernetes import kubernetes_phases
+from homekube.components.kubernetes import kube_fact, kubernetes_phases, parse_kube_fact
 from homekube.components.planner import build_plan
 from homekube.components.registry import phase_names
 from homekube.config.loader import load_text
@@ -304,3 +305,32 @@ def test_upgrade_commands_ignore_the_preflight_checks_init_ignored() -> None:
     assert all("--ignore-preflight-errors='SystemVerification'" in line for line in kubeadm), kubeadm
     plain = plan_of(cfg_at(SMALL, "1.36"), cluster_at(SMALL, "1.35"))
     assert "--ignore-preflight-errors" not in "\n".join(runs(c) for c in changes(plain))
+
+
+def test_clients_of_an_api_the_new_minor_removes_are_refused() -> None:
+    metric = ("group=flowcontrol.apiserver.k8s.io,removed_release=1.36,resource=flowschemas,"
+              "subresource=,version=v1beta9 group=,removed_release=,resource=componentstatuses,"
+              "subresource=,version=v1 group=apps,removed_release=1.38,resource=things,"
+              "subresource=,version=v1beta1")
+    kf = parse_kube_fact(f"readyz=ok\ndeprecated={metric}\n")
+    assert [(d.name, d.removed_release) for d in kf.deprecated] == [
+        ("flowschemas.v1beta9.flowcontrol.apiserver.k8s.io", "1.36"),
+        ("things.v1beta1.apps", "1.38")]  # componentstatuses: deprecated, no removal planned
+    facts = cluster_at(SMALL, "1.35")
+    facts["cp1"] = _with_kube(facts["cp1"], deprecated=kf.deprecated)
+    with pytest.raises(RefusedError) as e:
+        plan_of(cfg_at(SMALL, "1.36"), facts)
+    msg = str(e.value)
+    assert "clients requested flowschemas.v1beta9.flowcontrol.apiserver.k8s.io, which " \
+           "Kubernetes 1.36 removes" in msg
+    assert "things" not in msg  # removed later than the target minor: not in the way yet
+    # only the later removal: planned
+    facts["cp1"] = _with_kube(facts["cp1"], deprecated=kf.deprecated[1:])
+    assert changes(plan_of(cfg_at(SMALL, "1.36"), facts))
+
+
+def test_the_metric_is_asked_for_only_while_the_api_server_is_another_minor() -> None:
+    text = kube_fact(cfg_at(SMALL, "1.36")).command
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    assert "if ! grep -q 'kube-apiserver:v1.36\\.' /etc/kubernetes/manifests/kube-apiserver.yaml" in text
+    assert "get --raw=/metrics" in text and "apiserver_requested_deprecated_apis" in text

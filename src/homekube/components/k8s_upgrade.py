@@ -23,8 +23,10 @@ member at a time, gated by :func:`homekube.components.etcd.check_upgrade_gates`)
                     wait Ready + ``kubectl uncordon`` (on the first control plane)
 
 kubeadm upgrades one minor at a time and never downgrades: anything else is refused while
-planning, so nothing is touched. So is starting an upgrade while a node is not Ready or an
-etcd member does not answer (an upgrade already under way goes on). A host already on the
+planning, so nothing is touched. So is starting an upgrade while a node is not Ready, an
+etcd member does not answer, or clients still use an API the new minor removes (kube-apiserver's
+``apiserver_requested_deprecated_apis`` gauge, which counts requests since it started; read only
+while the running API server is not the wanted minor) (an upgrade already under way goes on). A host already on the
 wanted minor gets nothing (idempotent).
 No secret is involved: the commands carry no token or key.
 """
@@ -268,8 +270,15 @@ def started(ctx: Context, first: str) -> bool:
 def preflight_problems(ctx: Context, first: str) -> list[str]:
     """What must be healthy before an upgrade starts: every node Ready (as the API on the first
     control plane reports it) and every initialised etcd member answering."""
+    kf = kube_facts(ctx.facts[first])
     problems = [f"node {n} is not Ready (Ready={r}): drain or fix it, or remove it first"
-                for n, r in sorted(kube_facts(ctx.facts[first]).node_ready.items()) if r != "True"]
+                for n, r in sorted(kf.node_ready.items()) if r != "True"]
+    want = _tuple(ctx.config.kubernetes.minor)
+    problems += [
+        f"clients requested {d.name}, which Kubernetes {d.removed_release} removes (kube-apiserver "
+        "counts it in apiserver_requested_deprecated_apis since it last started): move those "
+        "clients and manifests to a served version first"
+        for d in kf.deprecated if _tuple(d.removed_release) <= want]
     for h in ctx.hosts():
         if not h.has("etcd"):
             continue

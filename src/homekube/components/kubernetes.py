@@ -66,7 +66,7 @@ from ruamel.yaml import YAML
 from homekube.components.artifacts import Artifact as DownloadArtifact
 from homekube.components.base import Context, Phase
 from homekube.components.downloads import TEMP_DIR, fetch_verified
-from homekube.components.endpoint import EndpointPhase
+from homekube.components.endpoint import APISERVER_MANIFEST, EndpointPhase
 from homekube.components.reset import PACKAGES_RECORD
 from homekube.components.runtime import (
     containerd_artifacts,
@@ -247,6 +247,33 @@ _HEADER = "# Written by homekube from cluster.yaml ({name}); local edits are ove
 
 
 @dataclass(frozen=True)
+class DeprecatedApi:
+    """One series of kube-apiserver's apiserver_requested_deprecated_apis gauge."""
+
+    group: str
+    version: str
+    resource: str
+    removed_release: str  # e.g. "1.36"
+
+    @property
+    def name(self) -> str:
+        """resource.version.group, as `kubectl api-resources` spells it (core: no group)."""
+        return ".".join(x for x in (self.resource, self.version, self.group) if x)
+
+
+def parse_deprecated(text: str) -> tuple[DeprecatedApi, ...]:
+    """`group=,removed_release=1.36,resource=x,subresource=,version=v1beta1 ...` (the metric's
+    labels, quotes stripped) -> the series that name a removal release."""
+    out = []
+    for word in text.split():
+        labels = dict(item.partition("=")[::2] for item in word.split(","))
+        if re.fullmatch(r"\d+\.\d+", labels.get("removed_release", "")) and labels.get("resource"):
+            out.append(DeprecatedApi(labels.get("group", ""), labels.get("version", ""),
+                                     labels["resource"], labels["removed_release"]))
+    return tuple(sorted(set(out), key=lambda d: (d.removed_release, d.name)))
+
+
+@dataclass(frozen=True)
 class KubeFacts:
     """What a host says about its Kubernetes side (one snippet in the one facts exec)."""
 
@@ -266,6 +293,10 @@ class KubeFacts:
     flannel: tuple[int, int] | None = None  # DaemonSet kube-flannel-ds: (ready, desired)
     containerd: str | None = None  # installed by homekube, e.g. 2.3.4 (None: not there)
     runc: str | None = None  # e.g. 1.4.3
+    #: APIs with a planned removal that clients requested since the API server started
+    #: (its apiserver_requested_deprecated_apis metric); asked only while the running
+    #: kube-apiserver is not the minor cluster.yaml wants, i.e. before an upgrade
+    deprecated: tuple[DeprecatedApi, ...] = ()
 
     @property
     def api_ok(self) -> bool:
@@ -307,6 +338,7 @@ def parse_kube_fact(text: str) -> KubeFacts:
         flannel=flannel,
         containerd=(kv.get("containerd") or "").removeprefix("v") or None,
         runc=(kv.get("runc") or "").removeprefix("v") or None,
+        deprecated=parse_deprecated(kv.get("deprecated", "")),
     )
 
 
@@ -368,6 +400,14 @@ def kube_fact(cfg: ClusterConfig) -> Fact[KubeFacts]:
         "--ignore-not-found)\" > \"$kt/headlamp\" &\n"
         f"    kv bindings \"$({k} get clusterrolebindings -l app.kubernetes.io/managed-by=homekube "
         f"-o jsonpath='{jp_names}')\" > \"$kt/bindings\" &\n"
+        # before an upgrade only (the running API server is another minor): which APIs the
+        # new minor removes were requested; /metrics is large, so not on every run
+        f"    if ! grep -q 'kube-apiserver:v{cfg.kubernetes.minor}\\.' {APISERVER_MANIFEST} "
+        "2>/dev/null; then\n"
+        f"      kv deprecated \"$({k} get --raw=/metrics 2>/dev/null | sed -n "
+        "'s/^apiserver_requested_deprecated_apis{\\(.*\\)} 1$/\\1/p' | tr -d '\"' "
+        "| tr '\\n' ' ')\" > \"$kt/deprecated\" &\n"
+        "    fi\n"
         "  fi\n"
         "fi\n"
         "wait\n"

@@ -217,7 +217,7 @@ def test_one_control_plane_becomes_three_on_the_virtual_address(one_cp: tuple[hk
     at = {(ph, h, r): (i, w) for i, w, h, ph, r in order}
     assert ("etcd", "h1", "member h2") in at and ("etcd", "h1", "member h3") in at, at
     assert at[("etcd", "h1", "member h3")] < at[("endpoint", "h1", "address")]
-    steps_h1 = [r for _, _, h, ph, r in order if ph == "endpoint" and h == "h1"]
+    steps_h1 = [c["resource"] for c in data["hosts"]["h1"]["changes"] if c["phase"] == "endpoint"]
     assert steps_h1[-1] == "address", steps_h1  # after keepalived runs there
     assert all(("endpoint", h, "unit keepalived.service") in at for h in CPS), at
     kub = {(h, r): w for (ph, h, r), (_, w) in at.items() if ph == "kubeadm"}

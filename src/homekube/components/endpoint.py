@@ -18,17 +18,38 @@ boots again does not take the address before its own API server is ready. A lone
 plane with no API server yet (before `kubeadm init`) still holds the address (50 beats no
 one), which is what `kubeadm init` needs to reach the API through it.
 
+A running cluster with one control plane whose API is that control plane's own address (no
+endpoint, or controlPlaneEndpoint at it) is moved to the virtual address when cluster.yaml sets
+`kubernetes.endpoint` (and, usually, gives more hosts the control-plane role):
+
+    etcd           the new members join first, one at a time (the etcd phase, as always)
+    endpoint       keepalived on every control plane; then, on the running one, a wait until
+                   the address is up there and answers /readyz (2 min), before anything points
+                   at it (a new control plane's check fails until its API server is ready, so
+                   the running one, at full priority, holds the address)
+    kubeadm        the running cluster follows cluster.yaml (:mod:`homekube.components.cp_config`):
+                   kubeadm-config, the API server certificate (the address in its SANs),
+                   --etcd-servers, admin.conf, super-admin.conf, the workers' kubelet.conf,
+                   kube-proxy's and cluster-info's kubeconfigs, the kubeconfigs `homekube
+                   kubeconfig` handed out; then a token, upload-certs, and the new control
+                   planes join one at a time
+
+The workload keeps running: the API server of the lone control plane restarts once (its new
+--etcd-servers), each worker's kubelet restarts once, kube-proxy rolls out again; no pod is
+evicted and no Service stops answering.
+
 Refused before any change (the plan stops with the reason):
 
 * the address outside the network of a control plane's own address (VRRP moves it between
   hosts of one network);
 * a running cluster whose API endpoint (admin.conf's `server`) is not the one cluster.yaml
-  wants: kubeadm cannot move a cluster to another controlPlaneEndpoint, and homekube does not
-  do the conversion (certificates, kubeadm-config, every kubeconfig) yet;
+  wants, except the conversion above: moving from one endpoint to another (a DNS name, another
+  address) or converting with more than one control plane running is not done;
 * a running cluster without an endpoint (`endpoint` or `controlPlaneEndpoint`) that would get
   more control planes: they would all depend on the first one's address;
 * a host running a control plane (its kube-apiserver manifest) that lost the control-plane
-  role: removing a control plane is not supported yet (3 → 1 is never done half-way).
+  role: removing a control plane is not supported yet (3 → 1 is never done half-way);
+* an even number of etcd members with an endpoint (cluster.yaml's checks).
 """
 
 from __future__ import annotations

@@ -379,3 +379,21 @@ def test_the_endpoint_fact_reads_the_cluster_copies() -> None:
     cmd = ep.endpoint_fact(CFG, CFG.host("cp1")).command
     assert "kubeadm-config" in cmd and "--etcd-servers" in cmd and "cluster-info" in cmd
     assert "kubeadm-config" not in ep.endpoint_fact(CFG, CFG.host("w1")).command
+
+
+def test_a_conversion_that_cannot_be_done_whole_is_refused() -> None:
+    from homekube.components.kubernetes import KubeadmPhase
+
+    fs = one_cp_running(CFG, OLD, ("https://192.0.2.21:2379",), ["192.0.2.21"], ("192.0.2.21",))
+    f = fs["cp1"]
+    e = f.extra["endpoint"]
+    fs["cp1"] = replace(f, extra={**f.extra, "endpoint": replace(e, cluster_config=None)})
+    with pytest.raises(RefusedError, match="kubeadm-config ConfigMap could not be read"):
+        KubeadmPhase().plan(Context(CFG, fs, LocalState(), NOW))
+    from homekube.components.kubernetes import KubeFacts
+
+    kf = f.extra["kubernetes"]
+    assert isinstance(kf, KubeFacts)
+    fs["cp1"] = replace(f, extra={**f.extra, "kubernetes": replace(kf, kubeadm="v1.35.4")})
+    with pytest.raises(RefusedError, match=r"kubeadm on cp1 is v1\.35\.4, not 1\.36"):
+        KubeadmPhase().plan(Context(CFG, fs, LocalState(), NOW))

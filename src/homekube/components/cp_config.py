@@ -56,6 +56,7 @@ from homekube.components.endpoint import (
     endpoint_facts,
 )
 from homekube.config.model import ClusterConfig, HostSpec
+from homekube.errors import RefusedError
 from homekube.facts.host import HostFacts
 from homekube.plan.model import Change, LocalWrite, NoChange, Run, Step, WriteFile
 from homekube.plan.order import Order, Stage
@@ -138,6 +139,11 @@ def missing_sans(cfg: ClusterConfig, pem: bytes) -> list[str]:
     return out
 
 
+def kube_version_of(f: HostFacts) -> str | None:
+    v = f.extra.get("kubernetes")
+    return getattr(v, "kubeadm", None)
+
+
 def _config_file(cfg: ClusterConfig, host: str, kubeadm_version: str) -> WriteFile:
     text = kubeadm_init_config(cfg, host, kubeadm_version=kubeadm_version)
     return WriteFile(RECONFIG, text.encode(), 0o600)
@@ -164,6 +170,16 @@ def control_plane_config_steps(ctx: Context, primary: HostSpec, kubeadm_version:
     pe = endpoint_facts(pf)
     url = want_url(cfg)
     steps: list[Step] = []
+    moving = pe.server is not None and pe.server != url
+    if moving and (kubeadm_version is None or pe.cluster_config is None):
+        reason = (f"kubeadm on {primary.name} is {kube_version_of(pf) or 'missing'}, not "
+               f"{cfg.kubernetes.minor}" if kubeadm_version is None
+               else "the kubeadm-config ConfigMap could not be read")
+        raise RefusedError(
+            f"cannot move the cluster's API endpoint from {pe.server} to {url}: {reason}",
+            host=primary.name,
+            hint="finish the Kubernetes upgrade (or fix the API) first, then apply again"
+            if kubeadm_version is None else "check the API server on that host, then apply again")
     if kubeadm_version is None:
         return [NoChange(primary.name, phase, "kubeadm-config",
                          f"kubeadm on {primary.name} is not {cfg.kubernetes.minor}: the cluster's "

@@ -182,8 +182,8 @@ def control_plane_config_steps(ctx: Context, primary: HostSpec, kubeadm_version:
             if kubeadm_version is None else "check the API server on that host, then apply again")
     if kubeadm_version is None:
         return [NoChange(primary.name, phase, "kubeadm-config",
-                         f"kubeadm on {primary.name} is not {cfg.kubernetes.minor}: the cluster's "
-                         "configuration is left as it is", warning=True)]
+                         f"kubeadm on {primary.name} is not {cfg.kubernetes.minor} (an upgrade is "
+                         "due): the cluster's configuration is compared after it")]
     etcd = etcd_servers(cfg)
     sans = api_server_sans(cfg)
     endpoint = control_plane_endpoint(cfg)
@@ -191,7 +191,8 @@ def control_plane_config_steps(ctx: Context, primary: HostSpec, kubeadm_version:
     # 1. kubeadm-config
     if pe.cluster_config is None:
         steps.append(NoChange(primary.name, phase, "kubeadm-config",
-                              "the kubeadm-config ConfigMap could not be read", warning=True))
+                              "the kubeadm-config ConfigMap was not read (the API did not answer "
+                              "on this host when the facts were gathered)"))
     else:
         why = []
         if pe.control_plane_endpoint != endpoint:
@@ -268,14 +269,18 @@ def _api_server(ctx: Context, h: HostSpec, f: HostFacts, kv: str, etcd: list[str
     have = endpoint_facts(f).etcd_servers
     if have is not None and set(have) != set(etcd):
         flag = "--etcd-servers=" + ",".join(etcd)
+        # with an endpoint, also until it answers again: while this API server restarted,
+        # keepalived may have moved the address to a control plane without one yet
+        vip = (f" && [ \"$(curl -sk --max-time 2 https://{cfg.kubernetes.endpoint.address}:"
+               f"{API_SERVER_PORT}/readyz)\" = ok ]" if cfg.kubernetes.endpoint is not None else "")
         ready = hk_sh(
-            f"ps -eo args | grep -qF -- 'kube-apiserver ' && ps -eo args | grep '[k]ube-apiserver ' "
+            f"ps -eo args | grep '[k]ube-apiserver ' "
             f"| grep -qF -- '{flag}' && [ \"$(curl -sk --max-time 2 "
-            f"https://127.0.0.1:{API_SERVER_PORT}/readyz)\" = ok ]", compound=True)
+            f"https://127.0.0.1:{API_SERVER_PORT}/readyz)\" = ok ]{vip}", compound=True)
         wait = poll_until(
             ready, seconds=300, every=2,
             failure=f"{h.name} (kube-apiserver manifest): kube-apiserver is not ready with "
-                    f"{flag} after 300s",
+                    f"{flag} after 300s" + (" (or the endpoint does not answer)" if vip else ""),
             diagnose=[hk_sh("ps -eo args | grep '[k]ube-apiserver ' | tr ' ' '\\n' "
                             "| grep -- --etcd-servers >&2", compound=True),
                       hk_sh(f"curl -sk --max-time 2 https://127.0.0.1:{API_SERVER_PORT}/readyz?verbose"

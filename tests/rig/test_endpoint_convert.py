@@ -143,7 +143,8 @@ def _refused(config: Path, text: str, want: str, handed: Path, before: str) -> N
         assert res.returncode not in (0, 4), f"{verb} was not refused: {res.stdout[-2000:]}"
         assert want in res.stderr, (verb, res.stderr[-3000:])
         assert "Traceback" not in res.stderr + res.stdout
-        print(f"  {verb} refused: {res.stderr.strip().splitlines()[0][:200]}")
+        said = next(ln for ln in res.stderr.splitlines() if want in ln)
+        print(f"  {verb} refused: {said.strip()[:200]}")
     assert fingerprint(handed) == before, f"{config.name}: something changed"
 
 

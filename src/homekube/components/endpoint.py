@@ -167,19 +167,23 @@ def endpoint_fact(cfg: ClusterConfig, host: HostSpec) -> Fact[EndpointFacts]:
         k = f"kubectl --kubeconfig={ADMIN_CONF} --request-timeout=5s"
         server = "sed -n 's/^ *server: *//p' | head -n1"
         cmd += [
-            f'[ -f {APISERVER_MANIFEST} ] && echo "local=$({readyz("127.0.0.1")})"',
-            f'[ -f {APISERVER_MANIFEST} ] && echo "etcd=$(grep -o -- \'--etcd-servers=[^ ]*\' '
-            f'{APISERVER_MANIFEST} | head -n1 | cut -d= -f2-)"',
+            f"if [ -f {APISERVER_MANIFEST} ]; then",
+            f'  hk_local=$({readyz("127.0.0.1")}); echo "local=$hk_local"',
+            f"  echo \"etcd=$(grep -o -- '--etcd-servers=[^ ]*' {APISERVER_MANIFEST} | head -n1 "
+            "| cut -d= -f2-)\"",
+            "fi",
             f'[ -f {SUPER_ADMIN_CONF} ] && echo "superadmin=$({_server_of(SUPER_ADMIN_CONF)})"',
-            # the cluster's own copies, only where the API answers (each kubectl ~50 ms of CPU)
-            f"if [ -f {ADMIN_CONF} ] && command -v kubectl >/dev/null && "
-            f'[ "$({readyz("127.0.0.1")})" = ok ]; then',
-            f"  echo \"config=$({k} -n kube-system get configmap kubeadm-config "
-            "-o jsonpath='{.data.ClusterConfiguration}' 2>/dev/null | base64 -w0)\"",
-            f"  echo \"proxy=$({k} -n kube-system get configmap kube-proxy "
-            f"-o jsonpath='{{.data.kubeconfig\\.conf}}' 2>/dev/null | {server})\"",
-            f"  echo \"clusterinfo=$({k} -n kube-public get configmap cluster-info "
-            f"-o jsonpath='{{.data.kubeconfig}}' 2>/dev/null | {server})\"",
+            # the cluster's own copies, where the API answers: three reads at once
+            f'if [ -f {ADMIN_CONF} ] && [ "${{hk_local:-}}" = ok ] && command -v kubectl >/dev/null; then',
+            "  hk_d=$(mktemp -d)",
+            f"  {k} -n kube-system get configmap kubeadm-config "
+            "-o jsonpath='{.data.ClusterConfiguration}' 2>/dev/null | base64 -w0 > $hk_d/config &",
+            f"  {k} -n kube-system get configmap kube-proxy "
+            f"-o jsonpath='{{.data.kubeconfig\\.conf}}' 2>/dev/null | {server} > $hk_d/proxy &",
+            f"  {k} -n kube-public get configmap cluster-info "
+            f"-o jsonpath='{{.data.kubeconfig}}' 2>/dev/null | {server} > $hk_d/clusterinfo &",
+            "  wait",
+            "  for x in config proxy clusterinfo; do echo \"$x=$(cat $hk_d/$x)\"; done; rm -rf $hk_d",
             "fi",
         ]
     if cfg.kubernetes.endpoint is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
 from homekube import lab as hklab
 from tests.rig.helpers import run_cli, sh, wait_for
@@ -253,6 +254,14 @@ def test_removing_a_worker_moves_its_pods_and_leaves_a_fresh_host(
                             for p in pods), [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
     wait_for("CoreDNS Ready", coredns_ready, seconds=300)
     assert etcd_members() == ["h1", "h2"]
+    # the API server follows etcd's membership: kubeadm-config and --etcd-servers name h1, h2
+    etcd = ",".join(f"https://{hklab.settings.NET4_PREFIX}.1{i}:2379" for i in (1, 2))
+    assert f"--etcd-servers={etcd}" in sh("h1", "ps -eo args | grep '^kube-apiserver '")
+    assert f"--etcd-servers={etcd}" in sh("h1", "cat /etc/kubernetes/manifests/kube-apiserver.yaml")
+    cc = YAML(typ="safe").load(kubectl("-n kube-system get configmap kubeadm-config "
+                                       "-o jsonpath='{.data.ClusterConfiguration}'"))
+    assert cc["etcd"]["external"]["endpoints"] == etcd.split(","), cc["etcd"]
+    assert "regenerate /etc/kubernetes/manifests/kube-apiserver.yaml with 2 etcd server(s)" in res.stderr
 
     # h3 is what it was before homekube: same files, units and listening ports
     after = inventory("h3")

@@ -19,6 +19,8 @@ class LocalState:
     etcd_ca_cert: bytes | None = None
     etcd_ca_key: bytes | None = None
     files: dict[str, bytes] = field(default_factory=dict)
+    #: the kubeconfigs `homekube kubeconfig` wrote that still exist (path -> content)
+    kubeconfigs: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -18,23 +18,48 @@ boots again does not take the address before its own API server is ready. A lone
 plane with no API server yet (before `kubeadm init`) still holds the address (50 beats no
 one), which is what `kubeadm init` needs to reach the API through it.
 
+A running cluster with one control plane whose API is that control plane's own address (no
+endpoint, or controlPlaneEndpoint at it) is moved to the virtual address when cluster.yaml sets
+`kubernetes.endpoint` (and, usually, gives more hosts the control-plane role):
+
+    etcd           the new members join first, one at a time (the etcd phase, as always)
+    endpoint       keepalived on every control plane; then, on the running one, a wait until
+                   the address is up there and answers /readyz (2 min), before anything points
+                   at it (a new control plane's check fails until its API server is ready, so
+                   the running one, at full priority, holds the address)
+    kubeadm        the running cluster follows cluster.yaml (:mod:`homekube.components.cp_config`):
+                   kubeadm-config, the API server certificate (the address in its SANs),
+                   --etcd-servers, admin.conf, super-admin.conf, the workers' kubelet.conf,
+                   kube-proxy's and cluster-info's kubeconfigs, the kubeconfigs `homekube
+                   kubeconfig` handed out; then a token, upload-certs, and the new control
+                   planes join one at a time
+
+The workload keeps running: the API server of the lone control plane restarts once (its new
+--etcd-servers), each worker's kubelet restarts once, kube-proxy rolls out again; no pod is
+evicted and no Service stops answering.
+
 Refused before any change (the plan stops with the reason):
 
 * the address outside the network of a control plane's own address (VRRP moves it between
   hosts of one network);
 * a running cluster whose API endpoint (admin.conf's `server`) is not the one cluster.yaml
-  wants: kubeadm cannot move a cluster to another controlPlaneEndpoint, and homekube does not
-  do the conversion (certificates, kubeadm-config, every kubeconfig) yet;
+  wants, except the conversion above: moving from one endpoint to another (a DNS name, another
+  address) or converting with more than one control plane running is not done;
 * a running cluster without an endpoint (`endpoint` or `controlPlaneEndpoint`) that would get
   more control planes: they would all depend on the first one's address;
 * a host running a control plane (its kube-apiserver manifest) that lost the control-plane
-  role: removing a control plane is not supported yet (3 → 1 is never done half-way).
+  role: removing a control plane is not supported yet (3 → 1 is never done half-way);
+* an even number of etcd members with an endpoint (cluster.yaml's checks).
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from dataclasses import dataclass, replace
+from typing import Any
+
+from ruamel.yaml import YAML
 
 from homekube.components.base import Context
 from homekube.components.reset import PACKAGES_RECORD
@@ -47,6 +72,8 @@ from homekube.osfamily import family_of
 from homekube.plan.model import Change, NoChange, Run, Step, WriteFile
 from homekube.plan.resources import file_step, unit_step
 from homekube.render.kubernetes import API_SERVER_PORT, control_plane_endpoint
+from homekube.shell import poll_until
+from homekube.shell import sh as hk_sh
 
 KEEPALIVED_DIR = "/etc/keepalived"
 KEEPALIVED_CONF = f"{KEEPALIVED_DIR}/keepalived.conf"
@@ -57,6 +84,7 @@ APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 # kubeadm's, as in components.kubernetes (which lists this phase, so it cannot be imported here)
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+SUPER_ADMIN_CONF = "/etc/kubernetes/super-admin.conf"
 #: priority of every control plane, and what a failing API server check takes off
 PRIORITY = 100
 CHECK_WEIGHT = 50
@@ -76,25 +104,88 @@ class EndpointFacts:
     server: str | None = None  # admin.conf's (or kubelet.conf's) `server:`
     local: str | None = None  # this host's kube-apiserver /readyz (control planes)
     via_vip: str | None = None  # /readyz through the virtual address
+    kubelet: str | None = None  # kubelet.conf's `server:`
+    super_admin: str | None = None  # super-admin.conf's `server:` (the first control plane)
+    #: the running kube-apiserver manifest's --etcd-servers (None: no manifest here)
+    etcd_servers: tuple[str, ...] | None = None
+    #: read through the API from a control plane whose API server is ready (None: not read)
+    cluster_config: dict[str, Any] | None = None  # kubeadm-config's ClusterConfiguration
+    proxy: str | None = None  # the kube-proxy ConfigMap's kubeconfig `server:`
+    cluster_info: str | None = None  # kube-public/cluster-info's kubeconfig `server:`
+
+    @property
+    def control_plane_endpoint(self) -> str | None:
+        v = (self.cluster_config or {}).get("controlPlaneEndpoint")
+        return str(v) if v else None
+
+    @property
+    def config_etcd(self) -> tuple[str, ...] | None:
+        ext = ((self.cluster_config or {}).get("etcd") or {}).get("external") or {}
+        eps = ext.get("endpoints")
+        return tuple(str(e) for e in eps) if isinstance(eps, list) else None
+
+    @property
+    def config_sans(self) -> tuple[str, ...]:
+        sans = ((self.cluster_config or {}).get("apiServer") or {}).get("certSANs") or []
+        return tuple(str(s) for s in sans)
 
 
 def parse_endpoint_fact(text: str) -> EndpointFacts:
     kv = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+    etcd = None
+    if "etcd" in kv:
+        etcd = tuple(e for e in kv["etcd"].split(",") if e)
+    cc: dict[str, Any] | None = None
+    if kv.get("config"):
+        try:
+            loaded = YAML(typ="safe").load(base64.b64decode(kv["config"]).decode())
+        except Exception:
+            loaded = None
+        cc = loaded if isinstance(loaded, dict) else None
     return EndpointFacts(server=kv.get("server") or None, local=kv.get("local") or None,
-                         via_vip=kv.get("vip") or None)
+                         via_vip=kv.get("vip") or None, kubelet=kv.get("kubelet") or None,
+                         super_admin=kv.get("superadmin") or None, etcd_servers=etcd,
+                         cluster_config=cc, proxy=kv.get("proxy") or None,
+                         cluster_info=kv.get("clusterinfo") or None)
+
+
+def _server_of(path: str) -> str:
+    return f"sed -n 's/^ *server: *//p' {path} | head -n1"
 
 
 def endpoint_fact(cfg: ClusterConfig, host: HostSpec) -> Fact[EndpointFacts]:
     cmd = [
         f"for c in {ADMIN_CONF} {KUBELET_CONF}; do [ -f $c ] || continue; "
         "echo \"server=$(sed -n 's/^ *server: *//p' $c | head -n1)\"; break; done",
+        f'[ -f {KUBELET_CONF} ] && echo "kubelet=$({_server_of(KUBELET_CONF)})"',
     ]
     def readyz(addr: object) -> str:
         return (f"curl -sk --max-time 2 https://{addr}:{API_SERVER_PORT}/readyz 2>&1 "
                 "| head -c 100 | tr -d '\\n'")
 
     if host.has("control-plane"):
-        cmd.append(f'[ -f {APISERVER_MANIFEST} ] && echo "local=$({readyz("127.0.0.1")})"')
+        k = f"kubectl --kubeconfig={ADMIN_CONF} --request-timeout=5s"
+        server = "sed -n 's/^ *server: *//p' | head -n1"
+        cmd += [
+            f"if [ -f {APISERVER_MANIFEST} ]; then",
+            f'  hk_local=$({readyz("127.0.0.1")}); echo "local=$hk_local"',
+            f"  echo \"etcd=$(grep -o -- '--etcd-servers=[^ ]*' {APISERVER_MANIFEST} | head -n1 "
+            "| cut -d= -f2-)\"",
+            "fi",
+            f'[ -f {SUPER_ADMIN_CONF} ] && echo "superadmin=$({_server_of(SUPER_ADMIN_CONF)})"',
+            # the cluster's own copies, where the API answers: three reads at once
+            f'if [ -f {ADMIN_CONF} ] && [ "${{hk_local:-}}" = ok ] && command -v kubectl >/dev/null; then',
+            "  hk_d=$(mktemp -d)",
+            f"  {k} -n kube-system get configmap kubeadm-config "
+            "-o jsonpath='{.data.ClusterConfiguration}' 2>/dev/null | base64 -w0 > $hk_d/config &",
+            f"  {k} -n kube-system get configmap kube-proxy "
+            f"-o jsonpath='{{.data.kubeconfig\\.conf}}' 2>/dev/null | {server} > $hk_d/proxy &",
+            f"  {k} -n kube-public get configmap cluster-info "
+            f"-o jsonpath='{{.data.kubeconfig}}' 2>/dev/null | {server} > $hk_d/clusterinfo &",
+            "  wait",
+            "  for x in config proxy clusterinfo; do echo \"$x=$(cat $hk_d/$x)\"; done; rm -rf $hk_d",
+            "fi",
+        ]
     if cfg.kubernetes.endpoint is not None:
         cmd.append(f'echo "vip=$({readyz(cfg.kubernetes.endpoint.address)})"')
     return Fact("endpoint", "\n".join(cmd), parse_endpoint_fact)
@@ -185,7 +276,38 @@ class EndpointPhase:
         for h in ctx.hosts():
             if h.has("control-plane"):
                 steps += self._host(ctx, h, ctx.facts[h.name], ep)
-        return steps
+        return steps + self._wait_for_address(ctx, ep)
+
+    def _wait_for_address(self, ctx: Context, ep: EndpointSpec) -> list[Step]:
+        """On a running cluster, the address must answer before anything is pointed at it
+        (a cluster being moved to the endpoint: kubeadm-config, kubeconfigs, joins)."""
+        ready = [h for h in ctx.hosts() if h.has("control-plane")
+                 and ctx.facts[h.name].file(APISERVER_MANIFEST) is not None
+                 and endpoint_facts(ctx.facts[h.name]).local == "ok"]
+        if not ready:
+            return []
+        h = ready[0]
+        e = endpoint_facts(ctx.facts[h.name])
+        addr = f"{ep.address}:{API_SERVER_PORT}"
+        if e.via_vip == "ok":
+            return [NoChange(h.name, self.name, "address", f"{addr} answers /readyz")]
+        held = f"ip -o addr show | grep -qwF -- {ep.address}"
+        answers = (f"[ \"$(curl -sk --max-time 2 https://{addr}/readyz)\" = ok ]")
+        others = [x.name for x in ready[1:]]
+        cond = (f"{{ {held} || [ -n \"{' '.join(others)}\" ]; }} && {answers}" if others
+                else f"{held} && {answers}")
+        wait = poll_until(hk_sh(cond, compound=True), seconds=120, every=1,
+                          failure=f"{h.name} (endpoint address): {addr} is not up and answering "
+                                  "/readyz after 120s",
+                          diagnose=[hk_sh(f"systemctl status --no-pager {UNIT} | tail -n 15 >&2",
+                                          compound=True),
+                                    hk_sh("ip -o -4 addr show >&2", compound=True)])
+        return [Change(h.name, self.name, "address",
+                       f"wait until {ep.address} is up{' here' if not others else ''} and "
+                       f"{addr} answers /readyz",
+                       f"the running cluster's API is not reachable through {addr} yet "
+                       f"({e.via_vip or 'no answer'}); nothing may point at it before it answers",
+                       (Run(wait.text, f"wait for {addr} (up to 2 min)", kind="wait"),))]
 
     def _host(self, ctx: Context, h: HostSpec, f: HostFacts, ep: EndpointSpec) -> list[Step]:
         ph = self.name
@@ -253,14 +375,17 @@ def refuse_unsupported(ctx: Context) -> None:
                 "control plane is not supported yet (etcd members and kubeadm's control-plane "
                 "list would be left half-changed)", host=h.name,
                 hint=f"give {h.name} the control-plane role back in cluster.yaml")
+    convertible = convertible_from(ctx)
     for h in running:
         f = ctx.facts[h.name]
         have = endpoint_facts(f).server
-        if f.file(ADMIN_CONF) is not None and have is not None and have != want:
+        if f.file(ADMIN_CONF) is not None and have is not None and have != want \
+                and have != convertible:
             raise RefusedError(
                 f"the running cluster's API endpoint is {have} ({h.name}: {ADMIN_CONF}) but "
-                f"cluster.yaml wants {want}: moving a running cluster to another endpoint "
-                "(API server certificates, kubeadm-config, every kubeconfig) is not supported yet",
+                f"cluster.yaml wants {want}: homekube only moves a cluster with one control "
+                f"plane from that control plane's own address to kubernetes.endpoint, not from "
+                "one endpoint to another",
                 host=h.name,
                 hint="keep the endpoint the cluster was initialised with (kubernetes.endpoint / "
                      "controlPlaneEndpoint), or set it before the first apply")
@@ -276,6 +401,22 @@ def refuse_unsupported(ctx: Context) -> None:
                 host=joining[0],
                 hint="set kubernetes.endpoint (a virtual address) before the first apply of a "
                      "cluster that will have several control planes")
+
+
+def convertible_from(ctx: Context) -> str | None:
+    """The API URL a running cluster may be moved away from to `kubernetes.endpoint`: its only
+    running control plane's own address (https://<its address>:6443); None otherwise."""
+    if ctx.config.kubernetes.endpoint is None:
+        return None
+    running = [h for h in [*ctx.hosts(), *ctx.removed]
+               if h.name in ctx.facts and ctx.facts[h.name].file(APISERVER_MANIFEST) is not None]
+    if len(running) != 1:
+        return None
+    h = running[0]
+    own = {f"https://{h.ipv4}:{API_SERVER_PORT}" if h.ipv4 else "",
+           f"https://[{h.ipv6}]:{API_SERVER_PORT}" if h.ipv6 else ""} - {""}
+    have = endpoint_facts(ctx.facts[h.name]).server
+    return have if have in own else None
 
 
 def endpoint_status(cfg: ClusterConfig, facts: dict[str, HostFacts]) -> dict[str, object] | None:

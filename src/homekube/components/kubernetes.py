@@ -65,6 +65,7 @@ from ruamel.yaml import YAML
 
 from homekube.components.artifacts import Artifact as DownloadArtifact
 from homekube.components.base import Context, Phase
+from homekube.components.cp_config import Stages, control_plane_config_steps
 from homekube.components.downloads import TEMP_DIR, fetch_verified
 from homekube.components.endpoint import APISERVER_MANIFEST, EndpointPhase
 from homekube.components.reset import PACKAGES_RECORD
@@ -910,8 +911,9 @@ def cgroup_v1_warnings(ctx: Context, phase: str) -> list[Step]:
             for h in ctx.hosts() if is_node(h) and ctx.facts[h.name].cgroup == 1]
 
 
-INIT, TOKEN, CP_JOIN, WORKER_JOIN = declare(
-    "kubeadm", parallel("init"), parallel("token"), one_at_a_time("control-plane join"),
+INIT, CLUSTER_CONFIG, API_SERVERS, KUBECONFIGS, TOKEN, CP_JOIN, WORKER_JOIN = declare(
+    "kubeadm", parallel("init"), parallel("cluster config"), one_at_a_time("api servers"),
+    parallel("kubeconfigs"), parallel("token"), one_at_a_time("control-plane join"),
     parallel("worker join"))
 
 
@@ -956,6 +958,11 @@ class KubeadmPhase:
             ca_pem = crt.content
             steps.append(NoChange(p.host.name, ph, "kubeadm init",
                                   f"cluster initialised ({p.why})"))
+            # endpoint, SANs and etcd members of the running cluster follow cluster.yaml
+            # (before anyone joins: a joining control plane reads kubeadm-config)
+            steps += control_plane_config_steps(
+                ctx, p.host, _kubeadm_version(cfg, pf),
+                Stages(CLUSTER_CONFIG, API_SERVERS, KUBECONFIGS), ph)
             if joining:
                 steps += self._token_steps(ctx, p.host, pf, sec)
         ca_hash = ca_cert_hash(ca_pem)

@@ -173,15 +173,34 @@ def state_path(cfg: ClusterConfig) -> Path:
 
 
 def read_local_state(cfg: ClusterConfig, *, create: bool = False) -> LocalState:
-    """The etcd CA from the operator's state dir; `create` makes it (apply only)."""
+    """The etcd CA from the operator's state dir (`create` makes it: apply only), and the
+    kubeconfigs `homekube kubeconfig` recorded there that still exist."""
     base = state_path(cfg)
+    kubeconfigs = _handed_out_kubeconfigs(base)
     if create:
         ca = LocalCA.load_or_create(base, key_type=cfg.etcd.key_type)
-        return LocalState(etcd_ca_cert=ca.cert_pem, etcd_ca_key=ca.key_pem)
+        return LocalState(etcd_ca_cert=ca.cert_pem, etcd_ca_key=ca.key_pem, kubeconfigs=kubeconfigs)
     if not (LocalCA.directory_for(base) / "ca.crt").is_file():
-        return LocalState()
+        return LocalState(kubeconfigs=kubeconfigs)
     ca = LocalCA.load(base)
-    return LocalState(etcd_ca_cert=ca.cert_pem, etcd_ca_key=ca.key_pem)
+    return LocalState(etcd_ca_cert=ca.cert_pem, etcd_ca_key=ca.key_pem, kubeconfigs=kubeconfigs)
+
+
+def _handed_out_kubeconfigs(base: Path) -> dict[str, bytes]:
+    try:
+        data = json.loads((base / "kubeconfigs.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, bytes] = {}
+    for r in data.get("kubeconfigs", []) if isinstance(data, dict) else []:
+        path = Path(str(r.get("path", ""))) if isinstance(r, dict) else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            out[str(path)] = path.read_bytes()
+        except OSError:
+            continue
+    return out
 
 
 @dataclass

@@ -73,10 +73,12 @@ __all__ = [
     "Artifact",
     "RepoFile",
     "all_cluster_objects",
+    "api_server_sans",
     "calico_installation",
     "calico_manifest_urls",
     "control_plane_endpoint",
     "crio_dropin",
+    "etcd_servers",
     "headlamp_objects",
     "ignored_preflight_checks",
     "ipv4_encapsulation",
@@ -231,6 +233,18 @@ def _dedupe(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def etcd_servers(cfg: ClusterConfig) -> list[str]:
+    """The etcd client URLs every API server uses (kubeadm-config's etcd.external.endpoints,
+    the manifest's --etcd-servers): one per etcd member, in cluster.yaml's order."""
+    return [f"https://{_url_host(_primary_address(cfg, h))}:{ETCD_CLIENT_PORT}"
+            for h in cfg.etcd_hosts]
+
+
+def api_server_sans(cfg: ClusterConfig) -> list[str]:
+    """The SANs cluster.yaml asks of every API server certificate (see `_cert_sans`)."""
+    return _cert_sans(cfg)
+
+
 def _cert_sans(cfg: ClusterConfig) -> list[str]:
     """API server SANs: the endpoint's host, every control-plane address, then the extras.
 
@@ -320,9 +334,7 @@ def _cluster_configuration(
     cfg: ClusterConfig, kubeadm_version: str | None
 ) -> kt.ClusterConfiguration:
     from homekube.render import kubeadm_types as kt
-    endpoints = [
-        f"https://{_url_host(_primary_address(cfg, h))}:{ETCD_CLIENT_PORT}" for h in cfg.etcd_hosts
-    ]
+    endpoints = etcd_servers(cfg)
     return kt.ClusterConfiguration(
         etcd=kt.Etcd(
             external=kt.ExternalEtcd(

@@ -194,6 +194,7 @@ def run_long(
             )
         except FileNotFoundError as e:
             raise LabError(f"{what}: command not found: {argv[0]}") from e
+        _share_niceness(proc.pid)
         next_beat = t0 + every
         try:
             while True:
@@ -220,6 +221,31 @@ def run_long(
         raise LabError(
             f"{what}: failed (exit {rc}); from {log_path}:\n" + summarize(log_path)
         )
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the cleanup of `run`/`run_long` (which kills the
+    command's own session) runs when this process is terminated, not only on Ctrl-C."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def _share_niceness(pid: int) -> None:
+    """Give a child that runs in its own session this process's niceness for that session.
+
+    With the kernel's autogroup scheduling (sched_autogroup_enabled), every session is one
+    scheduling group and a nice value only weighs inside its group: `nice homekube lab
+    artifacts` would not make its go build (a new session) yield to anything else. The
+    session's own nice value (/proc/PID/autogroup) does; raising it needs no privilege.
+    """
+    niceness = os.nice(0)
+    if niceness <= 0:
+        return
+    with contextlib.suppress(OSError):  # no autogroup support: the process nice still applies
+        Path(f"/proc/{pid}/autogroup").write_text(f"{min(niceness, 19)}\n")
 
 
 def log_tail(path: Path, lines: int = 25) -> str:

@@ -1,0 +1,58 @@
+"""run_long, which runs the lab's go builds: a niced caller's build yields, a killed one stops."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHILD = """
+import os, sys
+from pathlib import Path
+from homekube.lab.system import run_long, stop_on_sigterm
+os.nice(int(sys.argv[1]))
+stop_on_sigterm()
+run_long(sys.argv[3:], what="test", log_path=Path(sys.argv[2]), timeout=300)
+"""
+
+
+def _python(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", CHILD, *args])
+
+
+def test_a_niced_caller_gives_its_command_session_the_same_niceness(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    probe = ("echo nice=$(cut -d' ' -f19 /proc/self/stat); "
+             "cat /proc/self/autogroup 2>/dev/null || echo no-autogroup")
+    assert _python("10", str(log), "sh", "-c", probe).wait(timeout=60) == 0
+    out = log.read_text()
+    assert "nice=10" in out, out
+    # with autogroup scheduling the command's own session (a scheduling group) is niced too
+    assert "no-autogroup" in out or out.rstrip().endswith("nice 10"), out
+
+
+def test_a_terminated_caller_stops_its_command(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    proc = _python("0", str(tmp_path / "out.log"), "sh", "-c",
+                   f"echo $$ > {pid_file}; exec sleep 300")
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while _alive(child):  # killed with its session, reaped by init
+        assert time.monotonic() < deadline, f"pid {child} outlived its caller"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

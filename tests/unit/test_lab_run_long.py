@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -56,3 +57,49 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+HOLDER = """
+import os, sys
+from pathlib import Path
+from homekube.lab.system import exclusive_lock, run_long
+os.nice(10)
+with exclusive_lock(Path(sys.argv[1])):
+    run_long(["sh", "-c", f"echo $$ > {sys.argv[2]}; exec sleep 300"], what="test",
+             log_path=Path(sys.argv[3]), timeout=300)
+"""
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_waiting_for_a_niced_lock_holder_lends_it_this_priority(tmp_path: Path) -> None:
+    """Priority inheritance: a build started with nice in the background runs at the
+    waiter's priority once someone waits for it (when the waiter may lower nice values)."""
+    from homekube.lab.system import exclusive_lock, lend_priority
+
+    lock, pid_file = tmp_path / "lock", tmp_path / "pid"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), str(pid_file),
+                               str(tmp_path / "out.log")])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _nice(holder.pid) == _nice(child) == 10
+        waited: list[tuple[int, int, int]] = []
+
+        def on_wait(pid: int) -> None:
+            lend_priority(pid)
+            waited.append((pid, _nice(pid), _nice(child)))
+            holder.send_signal(signal.SIGINT)  # let go of the lock: the wait ends
+
+        with exclusive_lock(lock, timeout=60, on_wait=on_wait):
+            pass
+        expected = os.nice(0) if os.geteuid() == 0 else 10  # only root lowers nice values
+        assert waited == [(holder.pid, expected, expected)]
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)

@@ -10,11 +10,12 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from homekube.errors import HomekubeError
@@ -444,9 +445,53 @@ def unmount(path: Path) -> bool:
 # locking
 
 
+def lend_priority(holder: int) -> None:
+    """Priority inheritance for a lock: when the holder is nicer than this waiting process
+    (a build started in the background with `nice`), give it, the commands it runs in their
+    own sessions (a go build) and their processes this process's niceness, so that waiting
+    for the build takes no longer than the build itself needs. Lowering a nice value needs
+    root; without it nothing changes."""
+    mine = os.nice(0)
+    fields = _stat_fields(holder)
+    if fields is None or int(fields[16]) <= mine:  # field 19 of stat(5): nice
+        return
+
+    def stats() -> dict[int, list[str]]:
+        out = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and (f := _stat_fields(int(d.name))) is not None:
+                out[int(d.name)] = f
+        return out
+
+    def renice(pids: Iterable[int]) -> None:
+        for pid in pids:
+            # a nice value belongs to a thread, and a process's children inherit the value of
+            # the thread that forked them (go forks its compilers from any thread)
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(OSError, ValueError):
+                        os.setpriority(os.PRIO_PROCESS, int(task.name), mine)
+
+    # the holder's children that lead their own session (run/run_long start them so)
+    leaders = {pid for pid, f in stats().items() if f[1] == str(holder) and f[3] == str(pid)}
+    renice([holder, *leaders])
+    for pid in leaders:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/autogroup").write_text(f"{mine}\n")
+    # after the leaders: what they start from now on inherits the new value
+    renice(pid for pid, f in stats().items() if int(f[3]) in leaders)
+    log.info("raised the priority of pid %d (nice %s) to this process's (nice %d)",
+             holder, fields[16], mine)
+
+
 @contextlib.contextmanager
-def exclusive_lock(lock_file: Path, *, timeout: float = 900) -> Iterator[None]:
-    """Serialise lab commands: two `up`s at once would fight over one bridge."""
+def exclusive_lock(
+    lock_file: Path, *, timeout: float = 900, on_wait: Callable[[int], None] | None = None
+) -> Iterator[None]:
+    """Serialise lab commands: two `up`s at once would fight over one bridge.
+
+    on_wait(holder's pid) is called once when this process has to wait.
+    """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with lock_file.open("a+") as fh:
         deadline = time.monotonic() + timeout
@@ -462,8 +507,11 @@ def exclusive_lock(lock_file: Path, *, timeout: float = 900) -> Iterator[None]:
                     ) from None
                 if not told:
                     fh.seek(0)
-                    log.info("waiting for another lab command (%s)", fh.read().strip())
+                    holder = fh.read().strip()
+                    log.info("waiting for another lab command (%s)", holder)
                     told = True
+                    if on_wait is not None and re.fullmatch(r"pid [0-9]+", holder):
+                        on_wait(int(holder.split()[1]))
                 time.sleep(0.2)
         fh.seek(0)
         fh.truncate()

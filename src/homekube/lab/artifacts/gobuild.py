@@ -29,6 +29,7 @@ from homekube.lab.system import (
     LabError,
     ensure_packages,
     exclusive_lock,
+    lend_priority,
     log_tail,
     package_version,
     run,
@@ -198,7 +199,9 @@ def ensure_built(
     if not force and _complete(entry, recipe):
         return Built(recipe, entry, None)
     paths.root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(paths.lock_file, timeout=_LOCK_TIMEOUT):
+    # a build started with `nice` in the background (CI) runs at this caller's priority from
+    # the moment the caller waits for it
+    with exclusive_lock(paths.lock_file, timeout=_LOCK_TIMEOUT, on_wait=lend_priority):
         if not force and _complete(entry, recipe):  # built by whoever held the lock
             return Built(recipe, entry, None)
         if recipe.build_deps:

@@ -103,3 +103,34 @@ def test_waiting_for_a_niced_lock_holder_lends_it_this_priority(tmp_path: Path) 
     finally:
         holder.kill()
         holder.wait(timeout=60)
+
+
+def test_a_waiter_stops_waiting_once_what_it_waits_for_is_made(tmp_path: Path) -> None:
+    """The build lock's holder builds one recipe after another and takes the lock again at
+    once; a caller that needs one of them stops waiting when that one is in the cache."""
+    from homekube.lab.system import exclusive_lock
+
+    lock, made = tmp_path / "lock", tmp_path / "made"
+    holds = "import sys, time\nfrom pathlib import Path\nfrom homekube.lab.system import " \
+            "exclusive_lock\nwith exclusive_lock(Path(sys.argv[1])):\n" \
+            "    Path(sys.argv[2]).write_text('x')\n    time.sleep(300)\n"
+    holder = subprocess.Popen([sys.executable, "-c", holds, str(lock), str(tmp_path / "held")])
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "held").is_file():
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.05)
+
+        def on_wait(pid: int) -> None:
+            made.write_text("built by the holder")
+
+        with exclusive_lock(lock, timeout=60, on_wait=on_wait, done=made.is_file) as locked:
+            assert locked is False
+        assert holder.poll() is None  # the holder still holds it
+        holder.kill()
+        holder.wait(timeout=60)
+        with exclusive_lock(lock, timeout=60, done=made.is_file) as locked:  # free: taken
+            assert locked is True
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)

@@ -486,11 +486,18 @@ def lend_priority(holder: int) -> None:
 
 @contextlib.contextmanager
 def exclusive_lock(
-    lock_file: Path, *, timeout: float = 900, on_wait: Callable[[int], None] | None = None
-) -> Iterator[None]:
+    lock_file: Path,
+    *,
+    timeout: float = 900,
+    on_wait: Callable[[int], None] | None = None,
+    done: Callable[[], bool] | None = None,
+) -> Iterator[bool]:
     """Serialise lab commands: two `up`s at once would fight over one bridge.
 
-    on_wait(holder's pid) is called once when this process has to wait.
+    Yields True holding the lock. on_wait(holder's pid) is called once when this process has
+    to wait; done() is asked while waiting, and when it is true the wait ends without the
+    lock (yields False): what the caller waited for was made by the holder, which may go on
+    to hold the lock for other work.
     """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with lock_file.open("a+") as fh:
@@ -512,12 +519,15 @@ def exclusive_lock(
                     told = True
                     if on_wait is not None and re.fullmatch(r"pid [0-9]+", holder):
                         on_wait(int(holder.split()[1]))
+                if done is not None and done():
+                    yield False
+                    return
                 time.sleep(0.2)
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}\n")
         fh.flush()
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

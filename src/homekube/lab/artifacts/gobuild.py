@@ -201,8 +201,12 @@ def ensure_built(
     paths.root.mkdir(parents=True, exist_ok=True)
     # a build started with `nice` in the background (CI) runs at this caller's priority from
     # the moment the caller waits for it
-    with exclusive_lock(paths.lock_file, timeout=_LOCK_TIMEOUT, on_wait=lend_priority):
-        if not force and _complete(entry, recipe):  # built by whoever held the lock
+    # the lock's holder builds one recipe after another: stop waiting once it built this one
+    done = None if force else lambda: _complete(entry, recipe)
+    with exclusive_lock(
+        paths.lock_file, timeout=_LOCK_TIMEOUT, on_wait=lend_priority, done=done
+    ) as locked:
+        if not locked or (not force and _complete(entry, recipe)):  # built by the holder
             return Built(recipe, entry, None)
         if recipe.build_deps:
             ensure_packages(recipe.build_deps, f"building {recipe.key}")

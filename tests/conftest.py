@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 GOOD = textwrap.dedent("""\
     name: krusty
     kubernetes: {version: "1.36", controlPlaneEndpoint: "k8s.home.arpa:6443"}
@@ -34,3 +36,15 @@ O2wwCgYIKoZIzj0EAwIDRwAwRAIgMroHyQmRUZYeWZEmpY/3qtWdwV3liS/Jwm6/
 W1ZiYOACIAbTixR7TNAuGi1lk7w2o8mzKVFURUZ6xUeicHd+914D
 -----END CERTIFICATE-----
 """
+
+
+#: Modules run last, after the unit tests too: the minor-upgrade test needs the previous
+#: minor's artifacts, which CI builds in the background while everything else runs.
+RUN_LAST = ("tests/rig/test_k8s_upgrade.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def last(item: pytest.Item) -> bool:
+        return any(item.nodeid.startswith(m) for m in RUN_LAST)
+
+    items.sort(key=last)  # stable: the order inside each group stays

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -40,31 +40,30 @@ def arts(lab: hklab.Lab) -> LabArtifacts:
 # ------------------------------------------------------------------------ kubeadm, registry
 
 
-def test_kubeadm_asks_for_exactly_the_images_the_registry_serves(
-    lab: hklab.Lab, arts: LabArtifacts
-) -> None:
-    wanted: set[str] = set()
-    for rel in recipes.RELEASES:  # each minor's own kubeadm (1.36, and 1.35 to upgrade from)
-        kubeadm = gobuild.entry_dir(rel.kubernetes) / "kubeadm"
-        listed = subprocess.run(
-            [str(kubeadm), "config", "images", "list", "--kubernetes-version",
-             f"v{rel.kubernetes.version}", "--image-repository", arts.image_repository],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout.split()  # fmt: skip
-        # kubeadm lists its own etcd image too; homekube's etcd is external, so there is none
-        wanted |= {i for i in listed if not i.startswith(f"{R}/etcd:")}
-        assert f"{R}/pause:{rel.pause.version}" in listed
-        assert f"{R}/coredns:v{rel.coredns.version}" in listed
-        repo = hklab.current()
-        assert repo is not None
-        assert (repo.dir / f"mirror/kubernetes/v{rel.minor}/deb/InRelease").is_file()
-    served = {s.ref(R) for s in recipes.IMAGES if s.kubeadm}
-    assert wanted == served
-    assert arts.pause_image == f"{R}/pause:3.10.2" in wanted
-    assert arts.coredns_image == f"{R}/coredns:v1.14.2" in wanted
+def assert_release_served(rel: recipes.KubeRelease, arts: LabArtifacts) -> None:
+    """The minor's own kubeadm asks for exactly the images of that minor the lab registry
+    serves (h1 pulls their manifests), and its apt repository is published."""
+    kubeadm = gobuild.entry_dir(rel.kubernetes) / "kubeadm"
+    listed = subprocess.run(
+        [str(kubeadm), "config", "images", "list", "--kubernetes-version",
+         f"v{rel.kubernetes.version}", "--image-repository", arts.image_repository],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    # kubeadm lists its own etcd image too; homekube's etcd is external, so there is none
+    wanted = {i for i in listed if not i.startswith(f"{R}/etcd:")}
+    assert f"{R}/pause:{rel.pause.version}" in listed
+    assert f"{R}/coredns:v{rel.coredns.version}" in listed
+    assert wanted == {s.ref(R) for s in rel.images if s.kubeadm}
+    repo = hklab.current()
+    assert repo is not None
+    assert (repo.dir / f"mirror/kubernetes/v{rel.minor}/deb/InRelease").is_file()
+    assert_registry_serves(rel.images)
+
+
+def assert_registry_serves(specs: Iterable[recipes.ImageSpec]) -> None:
     assert hklab.status().registry_running
     catalog = sh("h1", f"curl -sSf http://{R}/v2/_catalog")
-    for s in recipes.IMAGES:
+    for s in specs:
         assert f'"{s.repository}"' in catalog
         code = sh(
             "h1",
@@ -75,17 +74,30 @@ def test_kubeadm_asks_for_exactly_the_images_the_registry_serves(
         assert code == "200", s.ref(R)
 
 
-def test_built_binaries_report_their_versions(arts: LabArtifacts) -> None:
-    def out(recipe: recipes.GoRecipe, binary: str, *args: str) -> str:
-        exe = gobuild.entry_dir(recipe) / binary
-        cp = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
-        return cp.stdout + cp.stderr
+def binary_says(recipe: recipes.GoRecipe, binary: str, *args: str) -> str:
+    """What a built binary prints (stdout + stderr)."""
+    exe = gobuild.entry_dir(recipe) / binary
+    cp = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+    return cp.stdout + cp.stderr
 
+
+def test_kubeadm_asks_for_exactly_the_images_the_registry_serves(
+    lab: hklab.Lab, arts: LabArtifacts
+) -> None:
+    """The default minor here; the previous one (1.35, which only the upgrade test needs and
+    CI builds in the background meanwhile) in test_k8s_upgrade.py."""
+    default = recipes.RELEASES[0]
+    assert_release_served(default, arts)
+    assert arts.pause_image == f"{R}/pause:3.10.2"
+    assert arts.coredns_image == f"{R}/coredns:v1.14.2"
+    # every image that is no minor's own (flannel, hkecho) is served too
+    own = {s for rel in recipes.RELEASES for s in rel.images}
+    assert_registry_serves(s for s in recipes.IMAGES if s not in own)
+
+
+def test_built_binaries_report_their_versions(arts: LabArtifacts) -> None:
+    out = binary_says
     assert out(recipes.KUBERNETES, "kubelet", "--version").strip() == "Kubernetes v1.36.3"
-    prev = recipes.KUBERNETES_PREVIOUS
-    assert out(prev, "kubelet", "--version").strip() == "Kubernetes v1.35.4"
-    assert out(prev, "kubeadm", "version", "-o", "short").strip() == "v1.35.4"
-    assert "CoreDNS-1.13.1" in out(recipes.COREDNS_PREVIOUS, "coredns", "-version")
     assert out(recipes.KUBERNETES, "kube-apiserver", "--version").strip() == "Kubernetes v1.36.3"
     assert "v1.36.3" in out(recipes.KUBERNETES, "kubectl", "version", "--client")
     assert "etcd Version: 3.6.14" in out(recipes.ETCD, "etcd", "--version")

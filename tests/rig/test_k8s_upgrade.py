@@ -23,7 +23,10 @@ from typing import Any
 import pytest
 
 from homekube import lab as hklab
+from homekube.lab import artifacts
+from homekube.lab.artifacts import recipes
 from tests.rig.helpers import run_cli, run_on, sh, wait_for
+from tests.rig.test_artifacts import assert_release_served, binary_says
 from tests.rig.test_cluster import (
     KUBECTL,
     apply_cluster,
@@ -48,7 +51,21 @@ def restore_session_lab(lab_config: Path) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def old_cluster(restore_session_lab: None,
+def previous_minor() -> None:
+    """1.35's artifacts, the normal idempotent way: taken from the cache (about a second),
+    waited for while another process builds them (CI starts that build in the background
+    before the tests; gobuild's lock), or built here. Never skipped: a failed build fails
+    the module with the compiler's words."""
+    t0 = time.monotonic()
+    report = artifacts.run(lambda line: print(f"artifacts: {line}", flush=True),
+                           minors=artifacts.minors_for(OLD), publish=False)
+    built = {k: round(v) for k, v in report.steps.items() if k.startswith("build") and v >= 1}
+    print(f"\n{OLD} artifacts ready after {time.monotonic() - t0:.0f} s "
+          f"(built here: {built or 'nothing'})")
+
+
+@pytest.fixture(scope="module")
+def old_cluster(previous_minor: None, restore_session_lab: None,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[hklab.Lab, Path]]:
     config = tmp_path_factory.mktemp("k8s-upgrade") / "cluster.yaml"
     hklab.down()
@@ -157,6 +174,23 @@ def rolled_out() -> None:
         pods = sh("h1", f"{KUBECTL} get pods -o wide; {KUBECTL} describe pods -l app=web | "
                         "tail -60", ok=False)
         pytest.fail(f"deployment web not rolled out: {res.stdout}{res.stderr}\n{pods}")
+
+
+# the first test also waits for (or makes) 1.35's artifacts and brings the 1.35 cluster up
+@pytest.mark.timeout(5400)
+def test_previous_minor_artifacts_are_built_and_served(
+        old_cluster: tuple[hklab.Lab, Path]) -> None:
+    lab, _ = old_cluster
+    assert lab.artifacts is not None
+    prev = recipes.RELEASES[1]
+    assert prev.minor == "1.35" and prev.kubernetes.version == OLD
+    out = binary_says
+    assert out(prev.kubernetes, "kubelet", "--version").strip() == f"Kubernetes v{OLD}"
+    assert out(prev.kubernetes, "kubeadm", "version", "-o", "short").strip() == f"v{OLD}"
+    assert "CoreDNS-1.13.1" in out(prev.coredns, "coredns", "-version")
+    assert_release_served(prev, lab.artifacts)
+    assert lab.artifacts.pause_image.endswith("/pause:3.10.1")
+    assert lab.artifacts.coredns_image.endswith("/coredns:v1.13.1")
 
 
 @pytest.mark.timeout(5400)  # bringing up 1.35 (~10 min under load) and the upgrade itself

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -389,3 +390,42 @@ def test_build_errors_quotes_the_compiler_not_the_package_list(tmp_path: Path) -
     )
     log.write_text("a\nb\nsignal: killed\n")
     assert gobuild.build_errors(log) == "a\nb\nsignal: killed"
+
+
+# ------------------------------------------------------------------ selection by minor
+
+
+def test_a_minor_selects_its_own_recipes_and_the_shared_ones() -> None:
+    from homekube.lab.artifacts import pipeline
+    from homekube.lab.system import LabError
+
+    def keys(rs: Iterable[recipes.GoRecipe]) -> set[str]:
+        return {r.key for r in rs}
+
+    default, previous = recipes.RELEASES
+    shared = keys(RECIPES) - keys(default.recipes) - keys(previous.recipes)
+    assert shared and not any(k.startswith(("kubernetes-", "pause-", "coredns-")) for k in shared)
+    assert pipeline._selected(None) == RECIPES
+    for rel, other in ((default, previous), (previous, default)):
+        picked = pipeline._selected(None, [rel.minor])
+        assert keys(picked) == shared | keys(rel.recipes)
+        assert not keys(picked) & keys(other.recipes)
+        assert pipeline._selected(None, [rel.kubernetes.version]) == picked
+    assert pipeline._selected(["kubernetes"], ["1.35"]) == (previous.kubernetes,)
+    assert keys(pipeline._selected(None, ["1.35", "1.36"])) == keys(RECIPES)
+    # a cluster at an older minor also needs the default one, which it upgrades to
+    assert pipeline.minors_for(None) == ("1.36",)
+    assert pipeline.minors_for("1.35") == pipeline.minors_for("1.35.4") == ("1.36", "1.35")
+    with pytest.raises(LabError, match=r"builds no Kubernetes 1\.34"):
+        pipeline.minors_for("1.34")
+    with pytest.raises(LabError, match=r"builds no Kubernetes 1\.34"):
+        pipeline._selected(None, ["1.34"])
+
+
+def test_every_kubeadm_image_belongs_to_exactly_one_minor() -> None:
+    owners = {s: [rel.minor for rel in recipes.RELEASES if s in rel.images] for s in IMAGES}
+    for s, minors in owners.items():
+        assert len(minors) == (1 if s.kubeadm else 0), (s.ref("R"), minors)
+    for rel in recipes.RELEASES:
+        assert {s.tag for s in rel.images} == {
+            f"v{rel.kubernetes.version}", rel.pause.version, f"v{rel.coredns.version}"}

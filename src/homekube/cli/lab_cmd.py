@@ -118,7 +118,7 @@ def up_cmd(
     kubernetes_version: Annotated[str | None, typer.Option(
         "--kubernetes-version", metavar="MINOR",
         help="With --kubernetes: the minor the cluster.yaml names (1.35 or 1.36, the default); "
-        "both are published, so 1.35 can be upgraded to 1.36.")] = None,
+        "with 1.35, 1.36 is built and published too, so 1.35 can be upgraded to 1.36.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite an edited config (a backup of it is kept).")] = False,
     quiet: QuietOpt = False,
@@ -215,8 +215,21 @@ def artifacts_cmd(
             "containerd, runc, cni-plugins, flannel-cni-plugin, flannel, hkecho, pause",
         ),
     ] = None,
+    kubernetes_version: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kubernetes-version", metavar="MINOR",
+            help="only this Kubernetes minor's release (repeatable: 1.36, 1.35): its "
+            "Kubernetes, pause and CoreDNS, plus the components every minor shares; "
+            "default: every minor the lab builds",
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="rebuild even what is cached")
+    ] = False,
+    no_publish: Annotated[
+        bool, typer.Option("--no-publish", help="build and pack only; leave the lab alone "
+                           "(e.g. a build in the background while the lab runs tests)")
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -225,18 +238,21 @@ def artifacts_cmd(
     Binaries, release tarballs, .debs and images are cached under
     /var/cache/homekube/lab-artifacts; with the lab up, they also go into its mirror, its
     apt repository (kubernetes/v1.X/deb/) and its registry. A cold build takes 15-30 min
-    (21 CPU-minutes on 2 cores); a cached run, under a second.
+    per Kubernetes minor on 2 cores; a cached run, about a second. While another process
+    builds an artifact this one needs, it waits for that build and takes its result.
     """
     from homekube.lab import artifacts
-    from homekube.lab.system import log
+    from homekube.lab.system import log, stop_on_sigterm
 
     t0 = time.monotonic()
 
     def progress(line: str) -> None:
         log.info("%s", line)
 
-    report = _guard(lambda: artifacts.run(progress, only=only, force=force), quiet=quiet,
-                    title="lab artifacts")
+    stop_on_sigterm()  # a killed build stops its go build too (it runs in its own session)
+    report = _guard(lambda: artifacts.run(progress, only=only, minors=kubernetes_version,
+                                          force=force, publish=not no_publish),
+                    quiet=quiet, title="lab artifacts")
     worked = {k: v for k, v in report.steps.items() if v >= 0.5}
     for step, seconds in worked.items():
         typer.echo(f"  {step}: {seconds:.0f} s")

@@ -192,7 +192,8 @@ def up(
     15-30 min), publish them into the mirror and start the registry with their images;
     progress gets a line per step (default: the lab's log). kubernetes_version picks the
     minor the cluster.yaml names ("1.35" to test an upgrade to 1.36; default: the newest);
-    every minor the lab builds is published either way.
+    the default minor is published either way (what an older one upgrades to), another
+    minor only when named.
     """
     if not 1 <= n <= settings.MAX_HOSTS:
         raise LabError(f"the lab takes 1 to {settings.MAX_HOSTS} hosts, not {n}")
@@ -200,9 +201,10 @@ def up(
     paths = LabPaths.from_env()
     cfg = Path(config_path).absolute() if config_path is not None else None
     say = progress or _progress
+    minors = artifacts.minors_for(kubernetes_version) if kubernetes else ()
     if kubernetes:
         # the long part, before the lab lock: `status` and other slots stay usable meanwhile
-        artifacts.run(say, publish=False)
+        artifacts.run(say, publish=False, minors=minors)
     with exclusive_lock(paths.lock_file):
         _check_owner(paths)
         ensure_host_tools()
@@ -212,7 +214,7 @@ def up(
             lab = _create(paths, n, cfg)
         if kubernetes:
             _kubelet_kernel_settings(say)
-            artifacts.run(say)  # all cached by now: publish and push only
+            artifacts.run(say, minors=minors)  # all cached by now: publish and push only
             lab = dataclasses.replace(
                 lab, artifacts=artifacts.describe(published=True, minor=kubernetes_version))
     if cfg is not None:

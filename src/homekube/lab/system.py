@@ -10,11 +10,12 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from homekube.errors import HomekubeError
@@ -194,6 +195,7 @@ def run_long(
             )
         except FileNotFoundError as e:
             raise LabError(f"{what}: command not found: {argv[0]}") from e
+        _share_niceness(proc.pid)
         next_beat = t0 + every
         try:
             while True:
@@ -220,6 +222,31 @@ def run_long(
         raise LabError(
             f"{what}: failed (exit {rc}); from {log_path}:\n" + summarize(log_path)
         )
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the cleanup of `run`/`run_long` (which kills the
+    command's own session) runs when this process is terminated, not only on Ctrl-C."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def _share_niceness(pid: int) -> None:
+    """Give a child that runs in its own session this process's niceness for that session.
+
+    With the kernel's autogroup scheduling (sched_autogroup_enabled), every session is one
+    scheduling group and a nice value only weighs inside its group: `nice homekube lab
+    artifacts` would not make its go build (a new session) yield to anything else. The
+    session's own nice value (/proc/PID/autogroup) does; raising it needs no privilege.
+    """
+    niceness = os.nice(0)
+    if niceness <= 0:
+        return
+    with contextlib.suppress(OSError):  # no autogroup support: the process nice still applies
+        Path(f"/proc/{pid}/autogroup").write_text(f"{min(niceness, 19)}\n")
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
@@ -418,9 +445,60 @@ def unmount(path: Path) -> bool:
 # locking
 
 
+def lend_priority(holder: int) -> None:
+    """Priority inheritance for a lock: when the holder is nicer than this waiting process
+    (a build started in the background with `nice`), give it, the commands it runs in their
+    own sessions (a go build) and their processes this process's niceness, so that waiting
+    for the build takes no longer than the build itself needs. Lowering a nice value needs
+    root; without it nothing changes."""
+    mine = os.nice(0)
+    fields = _stat_fields(holder)
+    if fields is None or int(fields[16]) <= mine:  # field 19 of stat(5): nice
+        return
+
+    def stats() -> dict[int, list[str]]:
+        out = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and (f := _stat_fields(int(d.name))) is not None:
+                out[int(d.name)] = f
+        return out
+
+    def renice(pids: Iterable[int]) -> None:
+        for pid in pids:
+            # a nice value belongs to a thread, and a process's children inherit the value of
+            # the thread that forked them (go forks its compilers from any thread)
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(OSError, ValueError):
+                        os.setpriority(os.PRIO_PROCESS, int(task.name), mine)
+
+    # the holder's children that lead their own session (run/run_long start them so)
+    leaders = {pid for pid, f in stats().items() if f[1] == str(holder) and f[3] == str(pid)}
+    renice([holder, *leaders])
+    for pid in leaders:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/autogroup").write_text(f"{mine}\n")
+    # after the leaders: what they start from now on inherits the new value
+    renice(pid for pid, f in stats().items() if int(f[3]) in leaders)
+    log.info("raised the priority of pid %d (nice %s) to this process's (nice %d)",
+             holder, fields[16], mine)
+
+
 @contextlib.contextmanager
-def exclusive_lock(lock_file: Path, *, timeout: float = 900) -> Iterator[None]:
-    """Serialise lab commands: two `up`s at once would fight over one bridge."""
+def exclusive_lock(
+    lock_file: Path,
+    *,
+    timeout: float = 900,
+    on_wait: Callable[[int], None] | None = None,
+    done: Callable[[], bool] | None = None,
+) -> Iterator[bool]:
+    """Serialise lab commands: two `up`s at once would fight over one bridge.
+
+    Yields True holding the lock. on_wait(holder's pid) is called once when this process has
+    to wait; done() is asked while waiting, and when it is true the wait ends without the
+    lock (yields False): what the caller waited for was made by the holder, which may go on
+    to hold the lock for other work.
+    """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with lock_file.open("a+") as fh:
         deadline = time.monotonic() + timeout
@@ -436,14 +514,20 @@ def exclusive_lock(lock_file: Path, *, timeout: float = 900) -> Iterator[None]:
                     ) from None
                 if not told:
                     fh.seek(0)
-                    log.info("waiting for another lab command (%s)", fh.read().strip())
+                    holder = fh.read().strip()
+                    log.info("waiting for another lab command (%s)", holder)
                     told = True
+                    if on_wait is not None and re.fullmatch(r"pid [0-9]+", holder):
+                        on_wait(int(holder.split()[1]))
+                if done is not None and done():
+                    yield False
+                    return
                 time.sleep(0.2)
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}\n")
         fh.flush()
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

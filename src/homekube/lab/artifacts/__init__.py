@@ -20,10 +20,13 @@ if TYPE_CHECKING:
         component_names,
         describe,
         ensure,
+        minors_for,
         run,
     )
 
-__all__ = ["LabArtifacts", "Report", "component_names", "describe", "ensure", "run"]
+__all__ = [
+    "LabArtifacts", "Report", "component_names", "describe", "ensure", "minors_for", "run",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ from homekube.lab.system import (
     LabError,
     ensure_packages,
     exclusive_lock,
+    lend_priority,
     log_tail,
     package_version,
     run,
@@ -198,8 +199,14 @@ def ensure_built(
     if not force and _complete(entry, recipe):
         return Built(recipe, entry, None)
     paths.root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(paths.lock_file, timeout=_LOCK_TIMEOUT):
-        if not force and _complete(entry, recipe):  # built by whoever held the lock
+    # a build started with `nice` in the background (CI) runs at this caller's priority from
+    # the moment the caller waits for it
+    # the lock's holder builds one recipe after another: stop waiting once it built this one
+    done = None if force else lambda: _complete(entry, recipe)
+    with exclusive_lock(
+        paths.lock_file, timeout=_LOCK_TIMEOUT, on_wait=lend_priority, done=done
+    ) as locked:
+        if not locked or (not force and _complete(entry, recipe)):  # built by the holder
             return Built(recipe, entry, None)
         if recipe.build_deps:
             ensure_packages(recipe.build_deps, f"building {recipe.key}")

@@ -132,16 +132,42 @@ def component_names() -> tuple[str, ...]:
     return tuple(r.name for r in RECIPES)
 
 
-def _selected(only: Collection[str] | None) -> tuple[GoRecipe, ...]:
+def releases(minors: Collection[str] | None) -> tuple[KubeRelease, ...]:
+    """The Kubernetes releases named by minor ("1.35") or version; None: every one."""
+    if minors is None:
+        return RELEASES
+    try:
+        picked = {id(release(m)) for m in minors}
+    except KeyError as e:
+        raise LabError(str(e.args[0])) from None
+    return tuple(r for r in RELEASES if id(r) in picked)
+
+
+def minors_for(minor: str | None) -> tuple[str, ...]:
+    """What a lab cluster at `minor` needs: that release, and the default one it upgrades to."""
+    (rel,) = releases([RELEASES[0].minor if minor is None else minor])
+    return tuple(dict.fromkeys((RELEASES[0].minor, rel.minor)))
+
+
+def _selected(
+    only: Collection[str] | None, minors: Collection[str] | None = None
+) -> tuple[GoRecipe, ...]:
+    """The recipes to build: `only` those names (None: all), of the releases in `minors`
+    (None: every release; else the release-independent recipes plus those releases' own
+    Kubernetes, pause and CoreDNS)."""
+    picked = releases(minors)
+    own = {id(r) for rel in RELEASES for r in rel.recipes}
+    wanted = {id(r) for rel in picked for r in rel.recipes}
+    recipes = tuple(r for r in RECIPES if id(r) not in own or id(r) in wanted)
     if not only:
-        return RECIPES
+        return recipes
     unknown = sorted(set(only) - set(component_names()))
     if unknown:
         raise LabError(
             f"unknown component(s): {', '.join(unknown)}",
             hint=f"choose from: {', '.join(component_names())}",
         )
-    return tuple(r for r in RECIPES if r.name in only)
+    return tuple(r for r in recipes if r.name in only)
 
 
 # ------------------------------------------------------------------------------- stamps
@@ -453,13 +479,19 @@ def run(
     progress: Progress,
     *,
     only: Collection[str] | None = None,
+    minors: Collection[str] | None = None,
     force: bool = False,
     publish: bool = True,
 ) -> Report:
-    """Build what is missing (or everything with force), pack it and publish it to the lab."""
+    """Build what is missing (or everything with force), pack it and publish it to the lab.
+
+    minors limits the Kubernetes releases to those minors (None: every one the lab builds);
+    the other components are built either way. A recipe another process is building is
+    waited for (gobuild's lock), then taken from the cache.
+    """
     paths = ArtifactPaths.from_env()
     report = Report()
-    selected = _selected(only)
+    selected = _selected(only, minors)
     for recipe in selected:
         b = gobuild.ensure_built(recipe, progress, force=force, paths=paths)
         report.built[_built_key(recipe)] = b
@@ -565,13 +597,16 @@ def describe(
     )
 
 
-def ensure(progress: Progress | None = None, *, force: bool = False) -> LabArtifacts:
-    """Build, pack and publish everything (what is missing); describe the result.
+def ensure(
+    progress: Progress | None = None, *, force: bool = False, minor: str | None = None
+) -> LabArtifacts:
+    """Build, pack and publish what a cluster at `minor` needs (what is missing); describe it.
 
-    Publishing into the lab needs the lab up (`homekube lab up`); without it the artifacts
-    are built and packed, and `published` is False.
+    minor None is the default release; another minor also gets the default one (what it
+    upgrades to). Publishing into the lab needs the lab up (`homekube lab up`); without it
+    the artifacts are built and packed, and `published` is False.
     """
     say = progress or (lambda line: log.info("%s", line))
-    report = run(say, force=force)
-    return describe(published=not report.notes, seconds=report.steps)
+    report = run(say, force=force, minors=minors_for(minor))
+    return describe(published=not report.notes, seconds=report.steps, minor=minor)
 

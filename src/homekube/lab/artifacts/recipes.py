@@ -380,6 +380,17 @@ class KubeRelease:
     def minor(self) -> str:
         return ".".join(self.kubernetes.version.split(".")[:2])
 
+    @property
+    def recipes(self) -> tuple[GoRecipe, ...]:
+        """This minor's own recipes; every other recipe serves all minors."""
+        return (self.kubernetes, self.pause, self.coredns)
+
+    @property
+    def images(self) -> tuple[ImageSpec, ...]:
+        """The images made from this minor's own recipes (the ones its kubeadm pulls)."""
+        refs = {_ref(r) for r in self.recipes}
+        return tuple(s for s in IMAGES if s.recipes & refs)
+
 
 #: The lab's default first; `homekube lab up --kubernetes-version 1.35` picks another.
 RELEASES: tuple[KubeRelease, ...] = (

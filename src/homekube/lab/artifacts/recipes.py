@@ -47,6 +47,9 @@ class GoRecipe:
     #: Debian packages the build needs on this machine (cgo headers and static libraries)
     build_deps: tuple[str, ...] = ()
     timeout: float = 1800.0  # one cold build on 2 shared cores, with room
+    #: wrapper module directory under modules/ when several versions share one hand-written
+    #: program (only the version stamped in differs); default: `key`
+    module: str = ""
 
     @property
     def key(self) -> str:
@@ -54,7 +57,7 @@ class GoRecipe:
 
     @property
     def module_dir(self) -> Path:
-        return MODULES_DIR / self.key
+        return MODULES_DIR / (self.module or self.key)
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -319,13 +322,14 @@ FLANNEL = GoRecipe(
     build_deps=("gcc", "libc6-dev"),
 )
 
-# Our own pause program (modules/pause-3.10.2/main.go), tagged as the pause kubeadm 1.36 pins.
+# Our own pause program (modules/pause/main.go), tagged as the pause kubeadm 1.36 pins.
 PAUSE = GoRecipe(
     name="pause",
     version="3.10.2",
     tools=_frozen({}),
     own_packages=(".",),
     ldflags_x=_frozen({"main.version": "3.10.2"}),
+    module="pause",
 )
 
 # The same program tagged as kubeadm 1.35's constants.PauseVersion.
@@ -335,6 +339,7 @@ PAUSE_PREVIOUS = GoRecipe(
     tools=_frozen({}),
     own_packages=(".",),
     ldflags_x=_frozen({"main.version": "3.10.1"}),
+    module="pause",
 )
 
 # The lab's own test workload (modules/hkecho-1.0.0/main.go): an HTTP server that says which pod

@@ -1,3 +1,0 @@
-module homekube.lab/pause
-
-go 1.26

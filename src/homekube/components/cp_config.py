@@ -2,8 +2,9 @@
 
 kubeadm writes the API endpoint, the etcd members and the API server's SANs once, at `init`
 (or `join`), into files on every node and objects in the cluster. When cluster.yaml changes
-them on a running cluster, the kubeadm phase (stages ``cluster config``, ``api servers``,
-``kubeconfigs``, before any node joins) brings each copy along, each a Change of its own:
+them on a running cluster, the kubeadm phase brings each copy along, each a Change of its own:
+stages ``cluster config``, ``api servers`` (certificates) and ``kubeconfigs`` before any node
+joins, and ``api server restarts`` (manifests) after every node joined:
 
     kubeadm-config (ClusterConfiguration)   controlPlaneEndpoint, apiServer.certSANs and
                                             etcd.external.endpoints as rendered from cluster.yaml,
@@ -18,7 +19,19 @@ them on a running cluster, the kubeadm phase (stages ``cluster config``, ``api s
                                             apiserver` when its --etcd-servers are not the
                                             wanted members (etcd grown or shrunk); one control
                                             plane at a time, each back at /readyz with the new
-                                            flags before the next
+                                            flags (and the endpoint answering) before the next,
+                                            in ``api server restarts``: after the control
+                                            planes joined (they read the members from
+                                            kubeadm-config, not from a running API server), so
+                                            converting one control plane to three, the address
+                                            moves to a joined one while the first restarts
+                                            instead of the API being down. Until then the API
+                                            server keeps its old list, which is safe: the etcd
+                                            phase ran before (added members serve, removed
+                                            ones are stopped) and the client fails over
+                                            within the list. Only when none of the listed
+                                            members is left (every one removed) does the
+                                            restart run at once, in ``api servers``
     admin.conf, super-admin.conf            `server:` is the endpoint
     kubelet.conf of every worker            `server:` is the endpoint, then the kubelet restarts
                                             (a control plane's kubelet talks to its own API

@@ -277,7 +277,7 @@ def test_conversion_of_a_single_control_plane_is_planned_in_order(tmp_path: obje
     order = _order(p, "kubeadm")
     waves_of = {(h, r): w for w, h, r in order}
     assert waves_of[("cp1", "kubeadm-config")] < waves_of[("cp1", "apiserver certificate")] \
-        == waves_of[("cp1", "kube-apiserver manifest")] < waves_of[("cp1", ep.ADMIN_CONF)]
+        < waves_of[("cp1", ep.ADMIN_CONF)]
     kubeconfigs = waves_of[("cp1", ep.ADMIN_CONF)]
     for key in (("cp1", ep.SUPER_ADMIN_CONF), ("w1", ep.KUBELET_CONF),
                 ("cp1", "configmap kube-system/kube-proxy"), ("cp1", "configmap kube-public/cluster-info"),
@@ -286,6 +286,10 @@ def test_conversion_of_a_single_control_plane_is_planned_in_order(tmp_path: obje
     assert ("cp1", "kubeconfig /home/me/.kube/tunnel") not in waves_of  # an SSH tunnel: left alone
     assert kubeconfigs < waves_of[("cp1", "bootstrap token")] == waves_of[("cp1", "upload-certs")] \
         < waves_of[("cp2", "join")] < waves_of[("cp3", "join")]
+    # cp1's API server restarts (new --etcd-servers) only once cp2 and cp3 serve: the address
+    # moves to them meanwhile instead of the API being down
+    assert waves_of[("cp3", "join")] < waves_of[("cp1", "kube-apiserver manifest")]
+    assert waves_of[("cp1", "kube-apiserver manifest")] == max(w for w, _, _ in order)
     kubeadm = {(c.host, c.resource): c for ph in p.phases if ph.name == "kubeadm" for c in ph.changes}
     upload = kubeadm[("cp1", "kubeadm-config")]
     conf = next(a for a in upload.actions if isinstance(a, WriteFile))
@@ -353,6 +357,21 @@ hosts:
     ch1 = {s.resource: s for s in KubeadmPhase().plan(Context(cfg1, fs1, LocalState(), NOW))
            if isinstance(s, Change) and s.host == "cp1"}
     assert "kube-apiserver manifest" in ch1 and "1 etcd server(s)" in ch1["kube-apiserver manifest"].summary
+    # members added and the only listed one removed (cp1 gives up etcd): the API server
+    # has no etcd left after the etcd phase, so it restarts first, before anything needs it
+    cfg3 = load_text(plain.replace("cp1, address: 192.0.2.21, roles: [control-plane, etcd]",
+                                   "cp1, address: 192.0.2.21, roles: [control-plane]")
+                     .replace("e3, address: 192.0.2.23, roles: [etcd]", "e3, address: 192.0.2.23, roles: [etcd, worker]")
+                     .replace("w1, address: 192.0.2.31, roles: [worker]", "w1, address: 192.0.2.31, roles: [etcd]"))
+    fs3 = one_cp_running(cfg3, OLD, ("https://192.0.2.21:2379",), api_server_sans(cfg3), ("192.0.2.21",))
+    fs3["e3"] = installed(cfg3, host(cfg3, "e3"))  # a node to join
+    order3 = {(h, r): w for w, h, r in _order(build_plan(
+        [KubeadmPhase()], Context(cfg3, fs3, LocalState(), NOW)), "kubeadm")}
+    assert order3[("cp1", "kube-apiserver manifest")] < order3[("e3", "join")], order3
+    # one listed member stays (3 -> 1): the restart waits for the later stage
+    order1 = {(h, r): w for w, h, r in _order(build_plan(
+        [KubeadmPhase()], Context(cfg1, fs1, LocalState(), NOW)), "kubeadm")}
+    assert order1[("cp1", "kube-apiserver manifest")] > order1[("cp1", "kubeadm-config")]
     # converged: nothing
     fs2 = one_cp_running(cfg, OLD, tuple(etcd_servers(cfg)), api_server_sans(cfg), ("192.0.2.21",))
     assert not [s for s in KubeadmPhase().plan(Context(cfg, fs2, LocalState(), NOW)) if isinstance(s, Change)]

@@ -2,8 +2,9 @@
 
 kubeadm writes the API endpoint, the etcd members and the API server's SANs once, at `init`
 (or `join`), into files on every node and objects in the cluster. When cluster.yaml changes
-them on a running cluster, the kubeadm phase (stages ``cluster config``, ``api servers``,
-``kubeconfigs``, before any node joins) brings each copy along, each a Change of its own:
+them on a running cluster, the kubeadm phase brings each copy along, each a Change of its own:
+stages ``cluster config``, ``api servers`` (certificates) and ``kubeconfigs`` before any node
+joins, and ``api server restarts`` (manifests) after every node joined:
 
     kubeadm-config (ClusterConfiguration)   controlPlaneEndpoint, apiServer.certSANs and
                                             etcd.external.endpoints as rendered from cluster.yaml,
@@ -18,7 +19,19 @@ them on a running cluster, the kubeadm phase (stages ``cluster config``, ``api s
                                             apiserver` when its --etcd-servers are not the
                                             wanted members (etcd grown or shrunk); one control
                                             plane at a time, each back at /readyz with the new
-                                            flags before the next
+                                            flags (and the endpoint answering) before the next,
+                                            in ``api server restarts``: after the control
+                                            planes joined (they read the members from
+                                            kubeadm-config, not from a running API server), so
+                                            converting one control plane to three, the address
+                                            moves to a joined one while the first restarts
+                                            instead of the API being down. Until then the API
+                                            server keeps its old list, which is safe: the etcd
+                                            phase ran before (added members serve, removed
+                                            ones are stopped) and the client fails over
+                                            within the list. Only when none of the listed
+                                            members is left (every one removed) does the
+                                            restart run at once, in ``api servers``
     admin.conf, super-admin.conf            `server:` is the endpoint
     kubelet.conf of every worker            `server:` is the endpoint, then the kubelet restarts
                                             (a control plane's kubelet talks to its own API
@@ -88,8 +101,9 @@ class Stages:
     """The kubeadm phase's stages these steps run in (declared there)."""
 
     config: Stage
-    api_servers: Stage  # one at a time
+    api_servers: Stage  # one at a time: certificates (and a restart that cannot wait)
     kubeconfigs: Stage
+    restarts: Stage  # one at a time, after the control planes joined: API server restarts
 
 
 def want_url(cfg: ClusterConfig) -> str:
@@ -218,12 +232,13 @@ def control_plane_config_steps(ctx: Context, primary: HostSpec, kubeadm_version:
                                   f"controlPlaneEndpoint {endpoint}, {len(etcd)} etcd endpoint(s), "
                                   "certSANs as in cluster.yaml"))
 
-    # 2. each running API server: certificate, then manifest, one control plane at a time
+    # 2. each running API server, one control plane at a time: its certificate now, its
+    # manifest (a restart) after the control planes joined (module doc)
     running = [h for h in ctx.hosts() if h.has("control-plane")
                and ctx.facts[h.name].file(APISERVER_MANIFEST) is not None]
     for i, h in enumerate(running):
         steps += _api_server(ctx, h, ctx.facts[h.name], kubeadm_version, etcd,
-                             stages.api_servers.turn(i), phase)
+                             stages.api_servers.turn(i), stages.restarts.turn(i), phase)
 
     # 3. kubeconfigs
     steps += _kubeconfigs(ctx, primary, running, url, stages.kubeconfigs, phase)
@@ -231,7 +246,7 @@ def control_plane_config_steps(ctx: Context, primary: HostSpec, kubeadm_version:
 
 
 def _api_server(ctx: Context, h: HostSpec, f: HostFacts, kv: str, etcd: list[str],
-                order: Order, phase: str) -> list[Step]:
+                order: Order, restart: Order, phase: str) -> list[Step]:
     cfg = ctx.config
     out: list[Step] = []
     crt = f.file(APISERVER_CRT)
@@ -268,6 +283,10 @@ def _api_server(ctx: Context, h: HostSpec, f: HostFacts, kv: str, etcd: list[str
                             "the API server certificate has every SAN cluster.yaml wants"))
     have = endpoint_facts(f).etcd_servers
     if have is not None and set(have) != set(etcd):
+        # it restarts after the joins while it still lists a member that stays (the etcd phase
+        # ran: removed members are gone, added ones serve); listing none, it has no etcd
+        # left and restarts right away, before anything needs the API
+        keeps = bool(set(have) & set(etcd))
         flag = "--etcd-servers=" + ",".join(etcd)
         # with an endpoint, also until it answers again: while this API server restarted,
         # keepalived may have moved the address to a control plane without one yet
@@ -289,14 +308,15 @@ def _api_server(ctx: Context, h: HostSpec, f: HostFacts, kv: str, etcd: list[str
             h.name, phase, "kube-apiserver manifest",
             f"regenerate {APISERVER_MANIFEST} with {len(etcd)} etcd server(s)",
             f"--etcd-servers lists {', '.join(have) or 'nothing'}; the etcd members are "
-            f"{', '.join(etcd)}",
+            f"{', '.join(etcd)}" + ("" if keeps else " (none of the listed ones is left: now, "
+                                    "before anything needs the API)"),
             (_config_file(cfg, h.name, kv),
              _kubeadm("kubeadm init phase control-plane apiserver",
                       f"kubeadm init phase control-plane apiserver --config {RECONFIG}",
                       f"{LOG_DIR}/kubeadm-control-plane.log"),
              Run(wait.text, "wait until the kubelet restarted kube-apiserver with the new "
                             "--etcd-servers and it answers /readyz (up to 5 min)", kind="wait")),
-            order=order))
+            order=restart if keeps else order))
     elif have is not None:
         out.append(NoChange(h.name, phase, "kube-apiserver manifest",
                             f"--etcd-servers lists the {len(etcd)} etcd member(s)"))

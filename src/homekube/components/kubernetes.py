@@ -911,10 +911,10 @@ def cgroup_v1_warnings(ctx: Context, phase: str) -> list[Step]:
             for h in ctx.hosts() if is_node(h) and ctx.facts[h.name].cgroup == 1]
 
 
-INIT, CLUSTER_CONFIG, API_SERVERS, KUBECONFIGS, TOKEN, CP_JOIN, WORKER_JOIN = declare(
+INIT, CLUSTER_CONFIG, API_SERVERS, KUBECONFIGS, TOKEN, CP_JOIN, WORKER_JOIN, API_RESTARTS = declare(
     "kubeadm", parallel("init"), parallel("cluster config"), one_at_a_time("api servers"),
     parallel("kubeconfigs"), parallel("token"), one_at_a_time("control-plane join"),
-    parallel("worker join"))
+    parallel("worker join"), one_at_a_time("api server restarts"))
 
 
 class KubeadmPhase:
@@ -959,10 +959,11 @@ class KubeadmPhase:
             steps.append(NoChange(p.host.name, ph, "kubeadm init",
                                   f"cluster initialised ({p.why})"))
             # endpoint, SANs and etcd members of the running cluster follow cluster.yaml
-            # (before anyone joins: a joining control plane reads kubeadm-config)
+            # (before anyone joins: a joining control plane reads kubeadm-config); a running
+            # API server restarts with new --etcd-servers only after the joins (cp_config)
             steps += control_plane_config_steps(
                 ctx, p.host, _kubeadm_version(cfg, pf),
-                Stages(CLUSTER_CONFIG, API_SERVERS, KUBECONFIGS), ph)
+                Stages(CLUSTER_CONFIG, API_SERVERS, KUBECONFIGS, API_RESTARTS), ph)
             if joining:
                 steps += self._token_steps(ctx, p.host, pf, sec)
         ca_hash = ca_cert_hash(ca_pem)

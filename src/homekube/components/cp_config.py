@@ -55,18 +55,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from homekube.components.base import Context
-from homekube.components.endpoint import (
+from homekube.components.endpoint import endpoint_facts, old_servers
+from homekube.components.kubeadm_base import (
     ADMIN_CONF,
     APISERVER_MANIFEST,
+    KUBECTL,
     KUBELET_CONF,
+    LOG_DIR,
     SUPER_ADMIN_CONF,
-    endpoint_facts,
+    kubeadm_script,
 )
 from homekube.config.model import ClusterConfig, HostSpec
 from homekube.errors import RefusedError
@@ -91,9 +93,7 @@ APISERVER_CRT = f"{CERTIFICATES_DIR}/apiserver.crt"
 APISERVER_KEY = f"{CERTIFICATES_DIR}/apiserver.key"
 #: the rendered kubeadm config a reconfiguration step reads (no secrets; removed after use)
 RECONFIG = "/run/homekube/kubeadm-reconfigure.yaml"
-KUBECTL = f"kubectl --kubeconfig={ADMIN_CONF}"
 SSA = f"{KUBECTL} apply --server-side --field-manager=homekube --force-conflicts"
-LOG_DIR = "/var/log/homekube"
 
 
 @dataclass(frozen=True)
@@ -108,17 +108,6 @@ class Stages:
 
 def want_url(cfg: ClusterConfig) -> str:
     return f"https://{control_plane_endpoint(cfg)}"
-
-
-def old_servers(cfg: ClusterConfig, hosts: Sequence[HostSpec]) -> set[str]:
-    """The URLs of `hosts`' own API servers (what a cluster without endpoint uses)."""
-    out = set()
-    for h in hosts:
-        if h.ipv4:
-            out.add(f"https://{h.ipv4}:{API_SERVER_PORT}")
-        if h.ipv6:
-            out.add(f"https://[{h.ipv6}]:{API_SERVER_PORT}")
-    return out
 
 
 def rewrite_server(text: str, old: set[str], new: str) -> str:
@@ -164,11 +153,9 @@ def _config_file(cfg: ClusterConfig, host: str, kubeadm_version: str) -> WriteFi
 
 
 def _kubeadm(what: str, cmd: str, log: str) -> Run:
-    return Run(
-        f"install -d -m 0700 {LOG_DIR}\n"
-        f"if ! {cmd} >{log} 2>&1; then\n"
-        f'  echo "{what} failed; last lines of {log}:" >&2; tail -n 25 {log} >&2; exit 1\n'
-        f"fi\nrm -f {RECONFIG}", f"{cmd} (log: {log})", kind="kubeadm")
+    """kubeadm as every kubeadm step runs it (kubeadm_script), then the rendered config goes."""
+    return Run(kubeadm_script(what, cmd, log) + f"\nrm -f {RECONFIG}", f"{cmd} (log: {log})",
+               kind="kubeadm")
 
 
 def _set_server(path: str, url: str) -> str:
@@ -325,7 +312,6 @@ def _api_server(ctx: Context, h: HostSpec, f: HostFacts, kv: str, etcd: list[str
 
 def _kubeconfigs(ctx: Context, primary: HostSpec, running: list[HostSpec], url: str,
                  order: Stage, phase: str) -> list[Step]:
-    cfg = ctx.config
     out: list[Step] = []
     for h in ctx.hosts():
         f = ctx.facts[h.name]
@@ -373,7 +359,7 @@ def _kubeconfigs(ctx: Context, primary: HostSpec, running: list[HostSpec], url: 
             order=order))
     elif pe.cluster_info is not None:
         out.append(NoChange(p, phase, "configmap kube-public/cluster-info", f"server {url}"))
-    old = old_servers(cfg, running)
+    old = old_servers(running)
     for path, content in sorted(ctx.local.kubeconfigs.items()):
         text = content.decode(errors="replace")
         new = rewrite_server(text, old, url)

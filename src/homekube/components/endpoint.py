@@ -56,12 +56,19 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ruamel.yaml import YAML
 
 from homekube.components.base import Context
+from homekube.components.kubeadm_base import (
+    ADMIN_CONF,
+    APISERVER_MANIFEST,
+    KUBELET_CONF,
+    SUPER_ADMIN_CONF,
+)
 from homekube.components.reset import PACKAGES_RECORD
 from homekube.config.model import ClusterConfig, EndpointSpec, HostSpec
 from homekube.errors import RefusedError
@@ -80,11 +87,6 @@ KEEPALIVED_CONF = f"{KEEPALIVED_DIR}/keepalived.conf"
 CHECK_SCRIPT = f"{KEEPALIVED_DIR}/homekube-check-apiserver.sh"
 UNIT = "keepalived.service"
 PACKAGES = ("keepalived", "curl")
-APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
-# kubeadm's, as in components.kubernetes (which lists this phase, so it cannot be imported here)
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-SUPER_ADMIN_CONF = "/etc/kubernetes/super-admin.conf"
 #: priority of every control plane, and what a failing API server check takes off
 PRIORITY = 100
 CHECK_WEIGHT = 50
@@ -156,7 +158,7 @@ def _server_of(path: str) -> str:
 def endpoint_fact(cfg: ClusterConfig, host: HostSpec) -> Fact[EndpointFacts]:
     cmd = [
         f"for c in {ADMIN_CONF} {KUBELET_CONF}; do [ -f $c ] || continue; "
-        "echo \"server=$(sed -n 's/^ *server: *//p' $c | head -n1)\"; break; done",
+        f"echo \"server=$({_server_of('$c')})\"; break; done",
         f'[ -f {KUBELET_CONF} ] && echo "kubelet=$({_server_of(KUBELET_CONF)})"',
     ]
     def readyz(addr: object) -> str:
@@ -403,6 +405,17 @@ def refuse_unsupported(ctx: Context) -> None:
                      "cluster that will have several control planes")
 
 
+def old_servers(hosts: Sequence[HostSpec]) -> set[str]:
+    """The URLs of `hosts`' own API servers (what a cluster without endpoint uses)."""
+    out = set()
+    for h in hosts:
+        if h.ipv4:
+            out.add(f"https://{h.ipv4}:{API_SERVER_PORT}")
+        if h.ipv6:
+            out.add(f"https://[{h.ipv6}]:{API_SERVER_PORT}")
+    return out
+
+
 def convertible_from(ctx: Context) -> str | None:
     """The API URL a running cluster may be moved away from to `kubernetes.endpoint`: its only
     running control plane's own address (https://<its address>:6443); None otherwise."""
@@ -412,11 +425,8 @@ def convertible_from(ctx: Context) -> str | None:
                if h.name in ctx.facts and ctx.facts[h.name].file(APISERVER_MANIFEST) is not None]
     if len(running) != 1:
         return None
-    h = running[0]
-    own = {f"https://{h.ipv4}:{API_SERVER_PORT}" if h.ipv4 else "",
-           f"https://[{h.ipv6}]:{API_SERVER_PORT}" if h.ipv6 else ""} - {""}
-    have = endpoint_facts(ctx.facts[h.name]).server
-    return have if have in own else None
+    have = endpoint_facts(ctx.facts[running[0].name]).server
+    return have if have in old_servers(running) else None
 
 
 def endpoint_status(cfg: ClusterConfig, facts: dict[str, HostFacts]) -> dict[str, object] | None:

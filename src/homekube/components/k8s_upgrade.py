@@ -36,11 +36,10 @@ from __future__ import annotations
 import re
 
 from homekube.components.base import Context
+from homekube.components.kubeadm_base import KUBECTL, LOG_DIR
+from homekube.components.kubeadm_base import kubeadm_script as _kubeadm
 from homekube.components.kubernetes import (
-    KUBECTL,
     LAYER_OFF,
-    LOG_DIR,
-    _kubeadm,
     _minor,
     installed_minor,
     is_node,

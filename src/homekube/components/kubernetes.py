@@ -67,7 +67,15 @@ from homekube.components.artifacts import Artifact as DownloadArtifact
 from homekube.components.base import Context, Phase
 from homekube.components.cp_config import Stages, control_plane_config_steps
 from homekube.components.downloads import TEMP_DIR, fetch_verified
-from homekube.components.endpoint import APISERVER_MANIFEST, EndpointPhase
+from homekube.components.endpoint import EndpointPhase
+from homekube.components.kubeadm_base import (
+    ADMIN_CONF,
+    APISERVER_MANIFEST,
+    KUBECTL,
+    KUBELET_CONF,
+    LOG_DIR,
+)
+from homekube.components.kubeadm_base import kubeadm_script as _kubeadm
 from homekube.components.reset import PACKAGES_RECORD
 from homekube.components.runtime import (
     containerd_artifacts,
@@ -174,17 +182,12 @@ RUN_DIR = "/run/homekube"
 JOIN_CONFIG = f"{RUN_DIR}/kubeadm-join.yaml"
 TOKEN_CONFIG = f"{RUN_DIR}/bootstrap-token.yaml"
 UPLOAD_CERTS_CONFIG = f"{RUN_DIR}/upload-certs.yaml"
-LOG_DIR = "/var/log/homekube"
-
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
 #: kubeadm's own certificates on a control plane (the etcd-CA ones are homekube's)
 KUBEADM_CERTS = tuple(f"/etc/kubernetes/pki/{n}.crt" for n in (
     "ca", "apiserver", "apiserver-kubelet-client", "front-proxy-ca", "front-proxy-client"))
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 CA_CRT = f"{CERTIFICATES_DIR}/ca.crt"
 CA_KEY = f"{CERTIFICATES_DIR}/ca.key"
 
-KUBECTL = f"kubectl --kubeconfig={ADMIN_CONF}"
 SSA = f"{KUBECTL} apply --server-side --field-manager=homekube"
 
 K8S_PACKAGES = ("cri-o", "kubelet", "kubeadm", "kubectl")
@@ -230,9 +233,6 @@ TOKEN_TTL = "15m0s"  # noqa: S105 - a duration
 TOKEN_GROUPS = ["system:bootstrappers:kubeadm:default-node-token"]
 
 LAYER_OFF = "Kubernetes layer is off in cluster.yaml"
-
-#: hide bootstrap tokens and 64-hex keys/hashes in kubeadm output shown after a failure
-REDACT = r"sed -E 's/[a-z0-9]{6}\.[a-z0-9]{16}/<token>/g; s/[0-9a-f]{64}/<redacted>/g'"
 
 #: The renderer insists on a SHA-256 for mirrored Calico manifests. Until cluster.yaml can
 #: carry pins (proposed: `artifacts.sha256`), the pin is the mirror's own SHA256SUMS, read on
@@ -646,18 +646,6 @@ def _secret_diff(path: str, redacted: str) -> str:
     return "".join(difflib.unified_diff(
         [], redacted.splitlines(keepends=True),
         fromfile=f"{path} (host)", tofile=f"{path} (homekube; secrets shown as placeholders)"))
-
-
-def _kubeadm(what: str, cmd: str, log: str) -> str:
-    """Run kubeadm with its output in a root-only log; on failure show its tail, redacted."""
-    return (
-        f"install -d -m 0700 {LOG_DIR}\n"
-        f"if ! {cmd} >{log} 2>&1; then\n"
-        f'  echo "{what} failed; last lines of {log} (secrets redacted):" >&2\n'
-        f"  tail -n 25 {log} | {REDACT} >&2\n"
-        "  exit 1\n"
-        "fi"
-    )
 
 
 def _minor(version: str | None) -> str | None:

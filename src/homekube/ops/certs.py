@@ -81,7 +81,14 @@ from homekube.etcd.shell import etcd_facts
 from homekube.executor import Progress
 from homekube.facts.host import HostFacts
 from homekube.facts.system import Probes
-from homekube.ops.session import close_all, connect_some, gather_facts, open_session, state_path
+from homekube.ops.session import (
+    close_all,
+    connect_some,
+    gather_facts,
+    handed_out_records,
+    open_session,
+    state_path,
+)
 from homekube.pki.inventory import Expiry, expiry, group_of, handed_out_rows, kubeadm_due
 from homekube.pki.inventory import warnings as cert_warnings
 from homekube.pki.issue import generate_key
@@ -150,13 +157,7 @@ def handed_out_path(cfg: ClusterConfig) -> Path:
 
 def handed_out(cfg: ClusterConfig) -> list[dict[str, Any]]:
     """The admin kubeconfigs `homekube kubeconfig` wrote (state dir record; no key material)."""
-    try:
-        data = json.loads(handed_out_path(cfg).read_text())
-    except (OSError, ValueError):
-        return []
-    if not isinstance(data, dict):
-        return []
-    return [r for r in data.get("kubeconfigs", []) if isinstance(r, dict)]
+    return handed_out_records(state_path(cfg))
 
 
 def _row(host: str, path: str, pem: bytes, now: datetime) -> dict[str, Any]:

@@ -186,15 +186,23 @@ def read_local_state(cfg: ClusterConfig, *, create: bool = False) -> LocalState:
     return LocalState(etcd_ca_cert=ca.cert_pem, etcd_ca_key=ca.key_pem, kubeconfigs=kubeconfigs)
 
 
-def _handed_out_kubeconfigs(base: Path) -> dict[str, bytes]:
+def handed_out_records(base: Path) -> list[dict[str, Any]]:
+    """The admin kubeconfigs `homekube kubeconfig` wrote, as recorded in the state dir
+    (`kubeconfigs.json`, no key material); [] when there is no readable record."""
     try:
         data = json.loads((base / "kubeconfigs.json").read_text())
     except (OSError, ValueError):
-        return {}
+        return []
+    if not isinstance(data, dict):
+        return []
+    return [r for r in data.get("kubeconfigs", []) if isinstance(r, dict)]
+
+
+def _handed_out_kubeconfigs(base: Path) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    for r in data.get("kubeconfigs", []) if isinstance(data, dict) else []:
-        path = Path(str(r.get("path", ""))) if isinstance(r, dict) else None
-        if path is None or not path.is_file():
+    for r in handed_out_records(base):
+        path = Path(str(r.get("path", "")))
+        if not path.is_file():
             continue
         try:
             out[str(path)] = path.read_bytes()
